@@ -1,0 +1,59 @@
+"""``batchrank train``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from batchrank.cli.options import column_options, parse_scale
+
+
+@click.command("train")
+@click.option("--ratings", required=True, help="MovieLens folder/zip, CSV/Parquet file, or tfds:NAME.")
+@click.option("--items", type=click.Path(path_type=Path), help="Items file with titles.")
+@column_options
+@click.option("--rating-scale", callback=parse_scale, help="MIN,MAX of the ratings (default: data).")
+@click.option("--preset", type=click.Choice(["seed", "default"]), default="default", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), help="Override the preset's epochs.")
+@click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), help="Held-out share.")
+@click.option("--seed", type=int, help="Seed of the split and initialisation (default 42).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to write.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def command(
+    ratings: str,
+    items: Path | None,
+    user_col: str,
+    item_col: str,
+    rating_col: str,
+    title_col: str,
+    rating_scale: tuple[float, float] | None,
+    preset: str,
+    epochs: int | None,
+    test_fraction: float | None,
+    seed: int | None,
+    out: Path,
+    quiet: bool,
+) -> None:
+    """Train a ranking model and write a model bundle to OUT."""
+    from batchrank.sources import Columns
+    from batchrank.train import train
+
+    result = train(
+        ratings,
+        out,
+        preset=preset,
+        items=items,
+        columns=Columns(user=user_col, item=item_col, rating=rating_col, title=title_col),
+        rating_scale=rating_scale,
+        epochs=epochs,
+        test_fraction=test_fraction,
+        seed=seed,
+        verbose=0 if quiet else "auto",
+    )
+    m = result.metrics
+    click.echo(
+        f"held-out RMSE: {m['test_rmse']:.4f} stars, {m['test_rmse_normalized']:.4f} label units "
+        f"({m['test_count']} ratings; global mean: {m['test_rmse_global_mean']:.4f} stars)"
+    )
+    click.echo(f"bundle written to {out}")

@@ -1,0 +1,76 @@
+"""One error hierarchy for batchrank, each class mapped to a documented exit code.
+
+Exit codes (also in ``batchrank --help`` and the README):
+
+====  ==========================================================
+0     success
+1     anything unexpected (a bug: please report it with the traceback)
+2     usage or job-file error (:class:`ConfigError`)
+3     input data error (:class:`DataError`)
+4     model error (:class:`ModelError`)
+5     output or I/O error (:class:`OutputError`)
+6     another run of the same job holds the lock (:class:`LockedError`)
+====  ==========================================================
+
+Messages follow one style: lowercase, name the file / row / column / key and the value
+received, and say what was expected.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EXIT_CODES",
+    "BatchrankError",
+    "ConfigError",
+    "DataError",
+    "LockedError",
+    "ModelError",
+    "OutputError",
+]
+
+
+class BatchrankError(Exception):
+    """Base of every error batchrank reports to the user without a traceback."""
+
+    exit_code: int = 1
+
+
+class ConfigError(BatchrankError):
+    """A bad option, flag combination or job file."""
+
+    exit_code = 2
+
+
+class DataError(BatchrankError):
+    """Input data that cannot be used: missing columns, corrupt files, bad ids or ratings."""
+
+    exit_code = 3
+
+
+class ModelError(BatchrankError):
+    """A model bundle that is missing, corrupt, foreign or of an unsupported version."""
+
+    exit_code = 4
+
+
+class OutputError(BatchrankError):
+    """An output that cannot be written or committed."""
+
+    exit_code = 5
+
+
+class LockedError(BatchrankError):
+    """Another run of the same job holds its lock."""
+
+    exit_code = 6
+
+
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "unexpected error (a bug; the traceback is printed)",
+    2: "usage or job-file error",
+    3: "input data error",
+    4: "model error",
+    5: "output or I/O error",
+    6: "another run of the same job holds the lock",
+}

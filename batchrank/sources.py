@@ -1,0 +1,270 @@
+"""Training data sources, all loaded into one Arrow schema.
+
+Sources:
+
+1. a MovieLens 100K folder or ``.zip`` (``u.data`` and ``u.item``);
+2. generic ratings files, CSV or Parquet, with configurable column names, and an optional items
+   file for titles;
+3. ``tfds:movielens/100k-ratings`` through tensorflow-datasets (imported lazily, only here).
+
+Whatever the source, :func:`load_ratings` returns a :class:`RatingsData` whose ``ratings`` table
+has columns ``user_id``, ``movie_id`` (both int64 or both-or-either string) and ``rating``
+(float64), and whose ``items`` table, when known, has ``movie_id`` and ``title``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batchrank.errors import DataError
+from batchrank.vocab import coerce_ids, id_kind_of
+
+__all__ = ["Columns", "RatingsData", "fingerprint_table", "load_items", "load_ratings"]
+
+USER, ITEM, RATING, TITLE = "user_id", "movie_id", "rating", "title"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Columns:
+    """Column names in the user's files."""
+
+    user: str = USER
+    """Column of user ids."""
+    item: str = ITEM
+    """Column of movie ids."""
+    rating: str = RATING
+    """Column of ratings."""
+    title: str = TITLE
+    """Column of titles in an items file."""
+
+
+@dataclass(frozen=True)
+class RatingsData:
+    """Ratings (and titles where known) in batchrank's schema."""
+
+    ratings: pa.Table
+    items: pa.Table | None
+    source: str
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the ratings' content (order included)."""
+        return fingerprint_table(self.ratings)
+
+
+def fingerprint_table(table: pa.Table) -> str:
+    """A content hash of a table: sha256 over its Arrow IPC stream."""
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks())
+    return "sha256:" + hashlib.sha256(sink.getvalue()).hexdigest()
+
+
+def _read_frame(path: Path, *, what: str) -> pl.DataFrame:
+    if not path.exists():
+        raise DataError(f"{path}: {what} file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; expected a {what} file (.csv or .parquet)")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            df = pl.read_parquet(path)
+        elif suffix in (".csv", ".tsv", ".txt"):
+            df = pl.read_csv(
+                path, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=10000
+            )
+        else:
+            raise DataError(f"{path}: unknown {what} file type {suffix!r}; expected .csv or .parquet")
+    except DataError:
+        raise
+    except pl.exceptions.NoDataError:
+        raise DataError(f"{path}: {what} file is empty") from None
+    except Exception as e:  # polars and pyarrow raise many types for corrupt files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: cannot read {what} file: {first}") from e
+    if df.height == 0:
+        raise DataError(f"{path}: {what} file has no rows")
+    return df
+
+
+def _require(df: pl.DataFrame, cols: list[str], path: object, what: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        found = ", ".join(f"`{c}`" for c in df.columns)
+        miss = ", ".join(f"`{c}`" for c in missing)
+        raise DataError(f"{path}: {what} column {miss} missing; found {found}")
+
+
+def _normalise_ratings(table: pa.Table, where: str) -> pa.Table:
+    """Check ids and ratings and return the canonical schema."""
+    out = {}
+    for col in (USER, ITEM):
+        arr = table.column(col).combine_chunks()
+        kind = id_kind_of(arr, where=f"{where}: column `{col}`")
+        nulls = arr.null_count
+        if nulls:
+            row = pc.index(pc.is_null(arr), True).as_py()
+            raise DataError(f"{where}: column `{col}` has {nulls} null ids (first at row {row + 1})")
+        cast, _ = coerce_ids(arr, kind, where=f"{where}: column `{col}`")
+        out[col] = cast
+    rating = table.column(RATING).combine_chunks()
+    if not (pa.types.is_integer(rating.type) or pa.types.is_floating(rating.type)):
+        as_text = pc.cast(rating, pa.string())
+        numeric = pc.match_substring_regex(
+            pc.utf8_trim_whitespace(as_text), r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+        )
+        bad = pc.invert(pc.fill_null(numeric, False))
+        if pc.any(bad).as_py():
+            row = pc.index(bad, True).as_py()
+            raise DataError(
+                f"{where}: column `{RATING}` must be numeric; row {row + 1} has "
+                f"{as_text[row].as_py()!r}"
+            )
+        rating = pc.cast(pc.utf8_trim_whitespace(as_text), pa.float64())
+    rating = pc.cast(rating, pa.float64())
+    if rating.null_count:
+        row = pc.index(pc.is_null(rating), True).as_py()
+        raise DataError(f"{where}: column `{RATING}` has a missing rating at row {row + 1}")
+    if pc.any(pc.is_nan(rating)).as_py():
+        row = pc.index(pc.is_nan(rating), True).as_py()
+        raise DataError(f"{where}: column `{RATING}` has NaN at row {row + 1}")
+    out[RATING] = rating
+    return pa.table(out)
+
+
+def _normalise_items(table: pa.Table, where: str) -> pa.Table:
+    ids = table.column(ITEM).combine_chunks()
+    kind = id_kind_of(ids, where=f"{where}: column `{ITEM}`")
+    ids, _ = coerce_ids(ids, kind, where=f"{where}: column `{ITEM}`")
+    titles = pc.cast(table.column(TITLE).combine_chunks(), pa.string())
+    items = pa.table({ITEM: ids, TITLE: titles}).filter(pc.is_valid(ids))
+    # one title per movie: the first one given
+    return pl.from_arrow(items).unique(subset=ITEM, keep="first", maintain_order=True).to_arrow()  # type: ignore[union-attr]
+
+
+def load_items(path: Path, columns: Columns = Columns()) -> pa.Table:
+    """Read an items file (``movie_id``, ``title``) in batchrank's schema."""
+    df = _read_frame(path, what="items")
+    _require(df, [columns.item, columns.title], path, "items")
+    table = df.select(pl.col(columns.item).alias(ITEM), pl.col(columns.title).alias(TITLE))
+    return _normalise_items(table.to_arrow(), str(path))
+
+
+def _load_generic(path: Path, columns: Columns) -> pa.Table:
+    df = _read_frame(path, what="ratings")
+    _require(df, [columns.user, columns.item, columns.rating], path, "ratings")
+    table = df.select(
+        pl.col(columns.user).alias(USER),
+        pl.col(columns.item).alias(ITEM),
+        pl.col(columns.rating).alias(RATING),
+    ).to_arrow()
+    return _normalise_ratings(table, str(path))
+
+
+def _parse_u_data(raw: bytes, where: str) -> pa.Table:
+    if not raw.strip():
+        raise DataError(f"{where}: u.data is empty")
+    try:
+        df = pl.read_csv(
+            io.BytesIO(raw),
+            separator="\t",
+            has_header=False,
+            new_columns=[USER, ITEM, RATING, "timestamp"],
+            schema_overrides={USER: pl.Int64, ITEM: pl.Int64, RATING: pl.Float64},
+        )
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(
+            f"{where}: u.data is not tab-separated integer user, item, rating, timestamp: {first}"
+        ) from e
+    return _normalise_ratings(df.select(USER, ITEM, RATING).to_arrow(), where)
+
+
+def _parse_u_item(raw: bytes, where: str) -> pa.Table:
+    ids: list[int] = []
+    titles: list[str] = []
+    for n, line in enumerate(raw.decode("iso-8859-1").splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) < 2 or not fields[0].strip().isdigit():
+            raise DataError(f"{where}: u.item line {n} is not `id|title|...`")
+        ids.append(int(fields[0]))
+        titles.append(fields[1])
+    return pa.table({ITEM: pa.array(ids, pa.int64()), TITLE: pa.array(titles, pa.string())})
+
+
+def _load_movielens_dir(path: Path) -> RatingsData:
+    data = path / "u.data"
+    if not data.exists():
+        raise DataError(f"{path}: not a MovieLens 100K folder (no u.data)")
+    ratings = _parse_u_data(data.read_bytes(), str(data))
+    item_path = path / "u.item"
+    items = _parse_u_item(item_path.read_bytes(), str(item_path)) if item_path.exists() else None
+    return RatingsData(ratings=ratings, items=items, source=f"movielens:{path}")
+
+
+def _load_movielens_zip(path: Path) -> RatingsData:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            data_name = next((n for n in names if n.endswith("u.data")), None)
+            if data_name is None:
+                raise DataError(f"{path}: zip holds no u.data; expected MovieLens 100K")
+            ratings = _parse_u_data(zf.read(data_name), f"{path}:{data_name}")
+            item_name = data_name[: -len("u.data")] + "u.item"
+            items = (
+                _parse_u_item(zf.read(item_name), f"{path}:{item_name}")
+                if item_name in names
+                else None
+            )
+    except zipfile.BadZipFile as e:
+        raise DataError(f"{path}: corrupt zip file ({e})") from e
+    except (zipfile.LargeZipFile, OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read zip file ({e})") from e
+    return RatingsData(ratings=ratings, items=items, source=f"movielens-zip:{path}")
+
+
+def _load_tfds(spec: str) -> RatingsData:
+    from batchrank.tfds_source import load_tfds_ratings
+
+    return load_tfds_ratings(spec)
+
+
+def load_ratings(
+    spec: str | Path,
+    *,
+    columns: Columns = Columns(),
+    items: Path | None = None,
+) -> RatingsData:
+    """Load ratings from any supported source.
+
+    Args:
+        spec: a MovieLens folder or zip, a CSV / Parquet ratings file, or ``tfds:NAME``.
+        columns: column names of a generic ratings or items file.
+        items: an items file with titles (overrides titles found in the source).
+    """
+    text = str(spec)
+    if text.startswith("tfds:"):
+        data = _load_tfds(text)
+    else:
+        path = Path(text)
+        if not path.exists():
+            raise DataError(f"{path}: ratings source not found")
+        if path.is_dir():
+            data = _load_movielens_dir(path)
+        elif path.suffix.lower() == ".zip":
+            data = _load_movielens_zip(path)
+        else:
+            data = RatingsData(ratings=_load_generic(path, columns), items=None, source=str(path))
+    if items is not None:
+        data = RatingsData(ratings=data.ratings, items=load_items(items, columns), source=data.source)
+    return data

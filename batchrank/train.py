@@ -1,0 +1,238 @@
+"""Training: ratings in, model bundle out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batchrank.bundle import Bundle, LabelTransform
+from batchrank.errors import ConfigError, DataError
+from batchrank.presets import TrainConfig
+from batchrank.sources import ITEM, RATING, TITLE, USER, RatingsData
+from batchrank.vocab import Vocabulary
+
+__all__ = ["TrainResult", "fit_bundle", "rating_scale_of", "rmse_of"]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced."""
+
+    bundle: Bundle
+    metrics: dict[str, float]
+
+
+def rating_scale_of(
+    ratings: pa.Array, where: str, scale: tuple[float, float] | None = None
+) -> LabelTransform:
+    """The label transform: the given scale (checked against the data) or the data's min/max."""
+    values = ratings.to_numpy()
+    if scale is None:
+        low, high = float(values.min()), float(values.max())
+        if high <= low:
+            raise DataError(
+                f"{where}: every rating is {low}; cannot infer a scale (pass --rating-scale MIN,MAX)"
+            )
+        return LabelTransform(low, high)
+    low, high = scale
+    if not high > low:
+        raise ConfigError(f"rating scale must be MIN,MAX with MIN < MAX; received {low},{high}")
+    outside = (values < low) | (values > high)
+    if outside.any():
+        row = int(np.argmax(outside))
+        raise DataError(
+            f"{where}: rating {values[row]:g} at row {row + 1} is outside the scale {low:g}–{high:g}"
+        )
+    return LabelTransform(float(low), float(high))
+
+
+def _align_titles(items: Vocabulary, table: pa.Table | None) -> pa.Array | None:
+    if table is None:
+        return None
+    import polars as pl
+
+    ids = items.to_table(ITEM)
+    src = table
+    if items.kind == "str":
+        src = src.set_column(0, ITEM, pc.cast(src.column(ITEM), pa.string()))
+    elif not pa.types.is_integer(src.column(ITEM).type):
+        return None
+    src = src.set_column(0, ITEM, pc.cast(src.column(ITEM), ids.column(ITEM).type))
+    joined = (
+        pl.from_arrow(ids)
+        .join(pl.from_arrow(src), on=ITEM, how="left", maintain_order="left")  # type: ignore[arg-type]
+    )
+    return joined.get_column(TITLE).to_arrow()
+
+
+def rmse_of(model: Any, users: np.ndarray, items: np.ndarray, labels: np.ndarray) -> float:
+    """RMSE in label units of a model over index arrays."""
+    if len(labels) == 0:
+        return float("nan")
+    pred = model.predict({"user": users, "item": items}, batch_size=8192, verbose=0)[:, 0]
+    return float(np.sqrt(np.mean((pred.astype(np.float64) - labels) ** 2)))
+
+
+def fit_bundle(
+    data: RatingsData,
+    config: TrainConfig,
+    *,
+    rating_scale: tuple[float, float] | None = None,
+    verbose: int | str = "auto",
+) -> TrainResult:
+    """Train a model on ``data`` and return the (unsaved) bundle and its metrics."""
+    from batchrank._backend import keras_module
+
+    keras = keras_module()
+    from batchrank.model import RankingModel
+
+    table = data.ratings
+    n = table.num_rows
+    if n < 2:
+        raise DataError(f"{data.source}: need at least 2 ratings to train; found {n}")
+    transform = rating_scale_of(table.column(RATING).combine_chunks(), data.source, rating_scale)
+    users = Vocabulary.build(table.column(USER), where=f"{data.source}: column `{USER}`")
+    items = Vocabulary.build(table.column(ITEM), where=f"{data.source}: column `{ITEM}`")
+    u_idx = users.lookup(table.column(USER).combine_chunks())
+    i_idx = items.lookup(table.column(ITEM).combine_chunks())
+    labels = transform.to_label(table.column(RATING).to_numpy()).astype(np.float32)
+
+    keras.utils.set_random_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    perm = rng.permutation(n)
+    n_test = int(round(n * config.test_fraction))
+    train_rows, test_rows = perm[: n - n_test], perm[n - n_test :]
+    n_val = int(round(len(train_rows) * config.validation_fraction))
+    fit_rows, val_rows = train_rows[: len(train_rows) - n_val], train_rows[len(train_rows) - n_val :]
+
+    fu, fi = u_idx[fit_rows].copy(), i_idx[fit_rows].copy()
+    if config.oov_rate > 0:
+        # Teach the reserved row an average user / movie, so `--unknown oov` scores sensibly.
+        fu[rng.random(len(fu)) < config.oov_rate] = 0
+        fi[rng.random(len(fi)) < config.oov_rate] = 0
+    model = RankingModel(
+        users.size,
+        items.size,
+        embedding_dim=config.embedding_dim,
+        hidden_units=config.hidden_units,
+        bias_terms=config.bias_terms,
+        l2=config.l2,
+        global_bias=float(labels[fit_rows].mean()) if config.bias_terms else 0.0,
+    )
+    optimizer = (
+        keras.optimizers.Adagrad(learning_rate=config.learning_rate)
+        if config.optimizer == "adagrad"
+        else keras.optimizers.Adam(learning_rate=config.learning_rate)
+    )
+    model.compile(
+        loss=keras.losses.MeanSquaredError(),
+        metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
+        optimizer=optimizer,
+    )
+    callbacks = []
+    validation = None
+    if n_val > 0:
+        validation = ({"user": u_idx[val_rows], "item": i_idx[val_rows]}, labels[val_rows])
+        if config.patience > 0:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor="val_rmse", patience=config.patience, restore_best_weights=True
+                )
+            )
+    history = model.fit(
+        {"user": fu, "item": fi},
+        labels[fit_rows],
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        validation_data=validation,
+        callbacks=callbacks,
+        shuffle=True,
+        verbose=verbose,
+    )
+    span = transform.high - transform.low
+    test_rmse = rmse_of(model, u_idx[test_rows], i_idx[test_rows], labels[test_rows])
+    train_rmse = rmse_of(model, u_idx[train_rows], i_idx[train_rows], labels[train_rows])
+    baseline = float(np.sqrt(np.mean((labels[test_rows] - labels[train_rows].mean()) ** 2)))
+    metrics = {
+        "test_rmse": test_rmse * span,
+        "test_rmse_normalized": test_rmse,
+        "train_rmse": train_rmse * span,
+        "test_rmse_global_mean": baseline * span,
+        "test_count": len(test_rows),
+        "train_count": len(train_rows),
+        "epochs_run": len(history.history.get("loss", [])),
+    }
+    import jax
+    import keras as _k
+
+    import batchrank
+
+    metadata: dict[str, Any] = {
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "preset": config.name,
+        "hyperparameters": config.to_dict(),
+        "rating_scale": [transform.low, transform.high],
+        "label_transform": transform.to_dict(),
+        "data": {
+            "source": data.source,
+            "fingerprint": data.fingerprint,
+            "ratings": n,
+            "users": len(users),
+            "movies": len(items),
+            "user_id_kind": users.kind,
+            "movie_id_kind": items.kind,
+        },
+        "metrics": metrics,
+        "history": {k: [float(x) for x in v] for k, v in history.history.items()},
+        "versions": {
+            "batchrank": batchrank.__version__,
+            "keras": _k.__version__,
+            "jax": jax.__version__,
+            "python": platform.python_version(),
+        },
+    }
+    bundle = Bundle(
+        model=model,
+        users=users,
+        items=items,
+        titles=_align_titles(items, data.items),
+        metadata=metadata,
+        history={k: [float(x) for x in v] for k, v in history.history.items()},
+    )
+    return TrainResult(bundle=bundle, metrics=metrics)
+
+
+def train(
+    ratings: str | Path,
+    out: str | Path,
+    *,
+    preset: str = "default",
+    items: str | Path | None = None,
+    columns: Any = None,
+    rating_scale: tuple[float, float] | None = None,
+    epochs: int | None = None,
+    test_fraction: float | None = None,
+    seed: int | None = None,
+    verbose: int | str = "auto",
+) -> TrainResult:
+    """Load ratings, train a preset, and write the bundle atomically to ``out``."""
+    from batchrank.presets import preset as get_preset
+    from batchrank.sources import Columns, load_ratings
+
+    config = get_preset(preset).with_overrides(epochs=epochs, test_fraction=test_fraction, seed=seed)
+    data = load_ratings(
+        ratings, columns=columns or Columns(), items=Path(items) if items is not None else None
+    )
+    result = fit_bundle(data, config, rating_scale=rating_scale, verbose=verbose)
+    result.bundle.save(Path(out))
+    return result
+
+
+__all__ += ["train", "TITLE"]

@@ -1,0 +1,134 @@
+"""Id vocabularies: where raw user and movie ids become embedding-row indices.
+
+Ids are never assumed to be dense integers starting at 1. A vocabulary is the sorted set of ids
+seen in training, of one kind (``int`` for integer ids, ``str`` for string ids). Row 0 is
+reserved for ids never seen in training (out-of-vocabulary, OOV); known ids take rows
+``1..n`` in sorted order, so index order is id order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from batchrank.errors import DataError
+
+__all__ = ["OOV_INDEX", "IdKind", "Vocabulary", "coerce_ids", "id_kind_of"]
+
+OOV_INDEX = 0
+IdKind = Literal["int", "str"]
+
+
+def id_kind_of(arr: pa.Array | pa.ChunkedArray, *, where: str) -> IdKind:
+    """Return ``"int"`` or ``"str"`` for an id column, or raise :class:`DataError`."""
+    t = arr.type
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "str"
+    if pa.types.is_dictionary(t) and (
+        pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)
+    ):
+        return "str"
+    raise DataError(f"{where}: ids must be integers or strings; received type {t}")
+
+
+def coerce_ids(
+    arr: pa.Array | pa.ChunkedArray, kind: IdKind, *, where: str
+) -> tuple[pa.Array, np.ndarray]:
+    """Cast an id column to a vocabulary's kind, row by row.
+
+    Returns the cast array (null where a value is null or cannot be parsed) and a boolean mask of
+    the rows that were *present but unparsable* (for instance ``"abc"`` for integer ids), so the
+    caller can tell null ids from bad ones. A column of a type that is neither integer nor string
+    (floats, dates, ...) raises :class:`DataError`.
+    """
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    src_kind = id_kind_of(arr, where=where)
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    no_bad = np.zeros(len(arr), dtype=bool)
+    if kind == "str":
+        return pc.cast(arr, pa.string()), no_bad
+    # kind == "int"
+    if src_kind == "int":
+        return pc.cast(arr, pa.int64()), no_bad
+    text = pc.utf8_trim_whitespace(pc.cast(arr, pa.string()))
+    ok = pc.fill_null(pc.match_substring_regex(text, r"^[+-]?\d{1,18}$"), False)
+    present = pc.is_valid(text).to_numpy(zero_copy_only=False)
+    bad = present & ~ok.to_numpy(zero_copy_only=False)
+    cleaned = pc.if_else(ok, text, pa.scalar(None, pa.string()))
+    return pc.cast(cleaned, pa.int64()), bad
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """A sorted vocabulary of ids with an OOV row at index 0.
+
+    Attributes:
+        ids: the known ids, sorted ascending, unique (``int64`` or ``string``).
+        kind: ``"int"`` or ``"str"``.
+    """
+
+    ids: pa.Array
+    kind: IdKind
+
+    @classmethod
+    def build(cls, values: pa.Array | pa.ChunkedArray, *, where: str) -> Vocabulary:
+        """Build a vocabulary from the ids seen in training."""
+        kind = id_kind_of(values, where=where)
+        cast, _ = coerce_ids(values, kind, where=where)
+        uniq = pc.unique(cast.drop_null())
+        ids = pc.take(uniq, pc.sort_indices(uniq))
+        return cls(ids=ids, kind=kind)
+
+    def __len__(self) -> int:
+        """Number of known ids (the embedding table has ``len + 1`` rows)."""
+        return len(self.ids)
+
+    @property
+    def size(self) -> int:
+        """Rows of the embedding table: known ids plus the OOV row."""
+        return len(self.ids) + 1
+
+    def lookup(self, values: pa.Array) -> np.ndarray:
+        """Map ids (already of this vocabulary's kind) to indices; unknown or null -> 0."""
+        if self.kind == "int":
+            vocab = self.ids.to_numpy()
+            vals = values.fill_null(np.iinfo(np.int64).min).to_numpy()
+            pos = np.searchsorted(vocab, vals)
+            pos_c = np.minimum(pos, len(vocab) - 1)
+            hit = vocab[pos_c] == vals
+            if values.null_count:
+                hit &= ~np.asarray(values.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+            return np.where(hit, pos_c + 1, OOV_INDEX).astype(np.int32)
+        idx = pc.index_in(values, value_set=self.ids)
+        return (idx.fill_null(-1).to_numpy() + 1).astype(np.int32)
+
+    def id_at(self, index: np.ndarray) -> pa.Array:
+        """Ids for known indices (``1..n``)."""
+        return pc.take(self.ids, pa.array(np.asarray(index, dtype=np.int64) - 1))
+
+    def to_table(self, name: str) -> pa.Table:
+        """The vocabulary as a table: ``name`` (the id) and ``index``."""
+        index = pa.array(np.arange(1, len(self.ids) + 1, dtype=np.int32))
+        return pa.table({name: self.ids, "index": index})
+
+    def save(self, path: Path, name: str) -> None:
+        """Write the vocabulary as Parquet."""
+        pq.write_table(self.to_table(name), path)
+
+    @classmethod
+    def load(cls, path: Path, name: str) -> Vocabulary:
+        """Read a vocabulary written by :meth:`save`."""
+        table = pq.read_table(path)
+        ids = table.column(name).combine_chunks()
+        kind = id_kind_of(ids, where=str(path))
+        return cls(ids=ids, kind=kind)
