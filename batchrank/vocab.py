@@ -64,7 +64,10 @@ def coerce_ids(
     ok = pc.fill_null(pc.match_substring_regex(text, r"^[+-]?\d{1,18}$"), False)
     present = pc.is_valid(text).to_numpy(zero_copy_only=False)
     bad = present & ~ok.to_numpy(zero_copy_only=False)
-    cleaned = pc.if_else(ok, text, pa.scalar(None, pa.string()))
+    # Arrow's integer cast refuses a leading "+", which the pattern above accepts.
+    cleaned = pc.if_else(
+        ok, pc.replace_substring_regex(text, r"^\+", ""), pa.scalar(None, pa.string())
+    )
     return pc.cast(cleaned, pa.int64()), bad
 
 

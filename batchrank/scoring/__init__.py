@@ -1,0 +1,1 @@
+"""Batch scoring stages: read, map ids, predict, top-k, write."""

@@ -1,0 +1,582 @@
+"""Input stage of the scorer: find the input files, check their headers, stream them in chunks.
+
+Everything here is a pure function over files and Arrow tables, so the local streaming engine
+and the Ray Data engine share it. Chunks carry the *raw* id values renamed to ``user_id`` and
+``movie_id``; :mod:`batchrank.scoring.ids` casts and maps them.
+
+Memory stays bounded by the chunk size: Parquet files are read batch by batch, CSV files through
+Arrow's streaming reader (``pyarrow.csv.open_csv``) in blocks of :data:`CSV_BLOCK_BYTES`, and
+both are re-cut into chunks of exactly ``chunk_rows`` rows (the last chunk of a file may be
+shorter). Chunks never span two files. (Arrow's CSV reader reads a fixed number of blocks ahead,
+about 32 MiB, whatever the file size.)
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from batchrank.errors import DataError
+from batchrank.vocab import IdKind, coerce_ids, id_kind_of
+
+__all__ = [
+    "ALL_PAIRS_PATH",
+    "CSV_BLOCK_BYTES",
+    "ITEM",
+    "USER",
+    "InputFile",
+    "RawChunk",
+    "WorkUnit",
+    "chunk_work",
+    "discover_inputs",
+    "iter_chunks",
+    "iter_cross_join",
+    "read_user_subset",
+    "total_work",
+    "validate_inputs",
+]
+
+USER = "user_id"
+ITEM = "movie_id"
+ALL_PAIRS_PATH = Path("<all>")
+"""The ``path`` of chunks that :func:`iter_cross_join` generates."""
+CSV_BLOCK_BYTES = 1 << 20
+"""Bytes Arrow's CSV reader parses at a time (a CSV line must fit in one block)."""
+_HEADER_MAX_BYTES = 1 << 20
+_SUFFIXES: dict[str, Literal["parquet", "csv"]] = {".parquet": "parquet", ".csv": "csv"}
+_GLOB_CHARS = frozenset("*?[")
+
+WorkUnit = Literal["rows", "bytes"]
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file.
+
+    Attributes:
+        path: the resolved (absolute) path.
+        format: ``"parquet"`` or ``"csv"``.
+        size: size in bytes.
+        mtime: modification time, seconds since the epoch.
+        rows: data rows, from the Parquet footer; None for CSV (and for an unreadable footer,
+            which :func:`validate_inputs` reports).
+    """
+
+    path: Path
+    format: Literal["parquet", "csv"]
+    size: int
+    mtime: float
+    rows: int | None
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The file as a manifest entry (``mtime`` as ISO-8601 UTC)."""
+        mtime = datetime.fromtimestamp(self.mtime, tz=UTC).isoformat().replace("+00:00", "Z")
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "size_bytes": self.size,
+            "mtime": mtime,
+            "rows": self.rows,
+        }
+
+
+@dataclass
+class RawChunk:
+    """A slice of one input file, ids not yet checked.
+
+    Attributes:
+        table: columns ``user_id`` and ``movie_id`` holding the raw values (renamed from the
+            file's columns; always strings for CSV). Chunks from :func:`iter_cross_join` may
+            also carry int32 ``u`` and ``i`` vocabulary indices, and then their ids are already
+            of the vocabularies' kinds.
+        file_index: position of the file in the list given to :func:`iter_chunks`.
+        path: the file (``<all>`` for generated pairs).
+        first_row: 1-based data-row number of the chunk's first row within its file.
+        nbytes: approximate bytes of the file this chunk accounts for; the chunks of a file sum
+            to its size exactly (see :func:`chunk_work`). None for generated pairs.
+        source_columns: the file's names of the user and movie columns, for messages.
+    """
+
+    table: pa.Table
+    file_index: int
+    path: Path
+    first_row: int
+    nbytes: int | None = None
+    source_columns: tuple[str, str] = (USER, ITEM)
+
+
+# ---------------------------------------------------------------------------------------------
+# discovery
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith((".", "_"))
+
+
+def _format_of(path: Path) -> Literal["parquet", "csv"]:
+    fmt = _SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(
+            f"{path}: unknown file type {path.suffix or '(no extension)'!r}; "
+            "expected .parquet or .csv"
+        )
+    return fmt
+
+
+def _files_in_folder(folder: Path) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not _is_hidden(d)]
+        for name in files:
+            if not _is_hidden(name) and Path(name).suffix.lower() in _SUFFIXES:
+                found.append(Path(root) / name)
+    if not found:
+        raise DataError(f"{folder}: folder holds no .parquet or .csv files")
+    return found
+
+
+def _expand(spec: str | Path) -> list[Path]:
+    path = Path(spec)
+    if path.is_dir():
+        return _files_in_folder(path)
+    if path.exists():
+        return [path]
+    text = str(spec)
+    if _GLOB_CHARS & set(text):
+        matches = sorted(glob.glob(os.path.expanduser(text), recursive=True))
+        if not matches:
+            raise DataError(f"{text}: pattern matches no files")
+        out: list[Path] = []
+        for m in matches:
+            out.extend(_files_in_folder(Path(m)) if Path(m).is_dir() else [Path(m)])
+        return out
+    raise DataError(f"{text}: no such file or folder")
+
+
+def _describe(path: Path) -> InputFile:
+    fmt = _format_of(path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read file ({e.strerror})") from e
+    if st.st_size == 0:
+        raise DataError(f"{path}: empty file")
+    rows = None
+    if fmt == "parquet":
+        try:
+            rows = pq.read_metadata(path).num_rows
+        except Exception:  # reported by validate_inputs
+            rows = None
+    return InputFile(path=path, format=fmt, size=st.st_size, mtime=st.st_mtime, rows=rows)
+
+
+def discover_inputs(specs: Sequence[str | Path]) -> list[InputFile]:
+    """Find the input files named by ``specs``.
+
+    Each spec is a file, a folder (every ``*.parquet`` / ``*.csv`` file under it, recursively,
+    skipping files and folders whose names start with ``.`` or ``_``, such as ``_SUCCESS``), or
+    a glob pattern (``*``, ``?``, ``[``; ``**`` recurses). A pattern's matches are taken like
+    specs of their own: files must be .parquet or .csv, folders are searched.
+
+    Args:
+        specs: files, folders or patterns.
+
+    Returns:
+        The files sorted by resolved path, each once.
+
+    Raises:
+        DataError: a spec matches nothing, a folder holds no input files, a file has another
+            extension, or a file is empty (zero bytes).
+    """
+    if not specs:
+        raise DataError("no input files given")
+    by_path: dict[Path, Path] = {}
+    for spec in specs:
+        for p in _expand(spec):
+            by_path.setdefault(p.resolve(), p)
+    return [_describe(p) for p in sorted(by_path)]
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def _first_line(msg: object) -> str:
+    text = str(msg).strip()
+    return text.splitlines()[0] if text else type(msg).__name__
+
+
+def _require(path: Path, names: Sequence[str], needed: Sequence[str]) -> None:
+    missing = list(dict.fromkeys(c for c in needed if c not in names))
+    if missing:
+        miss = ", ".join(f"`{c}`" for c in missing)
+        found = ", ".join(f"`{c}`" for c in names) or "no columns"
+        raise DataError(f"{path}: column {miss} missing; found {found}")
+
+
+def _csv_header(path: Path) -> list[str]:
+    try:
+        with path.open("rb") as f:
+            head = f.readline(_HEADER_MAX_BYTES)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read file ({e.strerror})") from e
+    try:
+        return pacsv.read_csv(io.BytesIO(head)).column_names
+    except (pa.ArrowException, ValueError) as e:
+        raise DataError(f"{path}: not a readable CSV file ({_first_line(e)})") from e
+
+
+def _parquet_file(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable Parquet file ({_first_line(e)})") from e
+
+
+def validate_inputs(files: Sequence[InputFile], *, user_col: str, item_col: str) -> None:
+    """Open every file's header before any work is done.
+
+    Reads each Parquet footer and each CSV header line, checks the id columns are there and, for
+    Parquet, that they are integer or string typed (CSV ids are read as text and checked row by
+    row later).
+
+    Raises:
+        DataError: naming the first file that is unreadable, lacks a column or has ids of
+            another type.
+    """
+    needed = [user_col, item_col]
+    for f in files:
+        if f.format == "csv":
+            _require(f.path, _csv_header(f.path), needed)
+            continue
+        schema = _parquet_file(f.path).schema_arrow
+        _require(f.path, schema.names, needed)
+        for col in dict.fromkeys(needed):
+            id_kind_of(pa.array([], type=schema.field(col).type), where=f"{f.path}: column `{col}`")
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming
+
+
+def _rechunk(
+    batches: Iterable[tuple[pa.RecordBatch, float]], chunk_rows: int
+) -> Iterator[tuple[pa.Table, float]]:
+    """Re-cut batches into tables of exactly ``chunk_rows`` rows (the last: fewer).
+
+    Each batch comes with the bytes of the file it stands for; each table comes out with the
+    bytes consumed up to its end, spreading a batch's bytes evenly over its rows.
+    """
+    buf: deque[tuple[pa.RecordBatch, float]] = deque()
+    buffered = 0
+    pos = 0.0
+
+    def take(k: int) -> pa.Table:
+        nonlocal buffered, pos
+        parts = []
+        buffered -= k
+        while k:
+            batch, rate = buf[0]
+            if batch.num_rows <= k:
+                buf.popleft()
+                part = batch
+            else:
+                buf[0] = (batch.slice(k), rate)
+                part = batch.slice(0, k)
+            parts.append(part)
+            k -= part.num_rows
+            pos += part.num_rows * rate
+        return pa.Table.from_batches(parts).combine_chunks()
+
+    for batch, nbytes in batches:
+        if batch.num_rows == 0:
+            continue
+        buf.append((batch, nbytes / batch.num_rows))
+        buffered += batch.num_rows
+        while buffered >= chunk_rows:
+            table = take(chunk_rows)
+            yield table, pos
+    if buffered:
+        table = take(buffered)
+        yield table, pos
+
+
+def _rename(table: pa.Table, user_col: str, item_col: str) -> pa.Table:
+    return pa.table({USER: table.column(user_col), ITEM: table.column(item_col)})
+
+
+def _parquet_tables(
+    file: InputFile, user_col: str, item_col: str, chunk_rows: int
+) -> Iterator[tuple[pa.Table, int]]:
+    pf = _parquet_file(file.path)
+    total = pf.metadata.num_rows
+    columns = list(dict.fromkeys([user_col, item_col]))
+    batches = pf.iter_batches(batch_size=chunk_rows, columns=columns, use_threads=False)
+    per_row = file.size / max(total, 1)
+    for table, end in _rechunk(((b, b.num_rows * per_row) for b in batches), chunk_rows):
+        yield table, round(end)
+
+
+def _csv_tables(
+    file: InputFile, user_col: str, item_col: str, chunk_rows: int, bad_row: list[Any]
+) -> Iterator[tuple[pa.Table, int]]:
+    def on_invalid(row: Any) -> str:
+        bad_row.append(row)
+        return "error"
+
+    columns = list(dict.fromkeys([user_col, item_col]))
+    read = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False)
+    parse = pacsv.ParseOptions(invalid_row_handler=on_invalid)
+    convert = pacsv.ConvertOptions(
+        include_columns=columns,
+        column_types={c: pa.string() for c in columns},
+        strings_can_be_null=True,
+        null_values=[""],
+    )
+    with pa.OSFile(str(file.path)) as f:
+        reader = pacsv.open_csv(f, read_options=read, parse_options=parse, convert_options=convert)
+        # Arrow parses one block per batch: count each batch as a block's worth of bytes
+        blocks = ((b, float(CSV_BLOCK_BYTES)) for b in reader)
+        for table, end in _rechunk(blocks, chunk_rows):
+            yield table, min(round(end), file.size)
+
+
+def _stream_error(file: InputFile, e: BaseException, bad_row: list[Any]) -> DataError:
+    if bad_row:
+        row = bad_row[-1]
+        where = f"{file.path} row {row.number - 1}" if row.number else f"{file.path}"
+        return DataError(
+            f"{where}: expected {row.expected_columns} fields, found {row.actual_columns} "
+            f"({row.text[:80]!r})"
+        )
+    what = "csv" if file.format == "csv" else "parquet"
+    return DataError(f"{file.path}: cannot read {what} data ({_first_line(e)})")
+
+
+def iter_chunks(
+    files: Sequence[InputFile], *, user_col: str, item_col: str, chunk_rows: int
+) -> Iterator[RawChunk]:
+    """Stream the files' id columns in chunks of exactly ``chunk_rows`` rows.
+
+    Parquet files are read with ``ParquetFile.iter_batches``; CSV files with Arrow's streaming
+    CSV reader, both id columns read as strings (so one bad value cannot stop the stream; ids are
+    cast later by :func:`batchrank.scoring.ids.map_ids`, and an empty field is null). Only the
+    last chunk of each file may be shorter; chunks never span two files.
+
+    Args:
+        files: from :func:`discover_inputs` (checked by :func:`validate_inputs`).
+        user_col: the files' user id column.
+        item_col: the files' movie id column.
+        chunk_rows: rows per chunk, at least 1.
+
+    Yields:
+        Raw chunks, in file order.
+
+    Raises:
+        DataError: a file cannot be read (truncated or corrupt data, a CSV row with the wrong
+            number of fields: the message names the file and, where Arrow knows it, the row).
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1; received {chunk_rows}")
+    for index, file in enumerate(files):
+        first_row = 1
+        done_bytes = 0
+        bad_row: list[Any] = []
+        stream = (
+            _csv_tables(file, user_col, item_col, chunk_rows, bad_row)
+            if file.format == "csv"
+            else _parquet_tables(file, user_col, item_col, chunk_rows)
+        )
+        pending: RawChunk | None = None
+        try:
+            for table, end in stream:
+                if pending is not None:
+                    yield pending
+                pending = RawChunk(
+                    table=_rename(table, user_col, item_col),
+                    file_index=index,
+                    path=file.path,
+                    first_row=first_row,
+                    nbytes=max(end - done_bytes, 0),
+                    source_columns=(user_col, item_col),
+                )
+                done_bytes = max(end, done_bytes)
+                first_row += table.num_rows
+        except DataError:
+            raise
+        except (pa.ArrowException, OSError, ValueError, KeyError) as e:
+            raise _stream_error(file, e, bad_row) from e
+        if pending is not None:
+            # the last chunk of a file accounts for whatever bytes are left
+            pending.nbytes = (pending.nbytes or 0) + file.size - done_bytes
+            yield pending
+
+
+# ---------------------------------------------------------------------------------------------
+# progress
+
+
+def total_work(files: Sequence[InputFile]) -> tuple[int, WorkUnit]:
+    """The work ahead, for a progress bar: total rows if every file is Parquet, else bytes."""
+    if files and all(f.format == "parquet" and f.rows is not None for f in files):
+        return sum(f.rows or 0 for f in files), "rows"
+    return sum(f.size for f in files), "bytes"
+
+
+def chunk_work(chunk: RawChunk, file: InputFile, unit: WorkUnit | None = None) -> int:
+    """Progress made by one chunk, in the unit :func:`total_work` returned.
+
+    In ``"rows"`` it is the chunk's row count. In ``"bytes"`` it is ``chunk.nbytes``: for CSV
+    the bytes Arrow's reader had consumed when the chunk was cut, minus those of the chunk before
+    (read-ahead makes it approximate); for Parquet the file size times the chunk's share of the
+    rows. Either way the chunks of a file add up to its size exactly.
+
+    Args:
+        chunk: a chunk from :func:`iter_chunks`.
+        file: the file it came from.
+        unit: the unit from :func:`total_work`; pass it whenever inputs may mix formats. Without
+            it, rows for Parquet files with a known row count, bytes otherwise.
+    """
+    if unit is None:
+        unit = "rows" if file.format == "parquet" and file.rows is not None else "bytes"
+    if unit == "rows":
+        return chunk.table.num_rows
+    if chunk.nbytes is not None:
+        return chunk.nbytes
+    if file.rows:
+        return file.size * chunk.table.num_rows // file.rows
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# --pairs all
+
+
+def iter_cross_join(
+    users: pa.Array,
+    n_items: int,
+    item_ids: pa.Array,
+    *,
+    chunk_rows: int,
+    user_index: np.ndarray | None = None,
+    item_index: np.ndarray | None = None,
+) -> Iterator[RawChunk]:
+    """Every (user, movie) pair, user-major, generated chunk by chunk (never materialised).
+
+    Args:
+        users: user ids, in output order, of the user vocabulary's kind.
+        n_items: number of movies, ``len(item_ids)``.
+        item_ids: movie ids (normally the items vocabulary's ``ids``), of its kind.
+        chunk_rows: rows per chunk, at least 1 (the last chunk may be shorter).
+        user_index: optional vocabulary indices of ``users`` (0 for unknown users, for instance
+            ``users_vocab.lookup(users)``).
+        item_index: optional vocabulary indices of ``item_ids`` (``1..n`` for the whole
+            vocabulary). Give both or neither: with both, every chunk also carries int32 ``u``
+            and ``i`` columns and :func:`batchrank.scoring.ids.map_ids` skips the id cast and
+            lookup (it still applies the unknown-id policy to index 0). Without them the chunks
+            go through the same checks as file input.
+
+    Yields:
+        Chunks with ``path`` ``<all>``, ``file_index`` 0 and ``first_row`` the 1-based pair
+        number.
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1; received {chunk_rows}")
+    if (user_index is None) != (item_index is None):
+        raise ValueError("give both user_index and item_index, or neither")
+    if isinstance(users, pa.ChunkedArray):
+        users = users.combine_chunks()
+    items = item_ids.combine_chunks() if isinstance(item_ids, pa.ChunkedArray) else item_ids
+    if n_items != len(items):
+        raise ValueError(f"n_items is {n_items} but {len(items)} item ids were given")
+    n_users = len(users)
+    if user_index is not None and item_index is not None:
+        user_index = np.asarray(user_index, dtype=np.int32)
+        item_index = np.asarray(item_index, dtype=np.int32)
+        if len(user_index) != n_users or len(item_index) != n_items:
+            raise ValueError("user_index and item_index must match users and items in length")
+    total = n_users * n_items
+    for start in range(0, total, chunk_rows):
+        pos = np.arange(start, min(start + chunk_rows, total), dtype=np.int64)
+        u_pos, i_pos = np.divmod(pos, n_items)
+        cols: dict[str, pa.Array] = {
+            USER: users.take(pa.array(u_pos)),
+            ITEM: items.take(pa.array(i_pos)),
+        }
+        if user_index is not None and item_index is not None:
+            cols["u"] = pa.array(user_index[u_pos], type=pa.int32())
+            cols["i"] = pa.array(item_index[i_pos], type=pa.int32())
+        yield RawChunk(table=pa.table(cols), file_index=0, path=ALL_PAIRS_PATH, first_row=start + 1)
+
+
+def read_user_subset(path: Path, user_col: str = USER, *, kind: IdKind | None = None) -> pa.Array:
+    """Read a ``--users`` file: a small .csv or .parquet file with a user id column.
+
+    Args:
+        path: the file (read whole).
+        user_col: its user id column.
+        kind: when given, cast the ids to this vocabulary kind and reject unparsable ones.
+
+    Returns:
+        The distinct user ids in file order (strings for CSV unless ``kind`` says otherwise).
+
+    Raises:
+        DataError: the file is missing, empty, of another type, unreadable, lacks the column,
+            has ids of another type, a null id, or (with ``kind``) an unparsable id.
+    """
+    files = discover_inputs([path])
+    if len(files) != 1:
+        raise DataError(f"{path}: expected one .csv or .parquet file of user ids")
+    file = files[0]
+    try:
+        if file.format == "csv":
+            _require(file.path, _csv_header(file.path), [user_col])
+            table = pacsv.read_csv(
+                file.path,
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=[user_col],
+                    column_types={user_col: pa.string()},
+                    strings_can_be_null=True,
+                    null_values=[""],
+                ),
+            )
+        else:
+            schema = _parquet_file(file.path).schema_arrow
+            _require(file.path, schema.names, [user_col])
+            table = pq.read_table(file.path, columns=[user_col])
+    except DataError:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise DataError(f"{file.path}: cannot read {file.format} data ({_first_line(e)})") from e
+    ids = table.column(user_col).combine_chunks()
+    where = f"{file.path}: column `{user_col}`"
+    id_kind_of(ids, where=where)
+    if pa.types.is_dictionary(ids.type):
+        ids = ids.dictionary_decode()
+    if len(ids) == 0:
+        raise DataError(f"{file.path}: no user ids in column `{user_col}`")
+    if ids.null_count:
+        row = pc.index(pc.is_null(ids), True).as_py() + 1
+        raise DataError(f"{file.path} row {row}: missing user id in column `{user_col}`")
+    if kind is not None:
+        cast, bad = coerce_ids(ids, kind, where=where)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{file.path} row {row + 1}: bad user id {ids[row].as_py()!r}; expected an integer"
+            )
+        ids = cast
+    return pc.unique(ids)
