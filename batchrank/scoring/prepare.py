@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,7 +71,7 @@ class Prepared:
 
     def new_topk(self) -> TopK:
         """The run's top-k state."""
-        spill = self.spec.out.parent / f".{self.spec.out.name}.batchrank-tmp-spill-{self.run_id}"
+        spill = self.spec.out.parent / f"{_spill_prefix(self.spec.out)}{self.run_id}"
         return TopK(
             self.spec.top_k,
             user_type=self.user_type,
@@ -141,6 +142,20 @@ class Prepared:
         self._rejects = None
 
 
+def _spill_prefix(out: Path) -> str:
+    # Not matched by atomic.clean_leftovers(out), which the writer calls while spill is live.
+    return f".{out.name}.batchrank-spill-"
+
+
+def _clean_spill_leftovers(out: Path) -> None:
+    """Remove spill folders of earlier killed runs (their files are anonymous; folders remain)."""
+    import shutil
+
+    if out.parent.is_dir():
+        for p in out.parent.glob(f"{_spill_prefix(out)}*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def _file_chunks(prep: Prepared, idx: int) -> Callable[[], Iterator[reader.RawChunk]]:
     def gen() -> Iterator[reader.RawChunk]:
         for chunk in reader.iter_chunks(
@@ -189,6 +204,7 @@ def prepare(spec: ScoreSpec) -> Prepared:
 
     t0 = time.perf_counter()
     bundle = load_bundle(spec.model)
+    _clean_spill_leftovers(spec.out)
     t1 = time.perf_counter()
     files: list[reader.InputFile] = []
     cross_users = None

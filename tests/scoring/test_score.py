@@ -45,9 +45,7 @@ def reference_topk(bundle_path: Path, pairs: pl.DataFrame, k: int) -> pl.DataFra
     i = bundle.items.lookup(pa.array(pairs["movie_id"].to_numpy()))
     keep = (u > 0) & (i > 0)
     scores, stars = make_predictor(bundle, batch_size=64).predict(u[keep], i[keep])
-    df = pairs.filter(pl.Series(keep)).with_columns(
-        score=pl.Series(scores), stars=pl.Series(stars)
-    )
+    df = pairs.filter(pl.Series(keep)).with_columns(score=pl.Series(scores), stars=pl.Series(stars))
     return (
         df.sort(["user_id", "stars", "movie_id"], descending=[False, True, False])
         .group_by("user_id", maintain_order=True)
@@ -59,7 +57,9 @@ def reference_topk(bundle_path: Path, pairs: pl.DataFrame, k: int) -> pl.DataFra
 
 def test_sample_long_parquet_end_to_end(sample_bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "exports" / "top10.parquet"
-    manifest = batchrank.score(model=sample_bundle, pairs=[CANDS], items=MOVIES, out=out, progress="none")
+    manifest = batchrank.score(
+        model=sample_bundle, pairs=[CANDS], items=MOVIES, out=out, progress="none"
+    )
     df = pl.read_parquet(out)
     assert df.columns == ["user_id", "rank", "movie_id", "title", "stars", "score"]
     assert df.height == manifest["counts"]["rows_written"] == 3000
@@ -231,8 +231,18 @@ def test_too_many_rejects_fails_and_commits_nothing(
     out = tmp_path / "out.parquet"
     rejects = tmp_path / "rejects.csv"
     code = _run(
-        ["score", "--model", str(sample_bundle), "--pairs", str(path), "--out", str(out),
-         "--rejects", str(rejects), "--quiet"]
+        [
+            "score",
+            "--model",
+            str(sample_bundle),
+            "--pairs",
+            str(path),
+            "--out",
+            str(out),
+            "--rejects",
+            str(rejects),
+            "--quiet",
+        ]
     )
     err = capsys.readouterr().err
     assert code == 3
@@ -249,8 +259,18 @@ def test_unknown_fail_names_the_id(
     path.write_text("user_id,movie_id\n1000,1\n999999,3\n")
     out = tmp_path / "out.parquet"
     code = _run(
-        ["score", "--model", str(sample_bundle), "--pairs", str(path), "--out", str(out),
-         "--unknown", "fail", "--quiet"]
+        [
+            "score",
+            "--model",
+            str(sample_bundle),
+            "--pairs",
+            str(path),
+            "--out",
+            str(out),
+            "--unknown",
+            "fail",
+            "--quiet",
+        ]
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 3
@@ -279,7 +299,10 @@ def test_unknown_oov_scores_unknown_ids(sample_bundle: Path, tmp_path: Path) -> 
     ],
 )
 def test_bad_csv_inputs_exit_3_with_one_line(
-    sample_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str,
+    sample_bundle: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: str,
     expect: str,
 ) -> None:
     path = tmp_path / "pairs.csv"
@@ -298,15 +321,33 @@ def test_truncated_parquet_exit_3(
     path = tmp_path / "pairs.parquet"
     data = CANDS.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    code = _run(["score", "--model", str(sample_bundle), "--pairs", str(path), "--out",
-                 str(tmp_path / "o.parquet")])
+    code = _run(
+        [
+            "score",
+            "--model",
+            str(sample_bundle),
+            "--pairs",
+            str(path),
+            "--out",
+            str(tmp_path / "o.parquet"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 3 and str(path) in err and "Traceback" not in err
 
 
 def test_missing_model_exit_4(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = _run(["score", "--model", str(tmp_path / "nope"), "--pairs", str(CANDS), "--out",
-                 str(tmp_path / "o.parquet")])
+    code = _run(
+        [
+            "score",
+            "--model",
+            str(tmp_path / "nope"),
+            "--pairs",
+            str(CANDS),
+            "--out",
+            str(tmp_path / "o.parquet"),
+        ]
+    )
     assert code == 4
     assert "model bundle not found" in capsys.readouterr().err
 
@@ -314,9 +355,23 @@ def test_missing_model_exit_4(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_json_flag_prints_the_manifest(sample_bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.parquet"
     proc = subprocess.run(
-        [sys.executable, "-m", "batchrank.cli.main", "score", "--model", str(sample_bundle),
-         "--pairs", str(CANDS), "--out", str(out), "--json", "--quiet"],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "batchrank.cli.main",
+            "score",
+            "--model",
+            str(sample_bundle),
+            "--pairs",
+            str(CANDS),
+            "--out",
+            str(out),
+            "--json",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads(proc.stdout)
@@ -344,10 +399,25 @@ def test_killed_run_leaves_nothing_and_next_run_cleans_up(
     leftover = out_dir / ".top.parquet.batchrank-tmp-0123456789ab"
     leftover.write_text("from an earlier killed run")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchrank.cli.main", "score", "--model", str(sample_bundle),
-         "--pairs", str(big), "--out", str(out), "--chunk-rows", "50000",
-         "--memory-budget-mb", "0.05"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "batchrank.cli.main",
+            "score",
+            "--model",
+            str(sample_bundle),
+            "--pairs",
+            str(big),
+            "--out",
+            str(out),
+            "--chunk-rows",
+            "50000",
+            "--memory-budget-mb",
+            "0.05",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     # wait until it is scoring (it has cleaned the old leftover and started spilling)
     deadline = time.monotonic() + 120

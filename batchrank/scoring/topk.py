@@ -1,0 +1,565 @@
+"""Exact top-k per user over scored rows: a pure table function and a streaming state.
+
+Ranking order (docs/DESIGN.md): ``stars`` descending, then ``movie_id`` ascending, then
+``score`` descending (a tie only a contract-violating input can have); NaN or null ``stars``
+rank last, like -inf. A ``(user_id, movie_id)`` pair seen several times is kept once: its copies
+carry the same score (docs/DESIGN.md), which the de-duplication relies on; copies with different
+stars would be kept apart.
+
+:class:`TopK` keeps the best k rows per user in memory. Past its memory budget it spills to
+anonymous temporary files, one per user range, and reduces them one range at a time at the end,
+so its output stays globally sorted by user and identical to the in-memory result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from batchrank.errors import OutputError
+
+__all__ = [
+    "PARTIAL_COLUMNS",
+    "RESULT_COLUMNS",
+    "TopK",
+    "add_rank",
+    "merge_partials",
+    "partial_topk",
+]
+
+PARTIAL_COLUMNS = ("user_id", "movie_id", "score", "stars")
+"""Columns of a partial top-k table, in order."""
+
+RESULT_COLUMNS = ("user_id", "rank", "movie_id", "stars", "score")
+"""Columns of the tables :meth:`TopK.results` yields, in order."""
+
+DEFAULT_MEMORY_BUDGET = 512 << 20
+DEFAULT_COMPACT_ROWS = 1 << 20
+SPILL_PARTITIONS = 64
+_MAX_SPLIT_DEPTH = 8
+_OUT_ROWS = 1 << 20
+_NEG_INF = float("-inf")
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ValueError(f"top-k needs k >= 1; received {k}")
+
+
+def _partial_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("user_id", user_type),
+            pa.field("movie_id", item_type),
+            pa.field("score", pa.float32()),
+            pa.field("stars", pa.float32()),
+        ]
+    )
+
+
+def _result_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("user_id", user_type),
+            pa.field("rank", pa.int32()),
+            pa.field("movie_id", item_type),
+            pa.field("stars", pa.float32()),
+            pa.field("score", pa.float32()),
+        ]
+    )
+
+
+def _select(table: pa.Table | pa.RecordBatch) -> pa.Table:
+    missing = [c for c in PARTIAL_COLUMNS if c not in table.schema.names]
+    if missing:
+        raise ValueError(f"top-k input lacks columns {missing}; has {table.schema.names}")
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    return table.select(list(PARTIAL_COLUMNS))
+
+
+def _position_in_user() -> pl.Expr:
+    """0-based position of each row within its run of equal ``user_id`` (rows sorted by user)."""
+    idx = pl.int_range(pl.len(), dtype=pl.Int64)
+    new_user = pl.col("user_id").ne_missing(pl.col("user_id").shift(1))
+    return idx - pl.when(new_user).then(idx).otherwise(None).forward_fill()
+
+
+def _reduce(df: pl.DataFrame, k: int) -> pl.DataFrame:
+    """Sort by (user asc, stars desc, movie asc, score desc), drop duplicate pairs, keep k.
+
+    Duplicates of a pair carry the same score (docs/DESIGN.md), hence the same stars, so the
+    sort makes them adjacent and a shift comparison drops them (a hash ``unique`` costs more
+    than the sort itself).
+    """
+    if df.height == 0:
+        return df
+    ordered = df.sort(
+        [
+            pl.col("user_id"),
+            pl.col("stars").fill_nan(_NEG_INF).fill_null(_NEG_INF),
+            pl.col("movie_id"),
+            pl.col("score"),
+        ],
+        descending=[False, True, False, True],
+    )
+    repeat = (
+        pl.col("user_id").eq_missing(pl.col("user_id").shift(1))
+        & pl.col("movie_id").eq_missing(pl.col("movie_id").shift(1))
+        & pl.int_range(pl.len()).gt(0)
+    )
+    return ordered.filter(~repeat).filter(_position_in_user() < k)
+
+
+def partial_topk(table: pa.Table, k: int) -> pa.Table:
+    """The best ``k`` rows per user of a scored table.
+
+    Exact and deterministic, so it can be applied to any split of the rows and the partial
+    results merged with :func:`merge_partials` (or fed to :class:`TopK`).
+
+    Args:
+        table: Scored rows with ``user_id``, ``movie_id``, ``score``, ``stars`` (other
+            columns are dropped). Id types are kept.
+        k: How many rows to keep per user (>= 1).
+
+    Returns:
+        Columns ``user_id, movie_id, score, stars``, duplicates of ``(user_id, movie_id)``
+        removed, at most ``k`` rows per user, sorted by user_id asc, stars desc, movie_id asc.
+
+    Raises:
+        ValueError: ``k`` < 1 or a column is missing.
+    """
+    _check_k(k)
+    selected = _select(table)
+    out = _reduce(pl.from_arrow(selected), k)  # type: ignore[arg-type]
+    return out.to_arrow().cast(selected.schema)
+
+
+def add_rank(table: pa.Table) -> pa.Table:
+    """Add a 1-based int32 ``rank`` to a partial top-k table (as sorted by :func:`partial_topk`).
+
+    Returns:
+        Columns ``user_id, rank, movie_id, stars, score``.
+    """
+    selected = _select(table)
+    schema = _result_schema(
+        selected.schema.field("user_id").type, selected.schema.field("movie_id").type
+    )
+    return _ranked(pl.from_arrow(selected), schema)  # type: ignore[arg-type]
+
+
+def _ranked(df: pl.DataFrame, schema: pa.Schema) -> pa.Table:
+    out = df.select(
+        "user_id",
+        (_position_in_user() + 1).cast(pl.Int32).alias("rank"),
+        "movie_id",
+        "stars",
+        "score",
+    )
+    return out.to_arrow().cast(schema)
+
+
+def _user_chunks(table: pa.Table, target_rows: int) -> Iterator[pa.Table]:
+    """Slices of about ``target_rows`` rows that never cut a user's rows apart."""
+    n = table.num_rows
+    if n <= target_rows:
+        if n:
+            yield table
+        return
+    users = pl.from_arrow(table.select(["user_id"]))["user_id"]  # type: ignore[index]
+    starts = np.flatnonzero(users.ne_missing(users.shift(1)).to_numpy())
+    cuts = starts[np.searchsorted(starts, np.arange(target_rows, n, target_rows), side="right") - 1]
+    edges = [0, *sorted({int(c) for c in cuts if c > 0}), n]
+    for lo, hi in itertools.pairwise(edges):
+        yield table.slice(lo, hi - lo)
+
+
+class _Accumulator:
+    """Buffered exact reduction: compacts when the buffer outgrows the state (amortised)."""
+
+    def __init__(self, k: int, empty: pl.DataFrame, budget_bytes: int, compact_rows: int) -> None:
+        self.k = k
+        self.state = empty
+        self.buffer: list[pl.DataFrame] = []
+        self.buffer_rows = 0
+        self.buffer_bytes = 0
+        self.budget_bytes = budget_bytes
+        self.compact_rows = compact_rows
+        self.peak_rows = 0
+
+    def push(self, df: pl.DataFrame) -> None:
+        """Buffer rows without compacting."""
+        self.buffer.append(df)
+        self.buffer_rows += df.height
+        self.buffer_bytes += int(df.estimated_size())
+
+    def add(self, df: pl.DataFrame) -> None:
+        if df.height == 0:
+            return
+        self.push(df)
+        if self.buffer_rows >= max(4 * self.state.height, self.compact_rows) or (
+            self.buffer_bytes >= self.budget_bytes // 2
+        ):
+            self.compact()
+
+    def compact(self) -> pl.DataFrame:
+        if self.buffer:
+            frames = [self.state, *self.buffer] if self.state.height else self.buffer
+            self.state = _reduce(pl.concat(frames, how="vertical", rechunk=True), self.k)
+            self.buffer, self.buffer_rows, self.buffer_bytes = [], 0, 0
+            self.peak_rows = max(self.peak_rows, self.state.height)
+        return self.state
+
+    def take_buffer(self) -> pl.DataFrame | None:
+        """Reduce and return the buffered rows alone, leaving the state untouched."""
+        if not self.buffer:
+            return None
+        out = _reduce(pl.concat(self.buffer, how="vertical", rechunk=True), self.k)
+        self.buffer, self.buffer_rows, self.buffer_bytes = [], 0, 0
+        return out
+
+
+def merge_partials(
+    tables: Iterable[pa.Table],
+    k: int,
+    *,
+    user_type: pa.DataType | None = None,
+    item_type: pa.DataType | None = None,
+) -> pa.Table:
+    """Merge partial top-k tables (or any scored tables) into one exact partial top-k.
+
+    Args:
+        tables: Tables with the :data:`PARTIAL_COLUMNS`; streamed, buffered and compacted.
+        k: Rows to keep per user.
+        user_type: Arrow type of ``user_id``; defaults to the first table's.
+        item_type: Arrow type of ``movie_id``; defaults to the first table's.
+
+    Returns:
+        As :func:`partial_topk` of the concatenation of ``tables`` (int64 ids when both the
+        types and the tables are absent).
+    """
+    _check_k(k)
+    acc: _Accumulator | None = None
+    schema: pa.Schema | None = None
+    for table in tables:
+        selected = _select(table)
+        if schema is None:
+            schema = _partial_schema(
+                user_type or selected.schema.field("user_id").type,
+                item_type or selected.schema.field("movie_id").type,
+            )
+            empty = pl.from_arrow(schema.empty_table())
+            acc = _Accumulator(k, empty, DEFAULT_MEMORY_BUDGET, DEFAULT_COMPACT_ROWS)  # type: ignore[arg-type]
+        assert acc is not None
+        acc.add(pl.from_arrow(selected.cast(schema)))  # type: ignore[arg-type]
+    if acc is None or schema is None:
+        schema = _partial_schema(user_type or pa.int64(), item_type or pa.int64())
+        return schema.empty_table()
+    return acc.compact().to_arrow().cast(schema)
+
+
+class _SpillFile:
+    """One user range on disk: an Arrow IPC stream in an anonymous temporary file."""
+
+    def __init__(self, folder: Path, schema: pa.Schema) -> None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.file: IO[bytes] = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115
+        except OSError as e:
+            raise OutputError(f"{folder}: cannot create spill file ({e.strerror or e})") from e
+        self.folder = folder
+        self.schema = schema
+        self.writer: Any = pa.ipc.new_stream(self.file, schema)
+        self.rows = 0
+
+    def write(self, df: pl.DataFrame) -> None:
+        try:
+            self.writer.write_table(df.to_arrow().cast(self.schema))
+        except OSError as e:
+            raise OutputError(f"{self.folder}: cannot write spill file ({e.strerror or e})") from e
+        self.rows += df.height
+
+    def finish(self) -> int:
+        """Close the stream for writing; return its size in bytes."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        return self.file.tell()
+
+    def batches(self) -> Iterator[pl.DataFrame]:
+        self.finish()
+        self.file.seek(0)
+        for batch in pa.ipc.open_stream(self.file):
+            yield pl.from_arrow(batch)  # type: ignore[misc]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+        self.file.close()
+
+
+def _quantile_boundaries(users: pl.Series, parts: int) -> pl.Series:
+    """``parts - 1`` (or fewer) sorted distinct user ids splitting ``users`` evenly."""
+    users = users.unique().sort()
+    n = users.len()
+    parts = min(parts, n)
+    if parts <= 1:
+        return users.head(0)
+    pos = np.unique((np.arange(1, parts) * n) // parts)
+    return users.gather(pos.tolist())
+
+
+def _split_by_users(df: pl.DataFrame, boundaries: pl.Series) -> Iterator[tuple[int, pl.DataFrame]]:
+    """Non-empty ``(partition, rows)`` of a frame sorted by user; partition of a user ``u`` is
+    ``searchsorted(boundaries, u, side="right")``."""
+    if df.height == 0:
+        return
+    cuts = (
+        df["user_id"].search_sorted(boundaries, side="left").to_list() if boundaries.len() else []
+    )
+    edges = [0, *cuts, df.height]
+    for part, (lo, hi) in enumerate(itertools.pairwise(edges)):
+        if hi > lo:
+            yield part, df.slice(lo, hi - lo)
+
+
+class TopK:
+    """Streaming exact top-k per user, spilling to disk by user range past a memory budget.
+
+    Feed scored chunks with :meth:`add`; read the result once with :meth:`results`; always
+    :meth:`close` (or use it as a context manager).
+
+    Spilling: once the compacted state's estimated size exceeds ``memory_budget_bytes``, the
+    state and every later buffer (reduced first) are appended to one anonymous temporary file
+    per user range in ``spill_dir``: a row goes to range ``searchsorted(boundaries, user_id,
+    side="right")``. :meth:`results` reads the ranges back in order, one at a time; a range
+    larger than the budget is first split again by quantiles of its own users. The files have
+    no names, so a killed run leaves nothing behind but (at most) the empty ``spill_dir``.
+    """
+
+    def __init__(
+        self,
+        k: int,
+        *,
+        user_type: pa.DataType,
+        item_type: pa.DataType,
+        memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
+        spill_dir: Path | None = None,
+        boundaries: pa.Array | None = None,
+        compact_rows: int = DEFAULT_COMPACT_ROWS,
+    ) -> None:
+        """Create an empty state.
+
+        Args:
+            k: Rows to keep per user (>= 1).
+            user_type: Arrow type ``user_id`` is cast to (``pa.int64()`` or ``pa.string()``).
+            item_type: Arrow type ``movie_id`` is cast to.
+            memory_budget_bytes: Estimated state size past which rows spill to disk.
+            spill_dir: Folder for spill files (created when needed, removed by :meth:`close`
+                when empty); default: the system temporary folder.
+            boundaries: Sorted user ids splitting users into ranges for spilling (e.g.
+                quantiles of the user vocabulary); default: quantiles of the state's users at
+                spill time, into :data:`SPILL_PARTITIONS` ranges.
+            compact_rows: Minimum buffered rows before the buffer is merged into the state.
+        """
+        _check_k(k)
+        self.k = k
+        self.user_type = user_type
+        self.item_type = item_type
+        self.memory_budget_bytes = max(1, int(memory_budget_bytes))
+        self.compact_rows = max(1, int(compact_rows))
+        self._spill_root = Path(spill_dir) if spill_dir is not None else None
+        self._spill_folder: Path | None = None
+        self._created_folder = False
+        self._schema = _partial_schema(user_type, item_type)
+        self._result_schema = _result_schema(user_type, item_type)
+        self._empty: pl.DataFrame = pl.from_arrow(self._schema.empty_table())  # type: ignore[assignment]
+        self._boundaries: pl.Series | None = None
+        if boundaries is not None:
+            b = pl.from_arrow(pa.table({"b": pa.array(boundaries).cast(user_type)}))["b"]  # type: ignore[index]
+            self._boundaries = b.drop_nulls().unique().sort()
+        self._acc = _Accumulator(k, self._empty, self.memory_budget_bytes, self.compact_rows)
+        self._parts: list[_SpillFile | None] = []
+        self._rows_in = 0
+        self._spilled = False
+        self._partitions = 0
+        self._spill_bytes = 0
+        self._peak_rows = 0
+        self._done = False
+        self._closed = False
+
+    # -- feeding ---------------------------------------------------------------------------
+
+    def add(self, table: pa.Table | pa.RecordBatch) -> None:
+        """Merge a scored chunk (``user_id, movie_id, score, stars``; other columns ignored).
+
+        Raises:
+            ValueError: A column is missing.
+            RuntimeError: :meth:`results` was already called.
+            OutputError: A spill file cannot be written.
+        """
+        if self._done or self._closed:
+            raise RuntimeError("top-k state already read or closed; cannot add rows")
+        selected = _select(table)
+        if selected.num_rows == 0:
+            return
+        self._rows_in += selected.num_rows
+        df: pl.DataFrame = pl.from_arrow(selected.cast(self._schema))  # type: ignore[assignment]
+        acc = self._acc
+        if not self._spilled:
+            before = acc.state
+            acc.add(df)
+            if acc.state is not before:
+                self._peak_rows = max(self._peak_rows, acc.state.height)
+                if acc.state.estimated_size() > self.memory_budget_bytes:
+                    self._start_spill()
+            return
+        acc.push(df)
+        if (
+            acc.buffer_rows >= self.compact_rows
+            or acc.buffer_bytes >= self.memory_budget_bytes // 2
+        ):
+            self._flush_buffer()
+
+    def _folder(self) -> Path:
+        if self._spill_folder is None:
+            root = self._spill_root or Path(tempfile.gettempdir())
+            self._created_folder = not root.exists()
+            self._spill_folder = root
+        return self._spill_folder
+
+    def _start_spill(self) -> None:
+        state = self._acc.state
+        if self._boundaries is None:
+            self._boundaries = _quantile_boundaries(state["user_id"], SPILL_PARTITIONS)
+        self._spilled = True
+        self._partitions = self._boundaries.len() + 1
+        self._parts = [None] * self._partitions
+        self._write_parts(state)
+        self._acc.state = self._empty
+
+    def _write_parts(self, df: pl.DataFrame) -> None:
+        assert self._boundaries is not None
+        for part, rows in _split_by_users(df, self._boundaries):
+            spill = self._parts[part]
+            if spill is None:
+                spill = self._parts[part] = _SpillFile(self._folder(), self._schema)
+            spill.write(rows)
+
+    def _flush_buffer(self) -> None:
+        reduced = self._acc.take_buffer()
+        if reduced is not None:
+            self._write_parts(reduced)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def results(self) -> Iterator[pa.Table]:
+        """Yield the final ranked rows, once.
+
+        Yields:
+            Tables with columns ``user_id, rank, movie_id, stars, score`` (see
+            :data:`RESULT_COLUMNS`), globally sorted by user_id then rank; a user's rows are
+            never split across two tables.
+
+        Raises:
+            RuntimeError: Called a second time, or after :meth:`close`.
+        """
+        if self._done or self._closed:
+            raise RuntimeError("top-k results can be read only once, before close()")
+        self._done = True
+        if not self._spilled:
+            state = self._acc.compact()
+            self._peak_rows = max(self._peak_rows, state.height)
+            self._acc.state = self._empty
+            yield from _user_chunks(_ranked(state, self._result_schema), _OUT_ROWS)
+            return
+        self._flush_buffer()
+        for i, spill in enumerate(self._parts):
+            if spill is None:
+                continue
+            self._parts[i] = None
+            for df in self._drain(spill, 0):
+                yield from _user_chunks(_ranked(df, self._result_schema), _OUT_ROWS)
+
+    def _drain(self, spill: _SpillFile, depth: int) -> Iterator[pl.DataFrame]:
+        """Reduce one spilled range, splitting it first when it exceeds the budget."""
+        try:
+            size = spill.finish()
+            self._spill_bytes += size
+            if size > self.memory_budget_bytes and depth < _MAX_SPLIT_DEPTH:
+                users = pl.concat([df["user_id"].unique() for df in spill.batches()])
+                parts = max(2, math.ceil(2 * size / self.memory_budget_bytes))
+                bounds = _quantile_boundaries(users, min(SPILL_PARTITIONS, parts))
+                del users
+                if bounds.len():
+                    subs: list[_SpillFile | None] = [None] * (bounds.len() + 1)
+                    try:
+                        for batch in spill.batches():
+                            for part, rows in _split_by_users(_reduce(batch, self.k), bounds):
+                                sub = subs[part]
+                                if sub is None:
+                                    sub = subs[part] = _SpillFile(self._folder(), self._schema)
+                                sub.write(rows)
+                        spill.close()
+                        self._partitions += len(subs) - 1
+                        for j, sub in enumerate(subs):
+                            if sub is not None:
+                                subs[j] = None
+                                yield from self._drain(sub, depth + 1)
+                    finally:
+                        for sub in subs:
+                            if sub is not None:
+                                sub.close()
+                    return
+            acc = _Accumulator(self.k, self._empty, self.memory_budget_bytes, self.compact_rows)
+            for batch in spill.batches():
+                acc.add(batch)
+            spill.close()
+            state = acc.compact()
+            self._peak_rows = max(self._peak_rows, state.height)
+            yield state
+        finally:
+            spill.close()
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """``rows_in``, ``spilled``, ``partitions`` (spill ranges, counting re-splits),
+        ``peak_state_rows`` and ``spill_bytes`` (bytes read back from spill files)."""
+        return {
+            "rows_in": self._rows_in,
+            "spilled": self._spilled,
+            "partitions": self._partitions,
+            "peak_state_rows": max(self._peak_rows, self._acc.peak_rows),
+            "spill_bytes": self._spill_bytes,
+        }
+
+    def close(self) -> None:
+        """Free the state and spill files; remove ``spill_dir`` if this state created it."""
+        self._closed = True
+        for i, spill in enumerate(self._parts):
+            if spill is not None:
+                spill.close()
+                self._parts[i] = None
+        self._acc = _Accumulator(self.k, self._empty, self.memory_budget_bytes, self.compact_rows)
+        if self._spill_folder is not None and self._created_folder:
+            with contextlib.suppress(OSError):
+                self._spill_folder.rmdir()
+
+    def __enter__(self) -> TopK:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

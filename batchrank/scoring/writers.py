@@ -1,0 +1,443 @@
+"""Title join and atomic, deterministic writers for ranked top-k rows.
+
+Output bytes depend only on the rows written, never on how they were split across
+:meth:`OutputWriter.write` calls: Parquet is written in fixed row groups, CSV and JSONL line by
+line with polars' shortest round-trip float formatting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any, Literal, get_args
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batchrank.atomic import TMP_MARK, clean_leftovers, fsync_dir
+from batchrank.errors import ConfigError, OutputError
+
+__all__ = [
+    "LONG_COLUMNS",
+    "ROW_GROUP_ROWS",
+    "ROW_GROUP_USERS",
+    "Format",
+    "Layout",
+    "OutputWriter",
+    "join_titles",
+]
+
+Format = Literal["parquet", "csv", "jsonl"]
+Layout = Literal["long", "nested"]
+
+LONG_COLUMNS = ("user_id", "rank", "movie_id", "title", "stars", "score")
+"""Columns of the long layout (and of :func:`join_titles`' output), in order."""
+
+ITEM_COLUMNS = LONG_COLUMNS[1:]
+ROW_GROUP_ROWS = 65_536
+"""Rows per Parquet row group in the long layout."""
+ROW_GROUP_USERS = 8_192
+"""Users per Parquet row group in the nested layout."""
+
+_CSV_HEADER = (",".join(LONG_COLUMNS) + "\n").encode()
+
+
+def _norm_type(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.string()
+    return t
+
+
+def _key_type(left: pa.DataType, right: pa.DataType) -> pl.DataType:
+    if pa.types.is_integer(left) and pa.types.is_integer(right):
+        return pl.Int64()
+    return pl.String()
+
+
+def join_titles(table: pa.Table, titles: pa.Table | None) -> tuple[pa.Table, int]:
+    """Left-join movie titles onto ranked rows, keeping the row order.
+
+    Args:
+        table: Ranked rows with ``user_id, rank, movie_id, stars, score``.
+        titles: ``movie_id, title``; the first title of a repeated ``movie_id`` wins. Keys
+            are compared as int64 when both sides are integers, else as strings.
+            ``None``: every title is null.
+
+    Returns:
+        The rows with columns ``user_id, rank, movie_id, title, stars, score`` (``title`` a
+        string, null when unknown) and the number of rows with a null title.
+    """
+    missing = [
+        c for c in ("user_id", "rank", "movie_id", "stars", "score") if c not in table.schema.names
+    ]
+    if missing:
+        raise ValueError(f"ranked rows lack columns {missing}; have {table.schema.names}")
+    left = table.select(["user_id", "rank", "movie_id", "stars", "score"])
+    schema = pa.schema(
+        [
+            left.schema.field("user_id"),
+            left.schema.field("rank"),
+            left.schema.field("movie_id"),
+            pa.field("title", pa.string()),
+            left.schema.field("stars"),
+            left.schema.field("score"),
+        ]
+    )
+    if titles is None or left.num_rows == 0:
+        title = pa.nulls(left.num_rows, pa.string())
+        out = pa.Table.from_arrays(
+            [left.column(c) if c != "title" else title for c in LONG_COLUMNS], schema=schema
+        )
+        return out, left.num_rows
+    for c in ("movie_id", "title"):
+        if c not in titles.schema.names:
+            raise ValueError(f"titles lack column {c!r}; have {titles.schema.names}")
+    key = _key_type(left.schema.field("movie_id").type, titles.schema.field("movie_id").type)
+    right = (
+        pl.from_arrow(titles.select(["movie_id", "title"]))  # type: ignore[union-attr]
+        .select(
+            pl.col("movie_id").cast(key).alias("__key"),
+            pl.col("title").cast(pl.String),
+        )
+        .drop_nulls("__key")
+        .unique(subset="__key", keep="first", maintain_order=True)
+    )
+    joined = (
+        pl.from_arrow(left)  # type: ignore[union-attr]
+        .with_columns(pl.col("movie_id").cast(key).alias("__key"))
+        .join(right, on="__key", how="left", maintain_order="left")
+        .select(list(LONG_COLUMNS))
+    )
+    out = joined.to_arrow().cast(schema)
+    return out, out.column("title").null_count
+
+
+def _run_starts(users: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Row positions where a new user starts (rows grouped by user)."""
+    s = pl.Series(values=users)
+    return np.flatnonzero(s.ne_missing(s.shift(1)).to_numpy())
+
+
+def _nested(table: pa.Table, item_schema: pa.StructType) -> pa.Table:
+    """One row per user: ``user_id``, ``items`` list<struct<rank, movie_id, title, stars,
+    score>> (``table`` holds complete users, grouped)."""
+    table = table.combine_chunks()
+    starts = _run_starts(table.column("user_id"))
+    offsets = pa.array(np.append(starts, table.num_rows), pa.int32())
+    values = pa.StructArray.from_arrays(
+        [table.column(c).combine_chunks() for c in ITEM_COLUMNS],
+        fields=list(item_schema),
+    )
+    items = pa.ListArray.from_arrays(offsets, values)
+    users = table.column("user_id").take(pa.array(starts, pa.int64()))
+    return pa.table({"user_id": users, "items": items})
+
+
+class OutputWriter:
+    """Write ranked rows to ``out`` atomically: nothing appears there before ``close(True)``.
+
+    Rows go to a temporary file beside ``out`` (``.{name}.batchrank-tmp-<hex>``) renamed onto
+    ``out`` on commit. Layouts: ``long`` (one row per recommendation, :data:`LONG_COLUMNS`)
+    and ``nested`` (one row per user: ``user_id``, ``items`` list of structs; Parquet and
+    JSONL only).
+
+    Use ``close(commit=True)`` to publish; ``close(commit=False)`` (or leaving a ``with`` block
+    without committing) removes the temporary file.
+    """
+
+    def __init__(
+        self,
+        out: Path,
+        *,
+        format: Format,
+        layout: Layout,
+        metadata: Mapping[str, str] | None = None,
+        user_type: pa.DataType | None = None,
+        item_type: pa.DataType | None = None,
+    ) -> None:
+        """Open the temporary output file.
+
+        Args:
+            out: The final file path.
+            format: ``parquet``, ``csv`` or ``jsonl``.
+            layout: ``long`` or ``nested``.
+            metadata: Key-value metadata stored in a Parquet file's footer (sorted by key).
+            user_type: Arrow type of ``user_id``; default: the first written table's
+                (int64 when nothing is written).
+            item_type: Arrow type of ``movie_id``, likewise.
+
+        Raises:
+            ConfigError: Unknown format or layout, or ``csv`` with ``nested``.
+            OutputError: The folder cannot be created or written, or ``out`` is a folder.
+        """
+        if format not in get_args(Format):
+            raise ConfigError(f"unknown output format {format!r}; expected parquet, csv or jsonl")
+        if layout not in get_args(Layout):
+            raise ConfigError(f"unknown output layout {layout!r}; expected long or nested")
+        if format == "csv" and layout == "nested":
+            raise ConfigError("the nested layout needs parquet or jsonl; received csv")
+        self.out = Path(out)
+        self.format: Format = format
+        self.layout: Layout = layout
+        self.metadata = {str(k): str(v) for k, v in sorted((metadata or {}).items())}
+        self._user_type = _norm_type(user_type) if user_type is not None else None
+        self._item_type = _norm_type(item_type) if item_type is not None else None
+        self._schema: pa.Schema | None = None
+        self._pq: pq.ParquetWriter | None = None
+        self._buffer: list[pa.Table] = []
+        self._buffer_rows = 0
+        self._buffer_users = 0
+        self._rows = 0
+        self._users = 0
+        self._last_user: Any = None
+        self._closed = False
+        self._result: dict[str, Any] | None = None
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{self.out.parent}: cannot create output folder ({_why(e)})") from e
+        if self.out.is_dir():
+            raise OutputError(f"{self.out}: is a folder; expected a file path for the output")
+        clean_leftovers(self.out)
+        self._tmp = self.out.parent / f".{self.out.name}{TMP_MARK}{uuid.uuid4().hex[:12]}"
+        try:
+            self._file: IO[bytes] = open(self._tmp, "xb")  # noqa: SIM115 (closed in close())
+        except OSError as e:
+            raise OutputError(f"{self.out}: cannot create output file ({_why(e)})") from e
+        if format == "csv":
+            self._guarded(self._file.write, _CSV_HEADER)
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def _long_schema(self, table: pa.Table | None) -> pa.Schema:
+        if self._schema is None:
+            ut = self._user_type or (
+                _norm_type(table.schema.field("user_id").type) if table is not None else pa.int64()
+            )
+            it = self._item_type or (
+                _norm_type(table.schema.field("movie_id").type) if table is not None else pa.int64()
+            )
+            self._schema = pa.schema(
+                [
+                    pa.field("user_id", ut),
+                    pa.field("rank", pa.int32()),
+                    pa.field("movie_id", it),
+                    pa.field("title", pa.string()),
+                    pa.field("stars", pa.float32()),
+                    pa.field("score", pa.float32()),
+                ]
+            )
+        return self._schema
+
+    def _item_struct(self) -> pa.StructType:
+        schema = self._long_schema(None)
+        return pa.struct([schema.field(c) for c in ITEM_COLUMNS])
+
+    def _parquet_schema(self) -> pa.Schema:
+        schema = self._long_schema(None)
+        if self.layout == "nested":
+            schema = pa.schema(
+                [schema.field("user_id"), pa.field("items", pa.list_(self._item_struct()))]
+            )
+        return schema.with_metadata(self.metadata) if self.metadata else schema
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _guarded(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run an I/O step; on any error remove the temporary file, map OS errors."""
+        try:
+            return fn(*args, **kwargs)
+        except OSError as e:
+            self._abort()
+            raise OutputError(f"{self.out}: cannot write output ({_why(e)})") from e
+        except BaseException:
+            self._abort()
+            raise
+
+    def write(self, table: pa.Table) -> None:
+        """Append ranked rows (complete users, sorted, as from ``join_titles``).
+
+        Raises:
+            OutputError: The file cannot be written (the temporary file is removed).
+            ValueError: A column is missing.
+        """
+        if self._closed:
+            raise OutputError(f"{self.out}: writer already closed")
+        missing = [c for c in LONG_COLUMNS if c not in table.schema.names]
+        if missing:
+            self._abort()
+            raise ValueError(f"rows for {self.out} lack columns {missing}")
+        if table.num_rows == 0:
+            return
+        self._guarded(self._write, table)
+
+    def _write(self, table: pa.Table) -> None:
+        table = table.select(list(LONG_COLUMNS)).cast(self._long_schema(table))
+        starts = _run_starts(table.column("user_id"))
+        users = len(starts)
+        first = table.column("user_id")[0].as_py()
+        if self._rows and first == self._last_user:
+            users -= 1
+        self._last_user = table.column("user_id")[-1].as_py()
+        self._rows += table.num_rows
+        self._users += users
+        if self.format == "parquet" and self.layout == "long":
+            self._buffer.append(table)
+            self._buffer_rows += table.num_rows
+            if self._buffer_rows >= ROW_GROUP_ROWS:
+                buf = pa.concat_tables(self._buffer)
+                full = (buf.num_rows // ROW_GROUP_ROWS) * ROW_GROUP_ROWS
+                for lo in range(0, full, ROW_GROUP_ROWS):
+                    self._write_row_group(buf.slice(lo, ROW_GROUP_ROWS))
+                self._set_buffer(buf.slice(full))
+        elif self.layout == "nested":
+            self._buffer.append(table)
+            self._buffer_rows += table.num_rows
+            self._buffer_users += len(starts)
+            # A lower bound of the buffered users (runs may continue across tables).
+            if self._buffer_users - (len(self._buffer) - 1) > self._group_users():
+                self._emit_users(final=False)
+        elif self.format == "csv":
+            pl.from_arrow(table).write_csv(self._file, include_header=False)  # type: ignore[union-attr]
+        else:
+            pl.from_arrow(table).write_ndjson(self._file)  # type: ignore[union-attr]
+
+    def _group_users(self) -> int:
+        return ROW_GROUP_USERS if self.format == "parquet" else 1
+
+    def _set_buffer(self, rest: pa.Table) -> None:
+        self._buffer = [rest] if rest.num_rows else []
+        self._buffer_rows = rest.num_rows
+        self._buffer_users = len(_run_starts(rest.column("user_id"))) if rest.num_rows else 0
+
+    def _emit_users(self, final: bool) -> None:
+        """Write buffered users in groups of ``_group_users()``; keep an incomplete tail."""
+        if not self._buffer:
+            return
+        buf = pa.concat_tables(self._buffer)
+        starts = _run_starts(buf.column("user_id"))
+        group = self._group_users()
+        n_users = len(starts)
+        # Only users followed by another user are known complete, unless final.
+        complete = n_users if final else n_users - 1
+        emit = complete if self.format == "jsonl" or final else (complete // group) * group
+        if emit <= 0:
+            return
+        if self.format == "jsonl":
+            end = buf.num_rows if emit == n_users else int(starts[emit])
+            nested = _nested(buf.slice(0, end), self._item_struct())
+            pl.from_arrow(nested).write_ndjson(self._file)  # type: ignore[union-attr]
+        else:
+            for g in range(0, emit, group):
+                lo = int(starts[g])
+                hi = buf.num_rows if g + group >= n_users else int(starts[g + group])
+                self._write_row_group(_nested(buf.slice(lo, hi - lo), self._item_struct()))
+            end = buf.num_rows if emit == n_users else int(starts[emit])
+        self._set_buffer(buf.slice(end))
+
+    def _write_row_group(self, table: pa.Table) -> None:
+        if self._pq is None:
+            self._pq = pq.ParquetWriter(self._file, self._parquet_schema(), compression="zstd")
+        table = table.combine_chunks()
+        self._pq.write_table(table, row_group_size=max(1, table.num_rows))
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def close(self, commit: bool) -> dict[str, Any]:
+        """Finish the file and publish it (``commit=True``) or discard it.
+
+        Returns:
+            ``path``, ``rows`` (recommendations), ``users``, ``sha256`` and ``bytes`` of the
+            committed file (``sha256`` None and ``bytes`` 0 when discarded).
+
+        Raises:
+            OutputError: The file cannot be finished or renamed (the temporary file is
+                removed), or ``commit=True`` after the writer was discarded.
+        """
+        if self._closed:
+            if commit and self._result is None:
+                raise OutputError(f"{self.out}: writer was discarded; nothing to commit")
+            return self._result or self._summary(None, 0)
+        if not commit:
+            self._abort()
+            return self._summary(None, 0)
+        self._guarded(self._finish)
+        digest, size = self._guarded(_sha256, self._tmp)
+        try:
+            os.replace(self._tmp, self.out)
+        except OSError as e:
+            self._abort()
+            raise OutputError(f"{self.out}: cannot commit output ({_why(e)})") from e
+        fsync_dir(self.out.parent)
+        self._closed = True
+        self._result = self._summary(digest, size)
+        return self._result
+
+    def _finish(self) -> None:
+        if self.format == "parquet":
+            if self.layout == "long":
+                if self._buffer:
+                    self._write_row_group(pa.concat_tables(self._buffer))
+                self._buffer = []
+            else:
+                self._emit_users(final=True)
+            if self._pq is None:
+                self._pq = pq.ParquetWriter(self._file, self._parquet_schema(), compression="zstd")
+            self._pq.close()
+            self._pq = None
+        elif self.layout == "nested":
+            self._emit_users(final=True)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def _summary(self, digest: str | None, size: int) -> dict[str, Any]:
+        return {
+            "path": str(self.out),
+            "rows": self._rows,
+            "users": self._users,
+            "sha256": digest,
+            "bytes": size,
+        }
+
+    def _abort(self) -> None:
+        """Drop the temporary file; the writer cannot be used afterwards."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._pq is not None:
+            with contextlib.suppress(Exception):
+                self._pq.close()
+            self._pq = None
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(OSError):
+            self._tmp.unlink(missing_ok=True)
+        self._buffer = []
+
+    def __enter__(self) -> OutputWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._closed:
+            self._abort()
+
+
+def _why(e: OSError) -> str:
+    return (e.strerror or str(e)).lower()
+
+
+def _sha256(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
