@@ -161,6 +161,8 @@ def read_metadata(path: Path) -> dict[str, Any]:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelError(f"{meta_path}: corrupt metadata ({e})") from e
+    except OSError as e:
+        raise ModelError(f"{meta_path}: cannot read metadata ({e.strerror or e})") from e
     if not isinstance(meta, dict) or meta.get("kind") != BUNDLE_KIND:
         raise ModelError(f"{meta_path}: not a batchrank model bundle (kind is not {BUNDLE_KIND!r})")
     version = meta.get("format_version")
@@ -203,7 +205,11 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
             ids=items_tbl.column("movie_id").combine_chunks(),
             kind=Vocabulary.load(path / ITEMS_FILE, "movie_id").kind,
         )
-        titles = items_tbl.column("title").combine_chunks() if "title" in items_tbl.column_names else None
+        titles = (
+            items_tbl.column("title").combine_chunks()
+            if "title" in items_tbl.column_names
+            else None
+        )
     except Exception as e:
         raise ModelError(f"{path}: cannot read the vocabularies ({e})") from e
     return Bundle(model=model, users=users, items=items, titles=titles, metadata=meta, path=path)

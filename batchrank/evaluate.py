@@ -14,7 +14,9 @@ from batchrank.vocab import coerce_ids
 __all__ = ["evaluate"]
 
 
-def evaluate(model: str | Path, ratings: str | Path, *, columns: Columns | None = None) -> dict[str, Any]:
+def evaluate(
+    model: str | Path, ratings: str | Path, *, columns: Columns | None = None
+) -> dict[str, Any]:
     """RMSE in stars (and label units) of the bundle at ``model`` on ``ratings``.
 
     Unknown users and movies are scored with the reserved OOV row and counted.

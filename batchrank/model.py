@@ -77,12 +77,18 @@ class RankingModel(keras.Model):  # type: ignore[misc,name-defined]
         self.output_layer = keras.layers.Dense(1, name="rating")
         if self.bias_terms:
             self.user_bias = keras.layers.Embedding(
-                self.num_users, 1, embeddings_initializer="zeros",
-                embeddings_regularizer=reg, name="user_bias",
+                self.num_users,
+                1,
+                embeddings_initializer="zeros",
+                embeddings_regularizer=reg,
+                name="user_bias",
             )
             self.item_bias = keras.layers.Embedding(
-                self.num_items, 1, embeddings_initializer="zeros",
-                embeddings_regularizer=reg, name="item_bias",
+                self.num_items,
+                1,
+                embeddings_initializer="zeros",
+                embeddings_regularizer=reg,
+                name="item_bias",
             )
             self.global_bias = self.add_weight(
                 shape=(1,),

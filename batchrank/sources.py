@@ -72,7 +72,7 @@ def _read_frame(path: Path, *, what: str) -> pl.DataFrame:
     if not path.exists():
         raise DataError(f"{path}: {what} file not found")
     if path.is_dir():
-        raise DataError(f"{path}: is a folder; expected a {what} file (.csv or .parquet)")
+        raise DataError(f"{path}: is a folder; expected a file (.csv or .parquet)")
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -82,7 +82,9 @@ def _read_frame(path: Path, *, what: str) -> pl.DataFrame:
                 path, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=10000
             )
         else:
-            raise DataError(f"{path}: unknown {what} file type {suffix!r}; expected .csv or .parquet")
+            raise DataError(
+                f"{path}: unknown {what} file type {suffix!r}; expected .csv or .parquet"
+            )
     except DataError:
         raise
     except pl.exceptions.NoDataError:
@@ -112,7 +114,9 @@ def _normalise_ratings(table: pa.Table, where: str) -> pa.Table:
         nulls = arr.null_count
         if nulls:
             row = pc.index(pc.is_null(arr), True).as_py()
-            raise DataError(f"{where}: column `{col}` has {nulls} null ids (first at row {row + 1})")
+            raise DataError(
+                f"{where}: column `{col}` has {nulls} null ids (first at row {row + 1})"
+            )
         cast, _ = coerce_ids(arr, kind, where=f"{where}: column `{col}`")
         out[col] = cast
     rating = table.column(RATING).combine_chunks()
@@ -136,6 +140,13 @@ def _normalise_ratings(table: pa.Table, where: str) -> pa.Table:
     if pc.any(pc.is_nan(rating)).as_py():
         row = pc.index(pc.is_nan(rating), True).as_py()
         raise DataError(f"{where}: column `{RATING}` has NaN at row {row + 1}")
+    infinite = pc.invert(pc.is_finite(rating))
+    if pc.any(infinite).as_py():
+        row = pc.index(infinite, True).as_py()
+        raise DataError(
+            f"{where}: column `{RATING}` has {rating[row].as_py()} at row {row + 1}; "
+            "expected a finite number"
+        )
     out[RATING] = rating
     return pa.table(out)
 
@@ -147,7 +158,8 @@ def _normalise_items(table: pa.Table, where: str) -> pa.Table:
     titles = pc.cast(table.column(TITLE).combine_chunks(), pa.string())
     items = pa.table({ITEM: ids, TITLE: titles}).filter(pc.is_valid(ids))
     # one title per movie: the first one given
-    return pl.from_arrow(items).unique(subset=ITEM, keep="first", maintain_order=True).to_arrow()  # type: ignore[union-attr]
+    frame = pl.DataFrame(items).unique(subset=ITEM, keep="first", maintain_order=True)
+    return frame.to_arrow()
 
 
 def load_items(path: Path, columns: Columns = Columns()) -> pa.Table:
@@ -266,5 +278,7 @@ def load_ratings(
         else:
             data = RatingsData(ratings=_load_generic(path, columns), items=None, source=str(path))
     if items is not None:
-        data = RatingsData(ratings=data.ratings, items=load_items(items, columns), source=data.source)
+        data = RatingsData(
+            ratings=data.ratings, items=load_items(items, columns), source=data.source
+        )
     return data

@@ -6,6 +6,9 @@ TensorFlow and tensorflow-datasets are imported here only, when a ``tfds:`` sour
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 
@@ -14,13 +17,35 @@ from batchrank.errors import DataError
 __all__ = ["load_tfds_ratings"]
 
 _MOVIES_FOR = {"movielens/100k-ratings": "movielens/100k-movies"}
+_INT_ID = re.compile(r"[+-]?[0-9]{1,18}")
 
 
 def _as_ids(values: np.ndarray) -> pa.Array:
-    text = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
-    if all(t.strip().lstrip("+-").isdigit() for t in text):
+    text = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
+    # ASCII digits that fit int64, as vocab.coerce_ids accepts (str.isdigit takes "²" too).
+    if text and all(_INT_ID.fullmatch(t.strip()) for t in text):
         return pa.array([int(t) for t in text], pa.int64())
     return pa.array(text, pa.string())
+
+
+def _load_columns(tfds: Any, name: str, keys: tuple[str, ...], spec: str) -> dict[str, np.ndarray]:
+    """The ``keys`` features of a tfds data set's train split, as numpy arrays.
+
+    Not ``batch_size=-1``: that pads every feature (genres, ...) into one batch, and with mocked
+    or unknown split sizes tfds batches by ``sys.maxsize``, which aborts the process.
+    """
+    ds = tfds.load(name, split="train")
+    missing = [k for k in keys if k not in ds.element_spec]
+    if missing:
+        raise DataError(
+            f"{spec}: tfds data set has no `{missing[0]}` feature; found {sorted(ds.element_spec)}"
+        )
+    ds = ds.map(lambda ex: {k: ex[k] for k in keys}).batch(65536)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    for batch in tfds.as_numpy(ds):
+        for k in keys:
+            parts[k].append(np.asarray(batch[k]))
+    return {k: np.concatenate(v) if v else np.zeros((0,), dtype=object) for k, v in parts.items()}
 
 
 def load_tfds_ratings(spec: str):  # type: ignore[no-untyped-def]
@@ -33,14 +58,14 @@ def load_tfds_ratings(spec: str):  # type: ignore[no-untyped-def]
     except ImportError as e:  # pragma: no cover - a broken install
         raise DataError(f"{spec}: tensorflow-datasets is not importable ({e})") from e
     try:
-        ds = tfds.load(name, split="train", batch_size=-1)
-        data = tfds.as_numpy(ds)
+        data = _load_columns(tfds, name, ("user_id", "movie_id", "user_rating"), spec)
+    except DataError:
+        raise
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"{spec}: cannot load the tfds data set: {first}") from e
-    for key in ("user_id", "movie_id", "user_rating"):
-        if key not in data:
-            raise DataError(f"{spec}: tfds data set has no `{key}` feature; found {sorted(data)}")
+    if len(data["user_rating"]) == 0:
+        raise DataError(f"{spec}: tfds data set has no ratings")
     ratings = pa.table(
         {
             USER: _as_ids(data["user_id"]),
@@ -52,7 +77,7 @@ def load_tfds_ratings(spec: str):  # type: ignore[no-untyped-def]
     movies_name = _MOVIES_FOR.get(name)
     if movies_name is not None:
         try:
-            movies = tfds.as_numpy(tfds.load(movies_name, split="train", batch_size=-1))
+            movies = _load_columns(tfds, movies_name, ("movie_id", "movie_title"), movies_name)
             titles = [
                 t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in movies["movie_title"]
             ]

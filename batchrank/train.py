@@ -10,13 +10,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from batchrank.bundle import Bundle, LabelTransform
 from batchrank.errors import ConfigError, DataError
 from batchrank.presets import TrainConfig
 from batchrank.sources import ITEM, RATING, TITLE, USER, RatingsData
-from batchrank.vocab import Vocabulary
+from batchrank.vocab import Vocabulary, coerce_ids
 
 __all__ = ["TrainResult", "fit_bundle", "rating_scale_of", "rmse_of"]
 
@@ -38,7 +37,8 @@ def rating_scale_of(
         low, high = float(values.min()), float(values.max())
         if high <= low:
             raise DataError(
-                f"{where}: every rating is {low}; cannot infer a scale (pass --rating-scale MIN,MAX)"
+                f"{where}: every rating is {low}; cannot infer a scale "
+                "(pass --rating-scale MIN,MAX)"
             )
         return LabelTransform(low, high)
     low, high = scale
@@ -48,7 +48,8 @@ def rating_scale_of(
     if outside.any():
         row = int(np.argmax(outside))
         raise DataError(
-            f"{where}: rating {values[row]:g} at row {row + 1} is outside the scale {low:g}–{high:g}"
+            f"{where}: rating {values[row]:g} at row {row + 1} is outside the scale "
+            f"{low:g}–{high:g}"
         )
     return LabelTransform(float(low), float(high))
 
@@ -59,17 +60,43 @@ def _align_titles(items: Vocabulary, table: pa.Table | None) -> pa.Array | None:
     import polars as pl
 
     ids = items.to_table(ITEM)
-    src = table
-    if items.kind == "str":
-        src = src.set_column(0, ITEM, pc.cast(src.column(ITEM), pa.string()))
-    elif not pa.types.is_integer(src.column(ITEM).type):
-        return None
-    src = src.set_column(0, ITEM, pc.cast(src.column(ITEM), ids.column(ITEM).type))
-    joined = (
-        pl.from_arrow(ids)
-        .join(pl.from_arrow(src), on=ITEM, how="left", maintain_order="left")  # type: ignore[arg-type]
-    )
+    # the items file may spell ids differently (text "7" for integer ids): cast to the
+    # vocabulary's kind; ids that cannot be cast simply match nothing
+    cast, _ = coerce_ids(table.column(ITEM), items.kind, where=f"items: column `{ITEM}`")
+    src = table.set_column(0, ITEM, cast)
+    # one title per movie, the first given (u.item or tfds may repeat an id): the titles must
+    # line up with the vocabulary row for row
+    right = pl.DataFrame(src).unique(subset=ITEM, keep="first", maintain_order=True)
+    left = pl.DataFrame(ids)
+    joined = left.join(right, on=ITEM, how="left", maintain_order="left")
     return joined.get_column(TITLE).to_arrow()
+
+
+def _set_random_seed(keras: Any, seed: int) -> None:
+    """``keras.utils.set_random_seed`` without importing TensorFlow.
+
+    Keras seeds TensorFlow too whenever it is importable, which costs seconds and defeats the
+    lazy import (TensorFlow backs only the ``tfds:`` source). Seeding Python, NumPy and Keras'
+    global seed generator is all a JAX run needs; fall back to Keras when its internals move.
+    """
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        try:
+            import random
+
+            from keras.src.backend.common import global_state
+            from keras.src.random import seed_generator
+            from keras.src.utils import rng_utils
+
+            global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+            global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+            random.seed(seed)
+            np.random.seed(seed)
+            return
+        except (ImportError, AttributeError):
+            pass
+    keras.utils.set_random_seed(seed)
 
 
 def rmse_of(model: Any, users: np.ndarray, items: np.ndarray, labels: np.ndarray) -> float:
@@ -104,13 +131,16 @@ def fit_bundle(
     i_idx = items.lookup(table.column(ITEM).combine_chunks())
     labels = transform.to_label(table.column(RATING).to_numpy()).astype(np.float32)
 
-    keras.utils.set_random_seed(config.seed)
+    _set_random_seed(keras, config.seed)
     rng = np.random.default_rng(config.seed)
     perm = rng.permutation(n)
-    n_test = int(round(n * config.test_fraction))
+    n_test = round(n * config.test_fraction)
     train_rows, test_rows = perm[: n - n_test], perm[n - n_test :]
-    n_val = int(round(len(train_rows) * config.validation_fraction))
-    fit_rows, val_rows = train_rows[: len(train_rows) - n_val], train_rows[len(train_rows) - n_val :]
+    n_val = round(len(train_rows) * config.validation_fraction)
+    fit_rows, val_rows = (
+        train_rows[: len(train_rows) - n_val],
+        train_rows[len(train_rows) - n_val :],
+    )
 
     fu, fi = u_idx[fit_rows].copy(), i_idx[fit_rows].copy()
     if config.oov_rate > 0:
@@ -226,7 +256,9 @@ def train(
     from batchrank.presets import preset as get_preset
     from batchrank.sources import Columns, load_ratings
 
-    config = get_preset(preset).with_overrides(epochs=epochs, test_fraction=test_fraction, seed=seed)
+    config = get_preset(preset).with_overrides(
+        epochs=epochs, test_fraction=test_fraction, seed=seed
+    )
     data = load_ratings(
         ratings, columns=columns or Columns(), items=Path(items) if items is not None else None
     )
@@ -235,4 +267,4 @@ def train(
     return result
 
 
-__all__ += ["train", "TITLE"]
+__all__ += ["TITLE", "train"]

@@ -11,19 +11,31 @@ from batchrank.cli.options import column_options
 
 
 @click.command("evaluate")
-@click.option("--model", required=True, type=click.Path(path_type=Path), help="Model bundle folder.")
-@click.option("--ratings", required=True, help="MovieLens folder/zip, CSV/Parquet file, or tfds:NAME.")
+@click.option(
+    "--model", required=True, type=click.Path(path_type=Path), help="Model bundle folder."
+)
+@click.option(
+    "--ratings", required=True, help="MovieLens folder/zip, CSV/Parquet file, or tfds:NAME."
+)
 @column_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def command(
-    model: Path, ratings: str, user_col: str, item_col: str, rating_col: str, title_col: str, as_json: bool
+    model: Path,
+    ratings: str,
+    user_col: str,
+    item_col: str,
+    rating_col: str,
+    title_col: str,
+    as_json: bool,
 ) -> None:
     """RMSE (in stars) of a model bundle on a ratings file."""
     from batchrank.evaluate import evaluate
     from batchrank.sources import Columns
 
     result = evaluate(
-        model, ratings, columns=Columns(user=user_col, item=item_col, rating=rating_col, title=title_col)
+        model,
+        ratings,
+        columns=Columns(user=user_col, item=item_col, rating=rating_col, title=title_col),
     )
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))

@@ -22,7 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("batchrank.cli.score", "Score candidate pairs and write top-k lists per user."),
     "run": ("batchrank.cli.run", "Run a job file (train if needed, then score)."),
     "validate": ("batchrank.cli.validate", "Check a job file, its model and inputs, without work."),
-    "bench": ("batchrank.cli.bench", "Benchmark the scorer against a naive script and the ceiling."),
+    "bench": (
+        "batchrank.cli.bench",
+        "Benchmark the scorer against a naive script and the ceiling.",
+    ),
     "sample-data": ("batchrank.cli.sample_data", "Regenerate the synthetic sample_data/ folder."),
 }
 

@@ -10,15 +10,27 @@ from batchrank.cli.options import column_options, parse_scale
 
 
 @click.command("train")
-@click.option("--ratings", required=True, help="MovieLens folder/zip, CSV/Parquet file, or tfds:NAME.")
+@click.option(
+    "--ratings", required=True, help="MovieLens folder/zip, CSV/Parquet file, or tfds:NAME."
+)
 @click.option("--items", type=click.Path(path_type=Path), help="Items file with titles.")
 @column_options
-@click.option("--rating-scale", callback=parse_scale, help="MIN,MAX of the ratings (default: data).")
-@click.option("--preset", type=click.Choice(["seed", "default"]), default="default", show_default=True)
+@click.option(
+    "--rating-scale", callback=parse_scale, help="MIN,MAX of the ratings (default: data)."
+)
+@click.option(
+    "--preset", type=click.Choice(["seed", "default"]), default="default", show_default=True
+)
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the preset's epochs.")
-@click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), help="Held-out share.")
+@click.option(
+    "--test-fraction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Held-out share.",
+)
 @click.option("--seed", type=int, help="Seed of the split and initialisation (default 42).")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to write.")
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to write."
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(
     ratings: str,

@@ -1,0 +1,138 @@
+"""Shared fixtures: small synthetic ratings made in tmp folders, and a bundle trained on them.
+
+Everything here is real: the data are written to Parquet / CSV and read back through the
+sources, and the bundle is trained by :func:`batchrank.train.train` and written to disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+# ../shared/data/ml-100k beside the checkout; a user's fresh clone has no ../shared.
+ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
+requires_ml100k = pytest.mark.skipif(
+    not (ML100K / "u.data").is_file(), reason=f"MovieLens 100K not found at {ML100K}"
+)
+"""Skip when ML-100K is absent. Every test marked ``realdata`` gets it (see the hook below);
+test modules cannot ``from conftest import`` it, as tests/scoring/ has a conftest too."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``realdata`` tests need ../shared/data/ml-100k: skip them, not fail, when it is absent."""
+    for item in items:
+        if item.get_closest_marker("realdata") is not None:
+            item.add_marker(requires_ml100k)
+
+
+@pytest.fixture(scope="session")
+def ml100k() -> Path:
+    """The MovieLens 100K folder (the test is skipped when it is absent)."""
+    if not (ML100K / "u.data").is_file():
+        pytest.skip(f"MovieLens 100K not found at {ML100K}")
+    return ML100K
+
+
+# Titles that trip naive CSV writers and readers: commas, quotes, pipes, accents, emoji.
+TRICKY_TITLES = [
+    "Monsters, Inc. (2001)",
+    'The "Best" Movie (1999)',
+    "Amélie (2001)",
+    "a|pipe|title",
+    "  leading and trailing spaces  ",
+    "Ünïcödé ☃ 🎬",
+    "Semi;colon\ttab",
+]
+
+N_USERS, N_MOVIES, N_RATINGS = 60, 40, 1500
+USER_IDS = np.arange(1, N_USERS + 1) * 10  # 10, 20, ..., 600: gaps, no 1
+MOVIE_IDS = 1000 + np.arange(N_MOVIES) * 7  # 1000, 1007, ...: gaps, far from 1
+
+
+@dataclass(frozen=True)
+class TinyData:
+    """Paths and content of the tiny synthetic data set."""
+
+    ratings: Path
+    """Parquet with ``user_id``, ``movie_id`` (int64) and ``rating`` (1..5)."""
+    items: Path
+    """CSV with ``movie_id`` and ``title`` (tricky titles included; one movie without a title)."""
+    frame: pl.DataFrame
+    """The ratings as written."""
+    titles: dict[int, str]
+    """The titles as written."""
+
+
+def make_ratings(seed: int = 0) -> pl.DataFrame:
+    """~1500 distinct (user, movie) ratings on 1..5 from rank-3 latent factors plus noise."""
+    rng = np.random.default_rng(seed)
+    user_f = rng.normal(size=(N_USERS, 3))
+    movie_f = rng.normal(size=(N_MOVIES, 3))
+    user_bias = rng.normal(scale=0.5, size=N_USERS)
+    movie_bias = rng.normal(scale=0.7, size=N_MOVIES)
+    cells = rng.choice(N_USERS * N_MOVIES, size=N_RATINGS, replace=False)
+    u, m = cells // N_MOVIES, cells % N_MOVIES
+    score = 3.2 + user_bias[u] + movie_bias[m] + 0.6 * (user_f[u] * movie_f[m]).sum(axis=1)
+    score += rng.normal(scale=0.3, size=N_RATINGS)
+    rating = np.clip(np.round(score), 1, 5).astype(np.int64)
+    return pl.DataFrame(
+        {"user_id": USER_IDS[u], "movie_id": MOVIE_IDS[m], "rating": rating},
+        schema={"user_id": pl.Int64, "movie_id": pl.Int64, "rating": pl.Int64},
+    )
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded NumPy generator."""
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def tiny_ratings(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
+    """The tiny ratings as Parquet, and an items CSV with tricky titles (written once)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    frame = make_ratings()
+    ratings = folder / "ratings.parquet"
+    frame.write_parquet(ratings)
+    # Every movie but the last has a title; one extra title names a movie nobody rated.
+    titles = {
+        int(mid): (TRICKY_TITLES[k] if k < len(TRICKY_TITLES) else f"Movie {mid} ({1950 + k})")
+        for k, mid in enumerate(MOVIE_IDS[:-1])
+    }
+    titles[99999] = "Never Rated (2020)"
+    items = folder / "items.csv"
+    pl.DataFrame({"movie_id": list(titles), "title": list(titles.values())}).write_csv(items)
+    return TinyData(ratings=ratings, items=items, frame=frame, titles=titles)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_ratings: TinyData) -> Path:
+    """A bundle trained on the tiny ratings (preset ``seed``, 2 epochs). Do not modify it:
+    copy it first (``shutil.copytree``)."""
+    from batchrank.train import train
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny-seed"
+    train(tiny_ratings.ratings, out, preset="seed", items=tiny_ratings.items, epochs=2, verbose=0)
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _jax_compilation_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Share XLA compilations between the tests' many small models of the same shapes.
+
+    Keras compiles fresh train / predict functions for every model; on a small CPU machine that
+    compilation dominates a tiny training run. JAX's persistent cache turns repeats into disk
+    reads. Only speed changes; if this JAX lacks the options the tests just run slower.
+    """
+    import jax
+
+    folder = tmp_path_factory.mktemp("jax-cache")
+    with contextlib.suppress(AttributeError, ValueError):
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
