@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "evaluate", "load_bundle", "score", "train"]
 
 _LAZY = {
-    "train": "batchrank.train",
-    "evaluate": "batchrank.evaluate",
+    "train": "batchrank.training",
+    "evaluate": "batchrank.evaluation",
     "load_bundle": "batchrank.bundle",
     "score": "batchrank.scoring.api",
 }

@@ -1,7 +1,7 @@
 """Shared fixtures: small synthetic ratings made in tmp folders, and a bundle trained on them.
 
 Everything here is real: the data are written to Parquet / CSV and read back through the
-sources, and the bundle is trained by :func:`batchrank.train.train` and written to disk.
+sources, and the bundle is trained by :func:`batchrank.training.train` and written to disk.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def tiny_ratings(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_ratings: TinyData) -> Path:
     """A bundle trained on the tiny ratings (preset ``seed``, 2 epochs). Do not modify it:
     copy it first (``shutil.copytree``)."""
-    from batchrank.train import train
+    from batchrank.training import train
 
     out = tmp_path_factory.mktemp("bundles") / "tiny-seed"
     train(tiny_ratings.ratings, out, preset="seed", items=tiny_ratings.items, epochs=2, verbose=0)

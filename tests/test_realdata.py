@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from batchrank.bundle import load_bundle
-from batchrank.train import train
+from batchrank.training import train
 
 # conftest skips `realdata` tests when ../shared/data/ml-100k is absent (its requires_ml100k)
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]

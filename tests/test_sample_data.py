@@ -129,7 +129,7 @@ def test_readme_names_the_regeneration_command(fresh: Path) -> None:
 def test_a_model_beats_the_global_mean(fresh: Path) -> None:
     from batchrank.presets import preset
     from batchrank.sources import load_ratings
-    from batchrank.train import fit_bundle
+    from batchrank.training import fit_bundle
 
     data = load_ratings(fresh / "ratings.parquet", items=fresh / "movies.parquet")
     result = fit_bundle(data, preset("default").with_overrides(epochs=3), verbose=0)

@@ -215,7 +215,7 @@ def test_train_on_a_movielens_zip_with_repeated_and_accented_titles(
 def test_same_seed_same_bundle(tiny_bundle: Path, tiny_ratings: TinyData, tmp_path: Path) -> None:
     """Training is reproducible: the tiny bundle's recipe again gives the same weights and
     metrics; and it does not import TensorFlow (only the tfds source needs it)."""
-    from batchrank.train import train
+    from batchrank.training import train
 
     tf_before = "tensorflow" in sys.modules
     again = train(

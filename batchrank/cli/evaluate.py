@@ -29,7 +29,7 @@ def command(
     as_json: bool,
 ) -> None:
     """RMSE (in stars) of a model bundle on a ratings file."""
-    from batchrank.evaluate import evaluate
+    from batchrank.evaluation import evaluate
     from batchrank.sources import Columns
 
     result = evaluate(

@@ -49,7 +49,7 @@ def command(
 ) -> None:
     """Train a ranking model and write a model bundle to OUT."""
     from batchrank.sources import Columns
-    from batchrank.train import train
+    from batchrank.training import train
 
     result = train(
         ratings,

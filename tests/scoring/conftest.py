@@ -12,7 +12,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 @pytest.fixture(scope="session")
 def sample_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A seed-preset bundle trained for two epochs on sample_data/ (titles included)."""
-    from batchrank.train import train
+    from batchrank.training import train
 
     out = tmp_path_factory.mktemp("sample-bundle") / "model"
     train(
