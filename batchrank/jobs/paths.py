@@ -1,0 +1,126 @@
+"""Templated paths of job files: ``{date}``, ``{job}`` and ``{run_id}``.
+
+A template is a path string that may hold placeholders in :meth:`str.format` syntax. ``{date}``
+is the run date (``2025-01-31``; a format spec such as ``{date:%Y/%m/%d}`` works too), ``{job}``
+the job's name and ``{run_id}`` the run's id. The *static prefix* of a template (the folders
+before the first one holding a placeholder) does not change from run to run: it holds the lock,
+the ``latest`` pointer and, when the run id is part of the output folder, the work folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "PLACEHOLDERS",
+    "PathTemplate",
+    "placeholders_of",
+    "render",
+    "shown",
+    "static_prefix",
+]
+
+PLACEHOLDERS = ("date", "job", "run_id")
+"""Every placeholder a job file may use."""
+
+
+class _Mark:
+    """Formats as a marker, whatever the format spec, to find where placeholders sit."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __format__(self, spec: str) -> str:
+        return f"\0{self.name}\0"
+
+
+def shown(path: Path) -> str:
+    """A path for people: relative to the current folder when under it, else as it is."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def placeholders_of(template: str) -> list[str]:
+    """The placeholder names a template uses, in order.
+
+    Raises:
+        ValueError: the braces are malformed (``{`` without ``}``, or a positional ``{}``).
+    """
+    names = []
+    for _, field, _, _ in string.Formatter().parse(template):
+        if field is None:
+            continue
+        if not field.isidentifier():
+            raise ValueError(f"placeholder {{{field}}} is not a name")
+        names.append(field)
+    return names
+
+
+def render(template: str, *, date: dt.date, job: str, run_id: str | None = None) -> str:
+    """Fill a template's placeholders (``{run_id}`` must be given when used)."""
+    values: dict[str, object] = {"date": date, "job": job}
+    if run_id is not None:
+        values["run_id"] = run_id
+    return template.format_map(values)
+
+
+def _prefix_before_mark(text: str) -> Path:
+    parts = Path(text).parts
+    for n, part in enumerate(parts):
+        if "\0" in part:
+            return Path(*parts[:n]) if n else Path(".")
+    return Path(text).parent
+
+
+def static_prefix(template: str) -> Path:
+    """The folders of a template before the first one holding any placeholder.
+
+    For ``/data/exports/{date}/top10.parquet`` this is ``/data/exports``; for a template whose
+    only placeholder is in the file name, or that has none, it is the file's folder.
+    """
+    marked = template.format_map({name: _Mark(name) for name in PLACEHOLDERS})
+    return _prefix_before_mark(marked)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PathTemplate:
+    """An absolute output path that may hold ``{run_id}``, with ``{date}`` and ``{job}`` known."""
+
+    template: str
+    """The absolute template, as written in the job file (joined to the job file's folder)."""
+    date: dt.date
+    """The run date that fills ``{date}``."""
+    job: str
+    """The job name that fills ``{job}``."""
+
+    @property
+    def uses_run_id(self) -> bool:
+        """Whether the path changes from run to run."""
+        return "run_id" in placeholders_of(self.template)
+
+    def render(self, run_id: str) -> Path:
+        """The concrete path for a run."""
+        text = render(self.template, date=self.date, job=self.job, run_id=run_id)
+        return Path(text).resolve()
+
+    @property
+    def static_root(self) -> Path:
+        """The folders before the first placeholder (see :func:`static_prefix`)."""
+        return static_prefix(self.template).resolve()
+
+    @property
+    def run_independent_folder(self) -> Path:
+        """The output's folder if it does not depend on the run id, else the part that does not.
+
+        For ``exports/{date}/top10.parquet`` this is ``exports/2025-01-31``; for
+        ``exports/{date}/{run_id}/top10.parquet`` it is also ``exports/2025-01-31``.
+        """
+        marked = self.template.format_map(
+            {"date": self.date, "job": self.job, "run_id": _Mark("run_id")}
+        )
+        return _prefix_before_mark(marked).resolve()

@@ -1,0 +1,313 @@
+"""Running a job: lock, resume state, train if needed, score, publish, clean up.
+
+A run is identified by its job and date. Its work folder
+(``<output folder>/.batchrank-work/<job>-<date>/``) holds ``run.json`` (the run id and what
+is done) and the scorer's finished fragments. A run that dies, ``kill -9`` included, leaves the
+folder behind; the next run of the same job and date adopts its run id, keeps the bundle it
+trained and resumes from its fragments, so the output is the one an uninterrupted run writes.
+After a successful publish the folder is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchrank.atomic import atomic_file
+from batchrank.errors import OutputError
+from batchrank.jobs.lock import JobLock
+from batchrank.jobs.publish import clear_success, update_latest, write_success
+from batchrank.jobs.spec import JobSpec
+from batchrank.jobs.training import decide, train_step
+from batchrank.logs import set_context
+
+__all__ = ["STATE_FILE", "RunResult", "new_run_id", "run_job"]
+
+log = logging.getLogger("batchrank.jobs")
+
+STATE_FILE = "run.json"
+"""The run's state file inside its work folder."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    """What a successful run produced."""
+
+    job: str
+    """The job's name."""
+    date: dt.date
+    """The run date."""
+    run_id: str
+    """The run id (adopted from the interrupted attempt when resuming)."""
+    output: Path
+    """The committed output file."""
+    manifest_path: Path
+    """The output's manifest."""
+    manifest: dict[str, Any]
+    """The manifest's content."""
+    success: Path | None
+    """The ``_SUCCESS`` marker, if written."""
+    latest: Path | None
+    """The ``latest`` pointer, if enabled."""
+    latest_updated: bool
+    """Whether ``latest`` now names this output (a backfill leaves it on a later date)."""
+    trained: bool
+    """Whether this run trained a new bundle."""
+    train_reason: str
+    """Why it trained or did not (empty without a ``[train]`` step)."""
+    resumed: bool
+    """Whether the run picked up an interrupted attempt's work."""
+    rejects: Path | None = None
+    """The rejects file, if any."""
+    files: list[Path] = field(default_factory=list)
+    """The files listed in ``_SUCCESS``."""
+
+
+def new_run_id() -> str:
+    """A fresh run id: 12 hex digits."""
+    return uuid.uuid4().hex[:12]
+
+
+def _read_state(work: Path, job: JobSpec) -> dict[str, Any] | None:
+    try:
+        state = json.loads((work / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if (
+        not isinstance(state, dict)
+        or state.get("job") != job.name
+        or state.get("date") != job.date.isoformat()
+        or not isinstance(state.get("run_id"), str)
+    ):
+        return None
+    return state
+
+
+def _write_state(work: Path, state: dict[str, Any]) -> None:
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{work}: cannot create the work folder ({e.strerror})") from e
+    with atomic_file(work / STATE_FILE) as tmp:
+        tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+
+
+def _remove_work(work: Path) -> None:
+    shutil.rmtree(work, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        work.parent.rmdir()  # only when no other run's work is left there
+
+
+def _ensure_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{folder}: cannot create output folder ({e.strerror})") from e
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"{folder}: output folder is not writable")
+
+
+def _train(job: JobSpec, state: dict[str, Any], work: Path, verbose: int | str) -> tuple[bool, str]:
+    step = job.train
+    if step is None:
+        return False, ""
+    decision = decide(step, trained_by_this_run=state.get("trained_fingerprint"))
+    if not decision.train:
+        log.info(
+            "training skipped: %s",
+            decision.reason,
+            extra={"event": "train_skipped", "reason": decision.reason},
+        )
+        return False, decision.reason
+    log.info(
+        "training %s (preset %s) into %s: %s",
+        step.ratings,
+        step.preset,
+        step.out,
+        decision.reason,
+        extra={"event": "train_start", "reason": decision.reason},
+    )
+    meta = train_step(step, decision.data, verbose=verbose)
+    metrics = meta.get("metrics", {})
+    log.info(
+        "trained: held-out RMSE %.4f stars (global mean %.4f) after %d epochs",
+        metrics.get("test_rmse", float("nan")),
+        metrics.get("test_rmse_global_mean", float("nan")),
+        metrics.get("epochs_run", 0),
+        extra={
+            "event": "train_done",
+            "counts": {
+                "ratings": meta.get("data", {}).get("ratings"),
+                "epochs_run": metrics.get("epochs_run"),
+            },
+            "metrics": metrics,
+        },
+    )
+    state["trained_fingerprint"] = meta.get("model_fingerprint")
+    _write_state(work, state)
+    return True, decision.reason
+
+
+def _score(
+    job: JobSpec, run_id: str, work: Path, progress: str, extra: dict[str, Any]
+) -> dict[str, Any]:
+    from batchrank.scoring.api import score
+    from batchrank.scoring.spec import ScoreSpec
+
+    s = job.score
+    spec = ScoreSpec(
+        model=s.model,
+        pairs=s.pairs,
+        out=job.output(run_id),
+        items=s.items,
+        users=s.users,
+        top_k=s.top_k,
+        format=s.format,
+        layout=s.layout,
+        user_col=s.user_col,
+        item_col=s.item_col,
+        title_col=s.title_col,
+        chunk_rows=s.chunk_rows,
+        batch_size=s.batch_size,
+        unknown=s.unknown,
+        max_reject_fraction=s.max_reject_fraction,
+        rejects=job.rejects(run_id),
+        memory_budget_mb=s.memory_budget_mb,
+        work_dir=work,
+        engine=s.engine,
+        ray_address=s.ray_address,
+        concurrency=s.concurrency,
+        gpus_per_worker=s.gpus_per_worker,
+        progress=progress,  # type: ignore[arg-type]
+        run_id=run_id,
+        extra_manifest={"job": extra},
+    )
+    return score(spec)
+
+
+def run_job(
+    job: JobSpec,
+    *,
+    fresh: bool = False,
+    progress: str = "auto",
+    train_verbose: int | str = 0,
+) -> RunResult:
+    """Run a validated job once: the ``batchrank run`` command without its printing.
+
+    Args:
+        job: from :func:`batchrank.jobs.loader.load_job`.
+        fresh: discard the progress an interrupted run of the same job and date left.
+        progress: the scorer's progress display (``auto``, ``bar``, ``log`` or ``none``).
+        train_verbose: Keras' ``verbose`` while training.
+
+    Raises:
+        LockedError: another run of the job holds its lock (nothing was done).
+        BatchrankError: a subclass per kind of problem.
+    """
+    for warning in job.warnings:
+        log.warning(warning, extra={"event": "job_warning"})
+    set_context(job=job.name)
+    lock = JobLock(job.lock_path, job=job.name, date=job.date.isoformat())
+    with lock:
+        work = job.work_dir
+        if fresh and work.exists():
+            shutil.rmtree(work)
+            log.info("discarded earlier progress in %s (--fresh)", work, extra={"event": "fresh"})
+        state = _read_state(work, job)
+        resumed = state is not None
+        if state is None:
+            state = {
+                "job": job.name,
+                "date": job.date.isoformat(),
+                "run_id": new_run_id(),
+                "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            }
+        run_id: str = state["run_id"]
+        lock.set_run_id(run_id)
+        set_context(run_id=run_id)
+        output = job.output(run_id)
+        log.info(
+            "%s job %s for %s (run %s)",
+            "resuming" if resumed else "starting",
+            job.name,
+            job.date.isoformat(),
+            run_id,
+            extra={"event": "run_start", "date": job.date.isoformat(), "resumed": resumed},
+        )
+        _ensure_folder(output.parent)
+        _write_state(work, state)
+        trained, reason = _train(job, state, work, train_verbose)
+        if job.publish.success_marker and clear_success(output.parent):
+            log.info(
+                "removed the earlier _SUCCESS: the export in %s is being replaced",
+                output.parent,
+                extra={"event": "success_cleared"},
+            )
+        extra = {
+            "name": job.name,
+            "file": str(job.source.resolve()),
+            "date": job.date.isoformat(),
+            "overrides": list(job.overrides),
+            "trained": trained,
+            "train_reason": reason,
+        }
+        manifest = _score(job, run_id, work, progress, extra)
+        manifest_path = output.with_name(output.name + ".manifest.json")
+        files = [output, manifest_path]
+        rejects = job.rejects(run_id)
+        if rejects is not None and rejects.exists():
+            files.append(rejects)
+        success = None
+        if job.publish.success_marker:
+            success = write_success(
+                output.parent, files, job=job.name, date=job.date, run_id=run_id
+            )
+        latest = job.latest_path
+        latest_updated = update_latest(latest, output, date=job.date) if latest else False
+        _remove_work(work)
+        resume = manifest.get("resume", {})
+        log.info(
+            "published %s%s",
+            output,
+            f" ({resume.get('fragments_resumed')} of {resume.get('fragments')} fragments resumed)"
+            if resumed
+            else "",
+            extra={
+                "event": "run_done",
+                "counts": {
+                    "rows_read": manifest["counts"]["rows_read"],
+                    "rows_scored": manifest["counts"]["rows_scored"],
+                    "users_written": manifest["counts"]["users_written"],
+                    "rows_written": manifest["counts"]["rows_written"],
+                    "fragments": resume.get("fragments"),
+                    "fragments_resumed": resume.get("fragments_resumed"),
+                },
+                "output": str(output),
+                "success": str(success) if success else None,
+                "latest": str(latest) if latest else None,
+            },
+        )
+    return RunResult(
+        job=job.name,
+        date=job.date,
+        run_id=run_id,
+        output=output,
+        manifest_path=manifest_path,
+        manifest=manifest,
+        success=success,
+        latest=latest,
+        latest_updated=latest_updated,
+        trained=trained,
+        train_reason=reason,
+        resumed=resumed,
+        rejects=rejects,
+        files=files,
+    )

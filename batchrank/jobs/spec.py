@@ -1,0 +1,206 @@
+"""The typed, frozen form of a job file (``jobs/*.toml``).
+
+A job file has a ``[job]`` section, an optional ``[train]`` step, a ``[score]`` step and an
+optional ``[publish]`` section. :func:`batchrank.jobs.loader.load_job` reads and validates a
+file into a :class:`JobSpec`; every path in it is absolute and, except the templated outputs of
+the score step, already rendered for the run date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from batchrank.jobs.paths import PathTemplate
+from batchrank.scoring.spec import Engine, Format, Layout, Unknown
+
+__all__ = [
+    "WORK_FOLDER",
+    "JobInfo",
+    "JobSpec",
+    "PresetName",
+    "PublishStep",
+    "Retrain",
+    "ScoreStep",
+    "TrainStep",
+]
+
+Retrain = Literal["always", "if-missing", "if-data-changed"]
+PresetName = Literal["seed", "default"]
+
+WORK_FOLDER = ".batchrank-work"
+"""Name of the folder, beside a job's output, that records a run's finished fragments."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobInfo:
+    """The ``[job]`` section."""
+
+    name: str
+    """The job's name: identifies its lock and work folder and fills ``{job}``."""
+    description: str = ""
+    """Free text, for people."""
+    lock_dir: Path | None = None
+    """Folder of the job's lock file (default: the static part of the output path)."""
+    preview_users: int = 0
+    """Users whose lists a successful run prints (0: none)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainStep:
+    """The optional ``[train]`` section: train a bundle before scoring, when needed."""
+
+    ratings: str
+    """Ratings: an absolute path (CSV/Parquet file, MovieLens folder or zip) or ``tfds:NAME``."""
+    out: Path
+    """Bundle folder to write."""
+    items: Path | None = None
+    """Items file with titles."""
+    preset: PresetName = "default"
+    """Training preset."""
+    retrain: Retrain = "if-missing"
+    """``always``; ``if-missing`` (no bundle at ``out``); ``if-data-changed`` (the ratings'
+    fingerprint or the hyper-parameters differ from the bundle's)."""
+    epochs: int | None = None
+    """Override of the preset's epochs."""
+    rating_scale: tuple[float, float] | None = None
+    """``(min, max)`` of the ratings (default: the data's)."""
+    user_col: str = "user_id"
+    """User id column of the ratings file."""
+    item_col: str = "movie_id"
+    """Movie id column of the ratings and items files."""
+    rating_col: str = "rating"
+    """Rating column of the ratings file."""
+    title_col: str = "title"
+    """Title column of the items file."""
+    seed: int | None = None
+    """Seed of the split and initialisation (default: the preset's)."""
+    test_fraction: float | None = None
+    """Share of ratings held out (default: the preset's)."""
+
+    @property
+    def is_tfds(self) -> bool:
+        """Whether the ratings come from tensorflow-datasets."""
+        return self.ratings.startswith("tfds:")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoreStep:
+    """The ``[score]`` section: the options of :class:`batchrank.scoring.spec.ScoreSpec`."""
+
+    model: Path
+    """Model bundle folder (default: ``[train] out``)."""
+    pairs: tuple[str, ...]
+    """Absolute files, folders or globs of pairs, or ``("all",)``."""
+    out: PathTemplate
+    """Output file; may hold ``{date}``, ``{job}`` and ``{run_id}``."""
+    items: Path | None = None
+    """Items file with titles (default: the bundle's titles)."""
+    users: Path | None = None
+    """With ``pairs = "all"``: score only these users."""
+    top_k: int = 10
+    """Recommendations per user."""
+    format: Format | None = None
+    """Output format (default: from the output's suffix, else parquet)."""
+    layout: Layout = "long"
+    """``long`` (a row per recommendation) or ``nested`` (a row per user)."""
+    unknown: Unknown = "skip"
+    """Unknown users or movies: ``skip``, ``oov`` or ``fail``."""
+    rejects: PathTemplate | None = None
+    """CSV file receiving rejected rows."""
+    chunk_rows: int = 1_000_000
+    """Rows read and scored at a time."""
+    batch_size: int = 8192
+    """Rows per jitted call."""
+    max_reject_fraction: float = 0.01
+    """Share of rejected rows past which the run fails."""
+    memory_budget_mb: int = 1024
+    """Top-k state size past which scored rows spill to disk."""
+    user_col: str = "user_id"
+    """User id column of the pairs and users files."""
+    item_col: str = "movie_id"
+    """Movie id column of the pairs and items files."""
+    title_col: str = "title"
+    """Title column of the items file."""
+    engine: Engine = "local"
+    """``local`` or ``ray``."""
+    ray_address: str | None = None
+    """Ray cluster address."""
+    concurrency: int | None = None
+    """Ray: scoring actors."""
+    gpus_per_worker: float = 0.0
+    """Ray: GPUs per scoring actor."""
+
+    @property
+    def is_cross_join(self) -> bool:
+        """Whether every movie is scored for every user."""
+        return self.pairs == ("all",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublishStep:
+    """The optional ``[publish]`` section: what downstream systems watch."""
+
+    success_marker: bool = True
+    """Write ``_SUCCESS`` (listing the files) beside the output once it is committed."""
+    latest: Path | None = None
+    """The ``latest`` pointer file, or None for none."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSpec:
+    """A validated job, for one run date."""
+
+    source: Path
+    """The job file, as given."""
+    date: dt.date
+    """The run date (fills ``{date}``)."""
+    job: JobInfo
+    """The ``[job]`` section."""
+    train: TrainStep | None
+    """The ``[train]`` step, if any."""
+    score: ScoreStep
+    """The ``[score]`` step."""
+    publish: PublishStep
+    """The ``[publish]`` section (defaults when absent)."""
+    overrides: tuple[str, ...] = ()
+    """The overrides applied on top of the file (``--set`` and environment), for the record."""
+    warnings: tuple[str, ...] = ()
+    """Things that are allowed but probably unintended."""
+
+    @property
+    def name(self) -> str:
+        """The job's name."""
+        return self.job.name
+
+    def output(self, run_id: str) -> Path:
+        """The score step's output file for a run."""
+        return self.score.out.render(run_id)
+
+    def rejects(self, run_id: str) -> Path | None:
+        """The rejects file for a run, if any."""
+        return self.score.rejects.render(run_id) if self.score.rejects is not None else None
+
+    @property
+    def export_root(self) -> Path:
+        """The static part of the output path: same for every run of the job."""
+        return self.score.out.static_root
+
+    @property
+    def work_dir(self) -> Path:
+        """Where a run records finished fragments: ``<out folder>/.batchrank-work/<job>-<date>``."""
+        base = self.score.out.run_independent_folder
+        return base / WORK_FOLDER / f"{self.name}-{self.date.isoformat()}"
+
+    @property
+    def lock_path(self) -> Path:
+        """The job's lock file (one per job, whatever the date)."""
+        folder = self.job.lock_dir if self.job.lock_dir is not None else self.export_root
+        return folder / f".batchrank-{self.name}.lock"
+
+    @property
+    def latest_path(self) -> Path | None:
+        """The ``latest`` pointer, or None when disabled."""
+        return self.publish.latest
