@@ -1,0 +1,313 @@
+"""Running the benchmark: inputs, the model, then each variant in its own child process.
+
+Each variant's peak RSS is the OS's accounting of that process alone (see
+:mod:`batchrank.bench.process`); each variant also reports its own ``getrusage(RUSAGE_SELF)``,
+kept in the JSON as a cross-check.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from batchrank.bench import VARIANTS
+from batchrank.bench.data import N_MOVIES, N_USERS, ensure_catalogue, ensure_pairs
+from batchrank.bench.process import spawn, tail
+from batchrank.bench.variants import MARKER, SWEEP, peak_rss_bytes
+from batchrank.errors import BatchrankError, ConfigError
+
+__all__ = ["BenchError", "BenchOptions", "run_bench"]
+
+STARTUP_PAIRS = 1000
+"""Pairs of the cold-start scoring run."""
+HELP_RUNS = 3
+"""``batchrank --help`` runs; the median is reported."""
+MIB = 1 << 20
+
+
+class BenchError(BatchrankError):
+    """A variant's child process failed."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchOptions:
+    """What ``batchrank bench`` was asked to do."""
+
+    pairs: int = 5_000_000
+    """Pairs in the synthetic input."""
+    model: Path | None = None
+    """Existing bundle to use (None: train one)."""
+    ratings: Path | None = None
+    """Ratings to train the ``seed`` preset on (None: synthetic ratings)."""
+    top_k: int = 10
+    """Rows kept per user."""
+    batch_size: int | None = None
+    """batchrank's batch size (None: the scorer's default); also added to the ceiling sweep."""
+    chunk_rows: int | None = None
+    """batchrank's chunk size (None: the scorer's default)."""
+    variants: tuple[str, ...] = VARIANTS
+    """Variants to run."""
+    work_dir: Path | None = None
+    """Work folder (None: a temporary one)."""
+    keep: bool = False
+    """Keep the temporary work folder and the outputs."""
+    seed: int = 0
+    """Seed of the synthetic data."""
+    sweep: tuple[int, ...] = SWEEP
+    """Batch sizes the ceiling tries."""
+    sweep_pairs: int = 1 << 18
+    """Pairs each sweep point is timed on."""
+    epochs: int = 1
+    """Training epochs when a model is trained."""
+
+    def __post_init__(self) -> None:
+        if self.pairs < 1:
+            raise ConfigError(f"--pairs must be >= 1; received {self.pairs}")
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown or not self.variants:
+            raise ConfigError(
+                f"unknown variant {', '.join(unknown) or '(none)'}; expected a comma-separated "
+                f"subset of {','.join(VARIANTS)}"
+            )
+        if self.model is not None and self.ratings is not None:
+            raise ConfigError("pass --model or --ratings, not both")
+
+
+def _run_variant(name: str, args: Sequence[str], work: Path) -> dict[str, Any]:
+    """Run ``python -m batchrank.bench.variants NAME ARGS`` and return its report."""
+    argv = [sys.executable, "-m", "batchrank.bench.variants", name, *args]
+    run = spawn(argv, log_prefix=work / f"log-{name}")
+    lines = [ln for ln in run.stdout.splitlines() if ln.startswith(MARKER)]
+    if run.returncode != 0 or not lines:
+        raise BenchError(
+            f"bench variant {name} failed (exit {run.returncode}):\n{tail(run.stderr)}"
+        )
+    report: dict[str, Any] = json.loads(lines[-1][len(MARKER) :])
+    report["peak_rss_bytes"] = run.peak_rss_bytes or report["self_peak_rss_bytes"]
+    report["process_s"] = run.wall_s
+    report["process_cpu_s"] = run.cpu_s
+    return report
+
+
+def batchrank_argv() -> list[str]:
+    """How to start the ``batchrank`` command from this interpreter's environment."""
+    script = Path(sys.executable).with_name("batchrank")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "batchrank.cli.main"]
+
+
+def _run_startup(model: Path, pairs: Path, movies: Path, work: Path) -> dict[str, Any]:
+    """Time ``batchrank --help`` and a cold ``batchrank score`` of a small file."""
+    cmd = batchrank_argv()
+    helps, help_cpu = [], []
+    for n in range(HELP_RUNS):
+        run = spawn([*cmd, "--help"], log_prefix=work / f"log-help-{n}")
+        if run.returncode != 0:
+            raise BenchError(
+                f"batchrank --help failed (exit {run.returncode}):\n{tail(run.stderr)}"
+            )
+        helps.append(run.wall_s)
+        help_cpu.append(run.cpu_s or 0.0)
+    out = work / "out-startup.parquet"
+    argv = [*cmd, "score", "--model", str(model), "--pairs", str(pairs), "--items", str(movies)]
+    run = spawn([*argv, "--out", str(out), "--quiet"], log_prefix=work / "log-startup-score")
+    if run.returncode != 0:
+        raise BenchError(f"batchrank score failed (exit {run.returncode}):\n{tail(run.stderr)}")
+    return {
+        "help_s": statistics.median(helps),
+        "help_runs_s": helps,
+        "help_cpu_s": statistics.median(help_cpu),
+        "score_pairs": STARTUP_PAIRS,
+        "score_s": run.wall_s,
+        "pairs": STARTUP_PAIRS,
+        "pairs_per_s": STARTUP_PAIRS / run.wall_s,
+        "wall_s": run.wall_s,
+        "cpu_s": run.cpu_s,
+        "peak_rss_bytes": run.peak_rss_bytes,
+    }
+
+
+def _digest(path: Path) -> str:
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def _ensure_model(
+    opts: BenchOptions, work: Path, movies: Path | None, say: Callable[[str], None]
+) -> Path:
+    """The bundle to benchmark: ``--model``, or a ``seed``-preset model trained and cached."""
+    from batchrank.bundle import read_metadata
+
+    if opts.model is not None:
+        read_metadata(opts.model)
+        return opts.model
+    if opts.ratings is not None:
+        ratings, items = opts.ratings, None
+        target = work / f"model-seed-e{opts.epochs}-{_digest(ratings)}"
+    else:
+        cat = ensure_catalogue(work, seed=opts.seed)
+        ratings, items = cat.ratings, movies
+        target = work / f"model-seed-e{opts.epochs}-{cat.ratings.stem}"
+    try:
+        read_metadata(target)
+        return target
+    except BatchrankError:
+        pass
+    say(f"training a seed-preset model on {ratings} ({opts.epochs} epoch) into {target}")
+    from batchrank.training import train
+
+    train(ratings, target, preset="seed", items=items, epochs=opts.epochs, verbose=0)
+    return target
+
+
+def _coverage(model: Path) -> dict[str, float]:
+    """Share of the synthetic catalogue's users and movies the model knows."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    users = pq.read_table(model / "users.parquet", columns=["user_id"]).column(0)
+    items = pq.read_table(model / "items.parquet", columns=["movie_id"]).column(0)
+
+    def share(ids: Any, n: int) -> float:
+        try:
+            known = np.isin(np.arange(1, n + 1), ids.to_numpy())
+        except Exception:  # string ids: nothing of the catalogue is known
+            return 0.0
+        return float(known.mean())
+
+    return {"users": share(users, N_USERS), "movies": share(items, N_MOVIES)}
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": affinity,
+        "cpu_model": cpu,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_avg_before": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def _agreement(a: Path, b: Path) -> float | None:
+    """Share of ``b``'s (user, movie) rows also in ``a``'s top-k (a sanity check)."""
+    import polars as pl
+
+    if not (a.exists() and b.exists()):
+        return None
+    left = pl.read_parquet(a, columns=["user_id", "movie_id"]).unique()
+    right = pl.read_parquet(b, columns=["user_id", "movie_id"]).unique()
+    if right.height == 0:
+        return None
+    return left.join(right, on=["user_id", "movie_id"], how="inner").height / right.height
+
+
+def run_bench(opts: BenchOptions, say: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Run the benchmark and return its result (see :mod:`batchrank.bench.report`).
+
+    Args:
+        opts: the options.
+        say: receives progress messages.
+    """
+    temporary = opts.work_dir is None
+    work = Path(tempfile.mkdtemp(prefix="batchrank-bench-")) if temporary else Path(opts.work_dir)  # type: ignore[arg-type]
+    work.mkdir(parents=True, exist_ok=True)
+    outputs: list[Path] = []
+    try:
+        machine = _machine()
+        started = dt.datetime.now(dt.UTC)
+        movies = ensure_catalogue(work, seed=opts.seed).movies
+        say(f"work folder {work}")
+        pairs = ensure_pairs(work, opts.pairs, seed=opts.seed)
+        model = _ensure_model(opts, work, movies, say)
+        coverage = _coverage(model)
+        if min(coverage.values()) < 1.0:
+            say(
+                f"warning: the model knows {coverage['users']:.0%} of the catalogue's users and "
+                f"{coverage['movies']:.0%} of its movies; unknown pairs are skipped by batchrank "
+                "and scored with the OOV row by naive"
+            )
+        common = ["--model", str(model), "--pairs", str(pairs), "--top-k", str(opts.top_k)]
+        results: dict[str, Any] = {}
+        if "ceiling" in opts.variants:
+            say(f"ceiling: sweeping batch sizes {list(opts.sweep)}, then {opts.pairs:,} pairs")
+            extra = ["--sweep", ",".join(str(b) for b in opts.sweep)]
+            extra += ["--sweep-pairs", str(opts.sweep_pairs)]
+            if opts.batch_size is not None:
+                extra += ["--batch-size", str(opts.batch_size)]
+            rep = _run_variant("ceiling", [*common, *extra], work)
+            for key, name in (("unfolded", "ceiling"), ("folded", "ceiling_folded")):
+                results[name] = {
+                    **rep[key],
+                    "peak_rss_bytes": rep["peak_rss_bytes"],
+                    "process_s": rep["process_s"],
+                }
+            machine.update(rep["machine"])
+        for name in ("naive", "batchrank"):
+            if name not in opts.variants:
+                continue
+            say(f"{name}: {opts.pairs:,} pairs")
+            out = work / f"out-{name}.parquet"
+            outputs += [out, out.with_name(out.name + ".manifest.json")]
+            args = [*common, "--movies", str(movies), "--out", str(out)]
+            if name == "batchrank":
+                if opts.batch_size is not None:
+                    args += ["--batch-size", str(opts.batch_size)]
+                if opts.chunk_rows is not None:
+                    args += ["--chunk-rows", str(opts.chunk_rows)]
+            rep = _run_variant(name, args, work)
+            machine.update(rep.pop("machine"))
+            results[name] = rep
+        if "startup" in opts.variants:
+            say("startup: batchrank --help, and batchrank score on 1,000 pairs")
+            small = ensure_pairs(work, STARTUP_PAIRS, seed=opts.seed)
+            outputs += [work / "out-startup.parquet", work / "out-startup.parquet.manifest.json"]
+            results["startup"] = _run_startup(model, small, movies, work)
+        agreement = _agreement(work / "out-naive.parquet", work / "out-batchrank.parquet")
+        machine["load_avg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+        machine["parent_peak_rss_bytes"] = peak_rss_bytes()
+        for rep in results.values():
+            rep["peak_rss_mib"] = rep["peak_rss_bytes"] / MIB
+        from batchrank.bench.report import assemble
+
+        return assemble(
+            variants=results,
+            pairs=opts.pairs,
+            top_k=opts.top_k,
+            model=model,
+            trained=opts.model is None,
+            machine=machine,
+            started=started,
+            work_dir=work if (opts.keep or not temporary) else None,
+            topk_agreement=agreement,
+        )
+    finally:
+        if temporary and not opts.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        elif not opts.keep:
+            for p in outputs:
+                p.unlink(missing_ok=True)
