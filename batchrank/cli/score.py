@@ -72,6 +72,13 @@ import click
 @click.option(
     "--gpus-per-worker", default=0.0, type=click.FloatRange(min=0), help="Ray: GPUs per actor."
 )
+@click.option(
+    "--score-table",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "never"]),
+    help="auto: score each (user, movie) cell once when pairs outnumber cells 2:1.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar or log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 def command(
@@ -97,6 +104,7 @@ def command(
     ray_address: str | None,
     concurrency: int | None,
     gpus_per_worker: float,
+    score_table: str,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -130,6 +138,7 @@ def command(
         ray_address=ray_address,
         concurrency=concurrency,
         gpus_per_worker=gpus_per_worker,
+        score_table=score_table,  # type: ignore[arg-type]
         progress="none" if quiet else "auto",
     )
     manifest = score(spec)

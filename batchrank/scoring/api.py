@@ -180,6 +180,7 @@ def score_spec(spec: ScoreSpec) -> dict[str, Any]:
             "total_s": round(time.perf_counter() - t0, 3),
         },
         "device": prep.predictor().device if spec.engine == "local" else None,
+        "predictor": prep.predictor().path if spec.engine == "local" else None,
         "versions": versions(),
         **spec.extra_manifest,
     }

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from batchrank.atomic import atomic_file
 from batchrank.scoring.ids import MappedChunk, map_ids
-from batchrank.scoring.predict import Predictor
+from batchrank.scoring.predict import Predictor, TablePredictor
 from batchrank.scoring.prepare import Prepared
 from batchrank.scoring.progress import make_progress
 from batchrank.scoring.topk import TopK, partial_topk
@@ -54,7 +54,7 @@ class Fragment:
     """A callable mapping a raw chunk to its progress increment."""
 
 
-def score_mapped(mapped: MappedChunk, predictor: Predictor) -> pa.Table:
+def score_mapped(mapped: MappedChunk, predictor: Predictor | TablePredictor) -> pa.Table:
     """Predict a mapped chunk: ``user_id, movie_id, score, stars``."""
     t = mapped.table
     u = t.column("u").to_numpy()

@@ -23,11 +23,21 @@ import numpy as np
 
 from batchrank.bundle import Bundle, LabelTransform
 
-__all__ = ["BATCH_MULTIPLE", "DEFAULT_BATCH_SIZE", "Predictor", "make_predictor", "round_batch"]
+__all__ = [
+    "BATCH_MULTIPLE",
+    "DEFAULT_BATCH_SIZE",
+    "MAX_TABLE_CELLS",
+    "Predictor",
+    "TablePredictor",
+    "make_predictor",
+    "round_batch",
+]
 
 BATCH_MULTIPLE = 64
 DEFAULT_BATCH_SIZE = 8192
 DEFAULT_FOLD_BUDGET = 1 << 30
+# Largest dense score table (cells); two float32 arrays of this many cells is 128 MiB.
+MAX_TABLE_CELLS = 16_000_000
 
 
 def round_batch(batch_size: int) -> int:
@@ -68,6 +78,46 @@ class Predictor:
         scores = np.concatenate([np.asarray(o[0]) for o in outs])[:n]
         stars = np.concatenate([np.asarray(o[1]) for o in outs])[:n]
         return scores, stars
+
+
+@dataclass
+class TablePredictor:
+    """Scores every (user, movie) cell once, then answers each pair with a gather.
+
+    Worth it when the input holds many more pairs than the catalogue has cells (pairs repeat
+    across files and days). Exact: the table is computed by the same jitted function at the
+    same batch size, and a row's result does not depend on the other rows of its batch.
+    """
+
+    inner: Predictor
+    shape: tuple[int, int]
+    _table: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """The inner predictor's batch size."""
+        return self.inner.batch_size
+
+    @property
+    def path(self) -> str:
+        """``<inner path>+table``."""
+        return self.inner.path + "+table"
+
+    @property
+    def device(self) -> str:
+        """Where JAX runs."""
+        return self.inner.device
+
+    def predict(self, u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and stars for index arrays, from the table (built on first use)."""
+        if self._table is None:
+            nu, ni = self.shape
+            uu = np.repeat(np.arange(nu, dtype=np.int32), ni)
+            ii = np.tile(np.arange(ni, dtype=np.int32), nu)
+            scores, stars = self.inner.predict(uu, ii)
+            self._table = (scores.reshape(nu, ni), stars.reshape(nu, ni))
+        scores, stars = self._table
+        return scores[u, i], stars[u, i]
 
 
 def _star_constants(t: LabelTransform) -> tuple[np.float32, np.float32, np.float32]:

@@ -17,7 +17,12 @@ from batchrank.bundle import Bundle, load_bundle
 from batchrank.errors import DataError
 from batchrank.scoring import reader
 from batchrank.scoring.ids import RejectsWriter
-from batchrank.scoring.predict import Predictor, make_predictor
+from batchrank.scoring.predict import (
+    MAX_TABLE_CELLS,
+    Predictor,
+    TablePredictor,
+    make_predictor,
+)
 from batchrank.scoring.spec import ScoreSpec
 from batchrank.scoring.topk import TopK
 
@@ -53,10 +58,21 @@ class Prepared:
         return pa.int64() if self.bundle.items.kind == "int" else pa.string()
 
     @cached_property
-    def _predictor(self) -> Predictor:
-        return make_predictor(self.bundle, batch_size=self.spec.batch_size)
+    def _predictor(self) -> Predictor | TablePredictor:
+        inner = make_predictor(self.bundle, batch_size=self.spec.batch_size)
+        if self.use_score_table():
+            return TablePredictor(inner, (self.bundle.users.size, self.bundle.items.size))
+        return inner
 
-    def predictor(self) -> Predictor:
+    def use_score_table(self) -> bool:
+        """Score every cell once when the input has at least twice as many pairs as cells."""
+        if self.spec.score_table == "never" or self.cross_users is not None:
+            return False
+        cells = self.bundle.users.size * self.bundle.items.size
+        total, unit = reader.total_work(self.files)
+        return unit == "rows" and cells <= MAX_TABLE_CELLS and total >= 2 * cells
+
+    def predictor(self) -> Predictor | TablePredictor:
         """The jitted predictor, built once."""
         return self._predictor
 

@@ -68,6 +68,9 @@ class ScoreSpec:
     """Ray: number of scoring actors."""
     gpus_per_worker: float = 0.0
     """Ray: GPUs per scoring actor."""
+    score_table: Literal["auto", "never"] = "auto"
+    """``auto``: when the input holds at least twice as many pairs as the catalogue has
+    (user, movie) cells, score each cell once and gather (same bytes, less arithmetic)."""
     progress: Progress = "auto"
     """Progress display: bar on a terminal, log lines otherwise, or none."""
     run_id: str | None = None
@@ -76,8 +79,10 @@ class ScoreSpec:
     """Extra keys recorded in the manifest (for instance the job's name)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "model", Path(self.model))
-        object.__setattr__(self, "out", Path(self.out))
+        for name in ("model", "out", "items", "users", "rejects", "work_dir"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
         pairs = (self.pairs,) if isinstance(self.pairs, str) else tuple(str(p) for p in self.pairs)
         object.__setattr__(self, "pairs", pairs)
         if not pairs:

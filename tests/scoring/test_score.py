@@ -436,3 +436,25 @@ def test_killed_run_leaves_nothing_and_next_run_cleans_up(
     pl.read_parquet(big).head(5000).write_parquet(small)
     batchrank.score(model=sample_bundle, pairs=[small], out=out, progress="none")
     assert sorted(p.name for p in out_dir.iterdir()) == ["top.parquet", "top.parquet.manifest.json"]
+
+
+def test_score_table_gives_identical_bytes(sample_bundle: Path, tmp_path: Path) -> None:
+    bundle = load_bundle(sample_bundle)
+    cells = bundle.users.size * bundle.items.size
+    rng = np.random.default_rng(3)
+    n = 2 * cells + 1000
+    pairs = tmp_path / "pairs.parquet"
+    pl.DataFrame(
+        {
+            "user_id": bundle.users.ids.to_numpy()[rng.integers(0, len(bundle.users), n)],
+            "movie_id": bundle.items.ids.to_numpy()[rng.integers(0, len(bundle.items), n)],
+        }
+    ).write_parquet(pairs)
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    ma = batchrank.score(model=sample_bundle, pairs=[pairs], out=a, progress="none")
+    mb = batchrank.score(
+        model=sample_bundle, pairs=[pairs], out=b, score_table="never", progress="none"
+    )
+    assert ma["predictor"] == "folded+table"
+    assert mb["predictor"] == "folded"
+    assert a.read_bytes() == b.read_bytes()
