@@ -26,12 +26,13 @@ __all__ = ["BUNDLE_FORMAT", "BUNDLE_KIND", "Bundle", "LabelTransform", "load_bun
 
 BUNDLE_FORMAT = 1
 BUNDLE_KIND = "batchrank-bundle"
-MODEL_FILE, USERS_FILE, ITEMS_FILE, META_FILE, CURVE_FILE = (
+MODEL_FILE, USERS_FILE, ITEMS_FILE, META_FILE, CURVE_FILE, WEIGHTS_FILE = (
     "model.keras",
     "users.parquet",
     "items.parquet",
     "metadata.json",
     "training_curve.png",
+    "weights.npz",
 )
 
 
@@ -77,6 +78,8 @@ class Bundle:
     metadata: dict[str, Any]
     path: Path | None = None
     history: dict[str, list[float]] = field(default_factory=dict)
+    weights: dict[str, np.ndarray] | None = None
+    """RankingModel arrays from ``weights.npz``, when the model itself was not loaded."""
 
     @property
     def transform(self) -> LabelTransform:
@@ -100,15 +103,20 @@ class Bundle:
         target = Path(target)
         with atomic_dir(target) as tmp:
             self.model.save(tmp / MODEL_FILE)
+            from batchrank.model import RankingModel
+            from batchrank.scoring.predict import ranking_weights
+
+            if isinstance(self.model, RankingModel):
+                np.savez(tmp / WEIGHTS_FILE, **ranking_weights(self.model))  # type: ignore[arg-type]
             self.users.save(tmp / USERS_FILE, "user_id")
             pq.write_table(self.items_table(), tmp / ITEMS_FILE)
             meta = dict(self.metadata)
             meta["format_version"] = BUNDLE_FORMAT
             meta["kind"] = BUNDLE_KIND
             meta["model_fingerprint"] = _fingerprint(tmp)
-            meta["files"] = [MODEL_FILE, USERS_FILE, ITEMS_FILE, META_FILE, CURVE_FILE]
             if self.history:
                 _plot_curve(self.history, tmp / CURVE_FILE, meta.get("preset", ""))
+            meta["files"] = sorted([*(p.name for p in tmp.iterdir()), META_FILE])
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
             self.metadata = meta
         self.path = target
@@ -117,7 +125,9 @@ class Bundle:
 
 def _fingerprint(folder: Path) -> str:
     h = hashlib.sha256()
-    for name in (MODEL_FILE, USERS_FILE, ITEMS_FILE):
+    for name in (MODEL_FILE, USERS_FILE, ITEMS_FILE, WEIGHTS_FILE):
+        if name == WEIGHTS_FILE and not (folder / name).exists():
+            continue
         h.update(name.encode())
         h.update((folder / name).read_bytes())
     return "sha256:" + h.hexdigest()
@@ -177,27 +187,52 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return meta
 
 
-def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
+def load_bundle(path: str | Path, *, verify: bool = True, model: bool = True) -> Bundle:
     """Load a bundle written by :meth:`Bundle.save`.
 
     Args:
         path: the bundle folder.
         verify: recompute the fingerprint and refuse a bundle whose files changed.
+        model: deserialize the Keras model. With ``False`` and a ``weights.npz`` in the
+            bundle, only the arrays are read (no Keras import): what the scorer needs.
     """
     path = Path(path)
     meta = read_metadata(path)
     if verify and _fingerprint(path) != meta.get("model_fingerprint"):
         raise ModelError(f"{path}: bundle files do not match their fingerprint (corrupt or edited)")
+    if not model and (path / WEIGHTS_FILE).exists():
+        try:
+            with np.load(path / WEIGHTS_FILE, allow_pickle=False) as npz:
+                weights = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{path / WEIGHTS_FILE}: cannot read the weights ({e})") from e
+        users, items, titles = _vocabularies(path)
+        return Bundle(
+            model=None,
+            users=users,
+            items=items,
+            titles=titles,
+            metadata=meta,
+            path=path,
+            weights=weights,
+        )
     from batchrank._backend import keras_module
 
     keras = keras_module()
     import batchrank.model  # noqa: F401  (registers RankingModel)
 
     try:
-        model = keras.saving.load_model(path / MODEL_FILE, safe_mode=True, compile=False)
+        model_obj = keras.saving.load_model(path / MODEL_FILE, safe_mode=True, compile=False)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"{path / MODEL_FILE}: cannot load the model: {first}") from e
+    users, items, titles = _vocabularies(path)
+    return Bundle(
+        model=model_obj, users=users, items=items, titles=titles, metadata=meta, path=path
+    )
+
+
+def _vocabularies(path: Path) -> tuple[Vocabulary, Vocabulary, pa.Array | None]:
     try:
         users = Vocabulary.load(path / USERS_FILE, "user_id")
         items_tbl = pq.read_table(path / ITEMS_FILE)
@@ -212,4 +247,4 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
         )
     except Exception as e:
         raise ModelError(f"{path}: cannot read the vocabularies ({e})") from e
-    return Bundle(model=model, users=users, items=items, titles=titles, metadata=meta, path=path)
+    return users, items, titles

@@ -57,7 +57,10 @@ def test_bundle_files(tiny_bundle: Path) -> None:
         "items.parquet",
         "metadata.json",
         "training_curve.png",
+        "weights.npz",
     }
+    meta = json.loads((tiny_bundle / "metadata.json").read_text())
+    assert meta["files"] == sorted(names)
     assert (tiny_bundle / "training_curve.png").read_bytes()[:8] == PNG_MAGIC
     assert _no_leftovers(tiny_bundle.parent) == []
 
@@ -279,3 +282,32 @@ def test_save_replaces_an_existing_bundle_and_cleans_leftovers(
     assert not leftover.exists()
     assert _no_leftovers(tmp_path) == []
     assert load_bundle(target).metadata["preset"] == "seed"
+
+
+def test_scoring_load_skips_keras_and_predicts_the_same(tiny_bundle: Path) -> None:
+    """`load_bundle(model=False)` reads weights.npz: the folded predictor gives the same scores."""
+
+    from batchrank.scoring.predict import make_predictor
+
+    full = load_bundle(tiny_bundle)
+    light = load_bundle(tiny_bundle, model=False)
+    assert light.model is None and light.weights is not None
+    rng = np.random.default_rng(0)
+    u = rng.integers(0, full.users.size, 500).astype(np.int32)
+    i = rng.integers(0, full.items.size, 500).astype(np.int32)
+    a = make_predictor(full).predict(u, i)
+    b = make_predictor(light).predict(u, i)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    generic = make_predictor(light, fold=False).predict(u, i)
+    assert np.allclose(generic[0], a[0], atol=1e-5)
+
+
+def test_tampered_weights_file_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
+
+    copy = tmp_path / "b"
+    shutil.copytree(tiny_bundle, copy)
+    data = bytearray((copy / "weights.npz").read_bytes())
+    data[-100] ^= 0xFF
+    (copy / "weights.npz").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="fingerprint"):
+        load_bundle(copy, model=False)

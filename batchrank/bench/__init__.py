@@ -15,5 +15,5 @@ from __future__ import annotations
 
 __all__ = ["VARIANTS"]
 
-VARIANTS = ("ceiling", "naive", "batchrank", "startup")
+VARIANTS = ("ceiling", "naive", "batchrank", "batchrank_no_table", "startup")
 """The variants ``batchrank bench`` knows, in the order they run."""

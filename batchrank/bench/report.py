@@ -24,6 +24,7 @@ _LABELS = {
     "ceiling_folded": "ceiling (folded, in memory)",
     "naive": "naive (polars + model.predict)",
     "batchrank": "batchrank score",
+    "batchrank_no_table": "batchrank score --score-table never",
 }
 
 

@@ -267,14 +267,14 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = lambda _m: None) 
                     "process_s": rep["process_s"],
                 }
             machine.update(rep["machine"])
-        for name in ("naive", "batchrank"):
+        for name in ("naive", "batchrank", "batchrank_no_table"):
             if name not in opts.variants:
                 continue
             say(f"{name}: {opts.pairs:,} pairs")
             out = work / f"out-{name}.parquet"
             outputs += [out, out.with_name(out.name + ".manifest.json")]
             args = [*common, "--movies", str(movies), "--out", str(out)]
-            if name == "batchrank":
+            if name.startswith("batchrank"):
                 if opts.batch_size is not None:
                     args += ["--batch-size", str(opts.batch_size)]
                 if opts.chunk_rows is not None:

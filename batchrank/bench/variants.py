@@ -233,6 +233,7 @@ def run_batchrank(
     top_k: int,
     batch_size: int | None,
     chunk_rows: int | None,
+    score_table: str = "auto",
 ) -> dict[str, Any]:
     """``batchrank.score`` end to end on the pairs file.
 
@@ -244,6 +245,7 @@ def run_batchrank(
         top_k: rows kept per user.
         batch_size: rows per jitted call (None: the scorer's default).
         chunk_rows: rows read at a time (None: the scorer's default).
+        score_table: ``auto`` or ``never`` (the dense score table, see ScoreSpec).
     """
     from batchrank.scoring.api import score
 
@@ -261,6 +263,7 @@ def run_batchrank(
         items=movies,
         top_k=top_k,
         progress="none",
+        score_table=score_table,
         **options,
     )
     secs, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -276,12 +279,13 @@ def run_batchrank(
         "chunk_rows": manifest["options"]["chunk_rows"],
         "timings_s": manifest["timings_s"],
         "import_s": import_s,
+        "predictor": manifest.get("predictor"),
     }
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m batchrank.bench.variants")
-    p.add_argument("variant", choices=["ceiling", "naive", "batchrank"])
+    p.add_argument("variant", choices=["ceiling", "naive", "batchrank", "batchrank_no_table"])
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--pairs", type=Path, required=True)
     p.add_argument("--movies", type=Path)
@@ -313,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             top_k=args.top_k,
             batch_size=args.batch_size,
             chunk_rows=args.chunk_rows,
+            score_table="never" if args.variant == "batchrank_no_table" else "auto",
         )
     report.update(
         variant=args.variant,

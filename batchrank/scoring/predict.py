@@ -30,6 +30,7 @@ __all__ = [
     "Predictor",
     "TablePredictor",
     "make_predictor",
+    "ranking_weights",
     "round_batch",
 ]
 
@@ -129,16 +130,35 @@ def _weights(layer: Any) -> list[np.ndarray]:
     return [np.asarray(w.value, dtype=np.float32) for w in layer.weights]
 
 
+def ranking_weights(model: Any) -> dict[str, np.ndarray]:
+    """The arrays of a :class:`batchrank.model.RankingModel`, by name, as float32 numpy.
+
+    Stored in bundles as ``weights.npz`` so the scorer can fold and predict without importing
+    Keras or deserializing the model (cold start; see README "Performance").
+    """
+    out: dict[str, np.ndarray] = {
+        "user_embedding": _weights(model.user_embedding)[0],
+        "item_embedding": _weights(model.item_embedding)[0],
+    }
+    for n, layer in enumerate(model.hidden_layers):
+        out[f"dense_{n}_kernel"], out[f"dense_{n}_bias"] = _weights(layer)
+    out["rating_kernel"], out["rating_bias"] = _weights(model.output_layer)
+    if model.bias_terms:
+        out["user_bias"] = _weights(model.user_bias)[0][:, 0]
+        out["item_bias"] = _weights(model.item_bias)[0][:, 0]
+        out["global_bias"] = np.asarray(model.global_bias.value, dtype=np.float32).reshape(1)
+    return out
+
+
 def _folded_fn(
-    model: Any, transform: LabelTransform, fold_budget_bytes: int
+    weights: dict[str, np.ndarray], transform: LabelTransform, fold_budget_bytes: int
 ) -> Callable[[Any, Any], tuple[Any, Any]]:
     import jax
     import jax.numpy as jnp
 
-    (e_u,) = _weights(model.user_embedding)
-    (e_m,) = _weights(model.item_embedding)
-    first, rest = model.hidden_layers[0], model.hidden_layers[1:]
-    w0, b0 = _weights(first)
+    e_u, e_m = weights["user_embedding"], weights["item_embedding"]
+    n_hidden = sum(1 for k in weights if k.startswith("dense_") and k.endswith("_kernel"))
+    w0, b0 = weights["dense_0_kernel"], weights["dense_0_bias"]
     d = e_u.shape[1]
     w_u, w_m = w0[:d], w0[d:]
     width = w0.shape[1]
@@ -154,12 +174,16 @@ def _folded_fn(
     u_tab, u_folded = table(e_u, w_u, b0)
     m_tab, m_folded = table(e_m, w_m, None)
     w_u_j, w_m_j, b0_j = jnp.asarray(w_u), jnp.asarray(w_m), jnp.asarray(b0)
-    dense = [tuple(jnp.asarray(w) for w in _weights(layer)) for layer in rest]
-    w_o, b_o = (jnp.asarray(w) for w in _weights(model.output_layer))
-    if model.bias_terms:
-        ub = jnp.asarray(_weights(model.user_bias)[0][:, 0])
-        ib = jnp.asarray(_weights(model.item_bias)[0][:, 0])
-        gb = jnp.asarray(np.asarray(model.global_bias, dtype=np.float32))
+    dense = [
+        (jnp.asarray(weights[f"dense_{n}_kernel"]), jnp.asarray(weights[f"dense_{n}_bias"]))
+        for n in range(1, n_hidden)
+    ]
+    w_o, b_o = jnp.asarray(weights["rating_kernel"]), jnp.asarray(weights["rating_bias"])
+    bias_terms = "global_bias" in weights
+    if bias_terms:
+        ub = jnp.asarray(weights["user_bias"])
+        ib = jnp.asarray(weights["item_bias"])
+        gb = jnp.asarray(weights["global_bias"])
     low, span, high = _star_constants(transform)
 
     def fn(u: Any, i: Any) -> tuple[Any, Any]:
@@ -169,7 +193,7 @@ def _folded_fn(
         for w, b in dense:
             h = jax.nn.relu(h @ w + b)
         out = (h @ w_o + b_o)[:, 0]
-        if model.bias_terms:
+        if bias_terms:
             out = out + ub[u] + ib[i] + gb[0]
         return out, jnp.clip(low + span * out, 0.0, high)
 
@@ -210,15 +234,23 @@ def make_predictor(
     """
     import jax
 
-    from batchrank.model import RankingModel
+    from batchrank.bundle import load_bundle
 
     model = bundle.model
-    use_fold = fold and isinstance(model, RankingModel)
-    fn = (
-        _folded_fn(model, bundle.transform, fold_budget_bytes)
-        if use_fold
-        else _generic_fn(model, bundle.transform)
-    )
+    weights = bundle.weights
+    if weights is None and model is not None:
+        from batchrank.model import RankingModel
+
+        if isinstance(model, RankingModel):
+            weights = ranking_weights(model)
+    use_fold = fold and weights is not None
+    if use_fold:
+        assert weights is not None
+        fn = _folded_fn(weights, bundle.transform, fold_budget_bytes)
+    else:
+        if model is None:
+            model = load_bundle(bundle.path).model  # type: ignore[arg-type]
+        fn = _generic_fn(model, bundle.transform)
     return Predictor(
         fn=fn,
         batch_size=round_batch(batch_size),

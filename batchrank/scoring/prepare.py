@@ -219,7 +219,7 @@ def prepare(spec: ScoreSpec) -> Prepared:
     import time
 
     t0 = time.perf_counter()
-    bundle = load_bundle(spec.model)
+    bundle = load_bundle(spec.model, model=False)
     _clean_spill_leftovers(spec.out)
     t1 = time.perf_counter()
     files: list[reader.InputFile] = []
