@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from batchrank.scoring.spec import DEFAULT_CHUNK_ROWS
+
 
 @click.command("score")
 @click.option(
@@ -37,7 +39,9 @@ import click
 @click.option("--user-col", default="user_id", show_default=True)
 @click.option("--item-col", default="movie_id", show_default=True)
 @click.option("--title-col", default="title", show_default=True)
-@click.option("--chunk-rows", default=1_000_000, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--chunk-rows", default=DEFAULT_CHUNK_ROWS, show_default=True, type=click.IntRange(min=1)
+)
 @click.option(
     "--batch-size",
     default=8192,

@@ -37,7 +37,7 @@ from batchrank.jobs.spec import (
     ScoreStep,
     TrainStep,
 )
-from batchrank.scoring.spec import Engine, Format, Layout, Unknown
+from batchrank.scoring.spec import DEFAULT_CHUNK_ROWS, Engine, Format, Layout, Unknown
 
 __all__ = ["ENV_PREFIX", "KEYS", "load_job", "parse_date", "parse_override"]
 
@@ -538,7 +538,7 @@ def _score_step(j: _Job, date: dt.date, name: str, train: TrainStep | None) -> S
         layout=j.choice("score", "layout", get_args(Layout), "long"),
         unknown=j.choice("score", "unknown", get_args(Unknown), "skip"),
         rejects=rejects,
-        chunk_rows=j.integer("score", "chunk_rows", 1_000_000, minimum=1),
+        chunk_rows=j.integer("score", "chunk_rows", DEFAULT_CHUNK_ROWS, minimum=1),
         batch_size=j.integer("score", "batch_size", 8192, minimum=1),
         max_reject_fraction=j.number("score", "max_reject_fraction", 0.01, low=0.0, high=1.0),
         memory_budget_mb=j.integer("score", "memory_budget_mb", 1024, minimum=1),

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from batchrank.jobs.paths import PathTemplate
-from batchrank.scoring.spec import Engine, Format, Layout, Unknown
+from batchrank.scoring.spec import DEFAULT_CHUNK_ROWS, Engine, Format, Layout, Unknown
 
 __all__ = [
     "WORK_FOLDER",
@@ -110,7 +110,7 @@ class ScoreStep:
     """Unknown users or movies: ``skip``, ``oov`` or ``fail``."""
     rejects: PathTemplate | None = None
     """CSV file receiving rejected rows."""
-    chunk_rows: int = 1_000_000
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
     """Rows read and scored at a time."""
     batch_size: int = 8192
     """Rows per jitted call."""

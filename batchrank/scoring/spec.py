@@ -8,7 +8,7 @@ from typing import Literal
 
 from batchrank.errors import ConfigError
 
-__all__ = ["Engine", "Format", "Layout", "ScoreSpec", "Unknown"]
+__all__ = ["DEFAULT_CHUNK_ROWS", "Engine", "Format", "Layout", "ScoreSpec", "Unknown"]
 
 Format = Literal["parquet", "csv", "jsonl"]
 Layout = Literal["long", "nested"]
@@ -17,6 +17,9 @@ Engine = Literal["local", "ray"]
 Progress = Literal["auto", "bar", "log", "none"]
 
 _FORMATS = ("parquet", "csv", "jsonl")
+# Rows per chunk. Measured at 20M pairs: 262,144 gave 695 MiB peak RSS and 13 s, against
+# 973 MiB and 22 s for 1,000,000 (cache-sized sorts and buffers).
+DEFAULT_CHUNK_ROWS = 262_144
 _SUFFIX_FORMAT = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -46,7 +49,7 @@ class ScoreSpec:
     """Movie id column of the pairs and of ``items``."""
     title_col: str = "title"
     """Title column of ``items``."""
-    chunk_rows: int = 1_000_000
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
     """Rows read, validated and scored at a time; bounds memory."""
     batch_size: int = 8192
     """Rows per jitted call (rounded up to a multiple of 64)."""
