@@ -11,6 +11,7 @@ from typing import Any
 from batchrank.errors import DataError
 from batchrank.scoring.engine import Scored
 from batchrank.scoring.manifest import versions, write_manifest
+from batchrank.scoring.predict import round_batch
 from batchrank.scoring.prepare import Prepared, prepare
 from batchrank.scoring.spec import ScoreSpec
 from batchrank.scoring.writers import OutputWriter, join_titles
@@ -143,9 +144,7 @@ def score_spec(spec: ScoreSpec) -> dict[str, Any]:
             "layout": spec.layout,
             "unknown": spec.unknown,
             "chunk_rows": spec.chunk_rows,
-            "batch_size": prep.predictor().batch_size
-            if spec.engine == "local"
-            else spec.batch_size,
+            "batch_size": round_batch(spec.batch_size),
             "max_reject_fraction": spec.max_reject_fraction,
             "items": str(spec.items) if spec.items else None,
         },

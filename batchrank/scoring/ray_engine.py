@@ -1,13 +1,14 @@
 """The Ray Data engine: the local engine's stages inside a pool of Ray actors.
 
-Inputs are read with Ray Data's Parquet and CSV readers (one read per group of files whose id
-columns share a type, so blocks of different files can always be concatenated; ``path`` is
-included so every row is traced to its file). A pool of :class:`_Scorer` actors, each loading
-the bundle once, runs the local engine's stages on every batch: ``ids.map_ids``,
-``engine.score_mapped`` (the jitted predict and the rescale) and ``topk.partial_topk``. Each
-output batch is the batch's partial top-k (at most k rows per user) followed by one *marker
-row* whose ``_meta`` column holds the batch's counts, its file segments and any data error as
-JSON, and whose ``_rejects`` column holds its rejected rows as an Arrow IPC stream.
+Inputs are read with Ray Data's Parquet and CSV readers: one read per group of files whose id
+columns have the same types, ``path`` included so every row is traced to its file. Each block
+(about ``chunk_rows`` rows) is one batch, so a batch never mixes two reads. A pool of
+:class:`_Scorer` actors, each loading the bundle once, runs the local engine's stages on every
+batch: ``ids.map_ids``, ``engine.score_mapped`` (the jitted predict and the rescale) and
+``topk.partial_topk``. Each output batch is the batch's partial top-k (at most k rows per user)
+followed by one *marker row* whose ``_meta`` column holds the batch's counts, its file segments
+and any data error as JSON, and whose ``_rejects`` column holds its rejected rows as an Arrow
+IPC stream.
 
 The driver combines the partials into the run's :class:`~batchrank.scoring.topk.TopK` state as
 they stream in (``combine="driver"``, the default), or first merges them on Ray by hashing
@@ -21,10 +22,9 @@ the rejects file is written in the local engine's order.
 generating its block's pairs chunk by chunk; a block's users belong to no other block, so its
 partial is final.
 
-Failure handling: an actor that dies (a crashed worker, a lost node) is restarted
-(``max_restarts=-1``, Ray Data's default) and its batch retried up to :data:`MAX_TASK_RETRIES`
-times (Ray Data's default is unbounded, which would loop forever on a batch that kills its
-worker). Counts stay exact under retries: only the outputs of completed tasks reach the
+Failure handling: Ray Data's actor-pool defaults apply: an actor that dies (a crashed worker,
+a lost node) is restarted (``max_restarts=-1``) and its batch retried (``max_task_retries=-1``,
+without bound). Counts stay exact under retries: only the outputs of completed tasks reach the
 driver. An exception raised by our code is not retried and fails the run; :func:`run_ray`
 raises before anything is committed.
 """
@@ -50,11 +50,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batchrank import errors
 from batchrank.errors import BatchrankError, ConfigError, DataError, ModelError
 from batchrank.scoring.prepare import CROSS_JOIN_FRAGMENT_PAIRS, Prepared
 
 if TYPE_CHECKING:
     from batchrank.scoring.engine import Scored
+    from batchrank.scoring.ids import MappedChunk
     from batchrank.scoring.reader import InputFile
 
 __all__ = ["Combine", "run_ray"]
@@ -62,9 +64,6 @@ __all__ = ["Combine", "run_ray"]
 log = logging.getLogger("batchrank.score")
 
 Combine = Literal["driver", "buckets"]
-
-MAX_TASK_RETRIES = 4
-"""Retries of a batch whose actor died (Ray Data's default is unbounded)."""
 
 DEFAULT_BUCKETS = 64
 """Groups of users for ``combine="buckets"``."""
@@ -77,6 +76,8 @@ _BUCKET = "_bucket"
 _SEG = "_seg"
 _BLOCK = "block"
 _META_BUCKET = -1
+_BLOCK_BYTES_PER_ROW = 100
+"""About the bytes Ray counts for one read row (two ids and the file path), to size blocks."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,15 +96,15 @@ class _WorkerConfig:
     user_col: str
     item_col: str
     files: tuple[str, ...]
-    """Paths of the input files as the local engine names them (in rejects and messages)."""
-    ray_paths: tuple[str, ...]
-    """The same files as passed to Ray's readers (the values of the ``path`` column)."""
+    """The input files, as named in rejects and messages and as given to Ray's readers."""
     chunk_rows: int
     buckets: int
     cross_users: pa.Array | None
     """``--pairs all --users``: the users to score (None: every user of the bundle)."""
     users_per_block: int
     fractional_gpu: bool
+    score_table: bool
+    """Score every (user, movie) cell once per actor, then gather (the driver's choice)."""
 
 
 def _output_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
@@ -163,7 +164,7 @@ class _Scorer:
             os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         _avoid_fsspec_http_race()
         from batchrank.bundle import load_bundle
-        from batchrank.scoring.predict import make_predictor
+        from batchrank.scoring.predict import TablePredictor, make_predictor
 
         model = Path(config.model)
         if not model.exists():
@@ -171,19 +172,26 @@ class _Scorer:
                 f"{model}: model bundle not found on a Ray worker; on a cluster the bundle must "
                 "be on storage every node can read"
             )
-        self.bundle = load_bundle(model)
+        # the arrays only (weights.npz), as the local scorer: no Keras import in the actor
+        self.bundle = load_bundle(model, model=False)
         if self.bundle.fingerprint != config.fingerprint:
             raise ModelError(
                 f"{model}: the bundle a Ray worker loaded differs from the driver's "
                 f"(fingerprint {self.bundle.fingerprint}, expected {config.fingerprint})"
             )
         self.config = config
-        self.predictor = make_predictor(self.bundle, batch_size=config.batch_size)
+        predictor = make_predictor(self.bundle, batch_size=config.batch_size)
+        self.predictor: Any = (
+            TablePredictor(predictor, (self.bundle.users.size, self.bundle.items.size))
+            if config.score_table
+            else predictor
+        )
         self.user_type = pa.int64() if self.bundle.users.kind == "int" else pa.string()
         self.item_type = pa.int64() if self.bundle.items.kind == "int" else pa.string()
         self.schema = _output_schema(self.user_type, self.item_type)
-        self.file_of = {p: i for i, p in enumerate(config.ray_paths)}
-        for i, p in enumerate(config.ray_paths):
+        # the values of the ``path`` column, which Ray may have normalised
+        self.file_of = {p: i for i, p in enumerate(config.files)}
+        for i, p in enumerate(config.files):
             self.file_of.setdefault(os.path.normpath(p), i)
 
     # -- one batch -----------------------------------------------------------------------------
@@ -222,79 +230,53 @@ class _Scorer:
         ]
 
     def _files(self, batch: pa.Table) -> pa.Table:
-        from batchrank.scoring.engine import score_mapped
-        from batchrank.scoring.ids import MappedChunk, map_ids
+        """One block of file rows: map ids slice by slice, predict, keep a partial top-k."""
+        from batchrank.scoring.ids import map_ids
         from batchrank.scoring.reader import ITEM, USER, RawChunk
 
         cfg = self.config
-        counts: Counter[str] = Counter()
-        mapped_tables: list[pa.Table] = []
-        rejects: list[pa.Table] = []
+        acc = _Partials(self)
         segments: list[list[int]] = []
         for seg, (fi, start, n) in enumerate(self._segments(batch.column(_PATH))):
-            part = batch.slice(start, n)
             segments.append([fi, n])
-            raw = RawChunk(
-                table=pa.table({USER: part.column(cfg.user_col), ITEM: part.column(cfg.item_col)}),
-                file_index=fi,
-                path=Path(cfg.files[fi]),
-                first_row=1,  # rows are relative to the segment; the driver adds the offset
-                source_columns=(cfg.user_col, cfg.item_col),
-            )
-            try:
-                mapped = map_ids(raw, self.bundle.users, self.bundle.items, unknown=cfg.unknown)  # type: ignore[arg-type]
-            except DataError as e:
-                return self._marker(counts, segments, None, error={"seg": seg, "message": str(e)})
-            counts.update(mapped.counts)
-            if mapped.rejects is not None and mapped.rejects.num_rows:
-                r = mapped.rejects
-                rejects.append(r.append_column(_SEG, pa.array(np.full(r.num_rows, seg, np.int32))))
-            if mapped.table.num_rows:
-                mapped_tables.append(mapped.table)
-        partial = None
-        if mapped_tables:
-            table = pa.concat_tables(mapped_tables) if len(mapped_tables) > 1 else mapped_tables[0]
-            partial = self._partial(score_mapped(MappedChunk(table=table), self.predictor))
-        rej = pa.concat_tables(rejects) if rejects else None
-        return self._marker(counts, segments, rej, partial=partial)
+            for off in range(0, n, cfg.chunk_rows):
+                part = batch.slice(start + off, min(cfg.chunk_rows, n - off))
+                raw = RawChunk(
+                    table=pa.table(
+                        {USER: part.column(cfg.user_col), ITEM: part.column(cfg.item_col)}
+                    ),
+                    file_index=fi,
+                    path=Path(cfg.files[fi]),
+                    # rows count from the segment's start; the driver adds the rows before it
+                    first_row=1 + off,
+                    source_columns=(cfg.user_col, cfg.item_col),
+                )
+                try:
+                    mapped = map_ids(raw, self.bundle.users, self.bundle.items, unknown=cfg.unknown)  # type: ignore[arg-type]
+                except DataError as e:
+                    error = {"seg": seg, "message": str(e)}
+                    return self._marker(acc.counts, segments, None, error=error)
+                acc.add(mapped, seg)
+        return self._marker(acc.counts, segments, acc.rejects(), partial=acc.result())
 
     def _cross(self, batch: pa.Table) -> pa.Table:
-        from batchrank.scoring.engine import score_mapped
+        """Blocks of ``--pairs all`` users: generate their pairs chunk by chunk and score them."""
         from batchrank.scoring.ids import map_ids
         from batchrank.scoring.reader import iter_cross_join
-        from batchrank.scoring.topk import merge_partials
 
         cfg = self.config
         users_all = cfg.cross_users if cfg.cross_users is not None else self.bundle.users.ids
         items = self.bundle.items
-        counts: Counter[str] = Counter()
-        partials: list[pa.Table] = []
+        acc = _Partials(self)
         for block in batch.column(_BLOCK).to_pylist():
             users = users_all.slice(int(block) * cfg.users_per_block, cfg.users_per_block)
             for raw in iter_cross_join(users, len(items), items.ids, chunk_rows=cfg.chunk_rows):
                 try:
                     mapped = map_ids(raw, self.bundle.users, items, unknown=cfg.unknown)  # type: ignore[arg-type]
                 except DataError as e:
-                    return self._marker(counts, [], None, error={"seg": -1, "message": str(e)})
-                counts.update(mapped.counts)
-                if mapped.table.num_rows:
-                    scored = score_mapped(mapped, self.predictor)
-                    partials.append(self._partial(scored, bucket=False))
-        partial = None
-        if partials:
-            merged = merge_partials(
-                partials, cfg.top_k, user_type=self.user_type, item_type=self.item_type
-            )
-            partial = self._with_bucket(merged)
-        return self._marker(counts, [], None, partial=partial)
-
-    # -- output ---------------------------------------------------------------------------------
-
-    def _partial(self, scored: pa.Table, bucket: bool = True) -> pa.Table:
-        from batchrank.scoring.topk import partial_topk
-
-        partial = partial_topk(scored, self.config.top_k)
-        return self._with_bucket(partial) if bucket else partial
+                    return self._marker(acc.counts, [], None, error={"seg": -1, "message": str(e)})
+                acc.add(mapped, -1)
+        return self._marker(acc.counts, [], None, partial=acc.result())
 
     def _with_bucket(self, partial: pa.Table) -> pa.Table:
         n = partial.num_rows
@@ -343,6 +325,68 @@ class _Scorer:
         if partial is None or partial.num_rows == 0:
             return marker
         return pa.concat_tables([partial, marker])
+
+
+class _Partials:
+    """A block's work in progress: counts, rejects, and partial top-ks of scored slices.
+
+    Mapped rows are scored once ``chunk_rows`` of them have gathered (small files share a
+    predict call), each scored slice is cut to its partial top-k, and :meth:`result` merges
+    them into the block's partial.
+    """
+
+    def __init__(self, scorer: _Scorer) -> None:
+        self.scorer = scorer
+        self.counts: Counter[str] = Counter()
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.partials: list[pa.Table] = []
+        self.reject_tables: list[pa.Table] = []
+
+    def add(self, mapped: MappedChunk, seg: int) -> None:
+        self.counts.update(mapped.counts)
+        r = mapped.rejects
+        if r is not None and r.num_rows:
+            self.reject_tables.append(
+                r.append_column(_SEG, pa.array(np.full(r.num_rows, seg, np.int32)))
+            )
+        if mapped.table.num_rows:
+            self.pending.append(mapped.table)
+            self.pending_rows += mapped.table.num_rows
+            if self.pending_rows >= self.scorer.config.chunk_rows:
+                self._score()
+
+    def _score(self) -> None:
+        from batchrank.scoring.engine import score_mapped
+        from batchrank.scoring.ids import MappedChunk
+        from batchrank.scoring.topk import partial_topk
+
+        if not self.pending:
+            return
+        table = pa.concat_tables(self.pending) if len(self.pending) > 1 else self.pending[0]
+        self.pending, self.pending_rows = [], 0
+        scored = score_mapped(MappedChunk(table=table), self.scorer.predictor)
+        self.partials.append(partial_topk(scored, self.scorer.config.top_k))
+
+    def rejects(self) -> pa.Table | None:
+        return pa.concat_tables(self.reject_tables) if self.reject_tables else None
+
+    def result(self) -> pa.Table | None:
+        """The block's partial top-k in the output schema (None when nothing was kept)."""
+        from batchrank.scoring.topk import merge_partials
+
+        self._score()
+        if not self.partials:
+            return None
+        s = self.scorer
+        merged = (
+            self.partials[0]
+            if len(self.partials) == 1
+            else merge_partials(
+                self.partials, s.config.top_k, user_type=s.user_type, item_type=s.item_type
+            )
+        )
+        return s._with_bucket(merged)
 
 
 def _bucket_of(users: pa.ChunkedArray | pa.Array, buckets: int) -> pa.Array:
@@ -429,8 +473,12 @@ def _quiet_loggers(names: Sequence[str], level: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _quiet_ray_data() -> Iterator[Any]:
-    """A Ray Data context for this run: ordered, no progress bars, no per-run log lines."""
+def _data_context(chunk_rows: int) -> Iterator[Any]:
+    """A Ray Data context for this run: ordered, blocks of about ``chunk_rows`` rows, quiet.
+
+    Each block read is scored as one batch (``batch_size=None``: a batch never mixes blocks of
+    two reads, whose id types may differ), so the block size sets the unit of parallel work.
+    """
     from ray.data import DataContext
 
     ctx = DataContext.get_current().copy()
@@ -438,9 +486,30 @@ def _quiet_ray_data() -> Iterator[Any]:
     ctx.print_on_execution_start = False
     ctx.enable_auto_log_stats = False
     ctx.execution_options.preserve_order = True
-    # "progress bars disabled" is what we asked for; execution start/finish lines are INFO
+    # Readers emit blocks once they pass target_min_block_size (1 MiB by default, some 15,000
+    # rows here): far too small a unit of work. Aim for half to all of chunk_rows instead.
+    target = max(1 << 20, chunk_rows * _BLOCK_BYTES_PER_ROW)
+    if ctx.target_max_block_size:
+        target = min(ctx.target_max_block_size, target)
+        ctx.target_max_block_size = target
+    ctx.target_min_block_size = min(max(ctx.target_min_block_size or 0, target // 2), target)
+    if hasattr(ctx, "use_datasource_v2"):
+        # The V2 Parquet reader lists files again inside Ray tasks, from several threads; without
+        # aiohttp those threads race on importing fsspec's HTTP module (see
+        # _avoid_fsspec_http_race) and a read fails now and then. V1 resolves paths once, here.
+        ctx.use_datasource_v2 = False
+    # "progress bars disabled" is what we asked for; execution start/finish lines are INFO; a
+    # failed task is logged with its traceback before it is raised here, where run_ray reports it
     with (
         _quiet_loggers(["ray.data._internal.progress"], logging.ERROR),
+        _quiet_loggers(
+            [
+                "ray.data._internal.execution.streaming_executor_state",
+                "ray.data._internal.execution.operators.actor_pool_map_operator",
+                "ray.data.exceptions",
+            ],
+            logging.CRITICAL,
+        ),
         _quiet_loggers(["ray.data"], logging.WARNING),
         DataContext.current(ctx),
     ):
@@ -468,11 +537,6 @@ def _file_dataset(prep: Prepared, paths: Sequence[str], groups: list[list[int]])
 
     spec = prep.spec
     columns = list(dict.fromkeys([spec.user_col, spec.item_col]))
-    if _PATH in columns:
-        raise ConfigError(
-            f"the Ray engine cannot read an id column named `{_PATH}` (Ray's readers use that "
-            "name for the file path); rename the column or use --engine local"
-        )
     datasets = []
     for group in groups:
         group_paths = [paths[i] for i in group]
@@ -557,6 +621,7 @@ class _Rejects:
 
 
 _ROW_RE = r"^(?P<path>.*) row (?P<row>\d+):"
+_ERROR_LINE = re.compile(r"^batchrank\.errors\.(\w+): (.*)$", re.MULTILINE)
 
 
 def _shift_row(message: str, path: str, offset: int) -> str:
@@ -565,6 +630,11 @@ def _shift_row(message: str, path: str, offset: int) -> str:
     if m is None or m.group("path") != path:
         return message
     return f"{path} row {int(m.group('row')) + offset}:{message[m.end() :]}"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _unwrap(e: BaseException) -> BaseException | None:
@@ -586,11 +656,24 @@ def _unwrap(e: BaseException) -> BaseException | None:
             base = next(t for t in type(cur).__mro__ if t.__module__.startswith("batchrank."))
             return base(*cur.args)
         if isinstance(cur, pa.ArrowException) and not isinstance(cause, BaseException):
-            first = str(cur).strip().splitlines()[0] if str(cur).strip() else type(cur).__name__
-            return DataError(f"cannot read the input files on Ray: {first}")
+            return DataError(f"cannot read the input files on Ray: {_first_line(cur)}")
+        # a RayTaskError names its task first, as in "ray::ReadCSV->SplitBlocks(4)() (pid=...)"
+        if isinstance(cause, Exception) and "ray::Read" in _first_line(cur):
+            # Ray's readers re-raise Arrow's parse errors as "Failed to read CSV file: PATH. ..."
+            # and drop the Arrow message (the row) on the way
+            what = _first_line(cause).split(". ")[0]
+            return DataError(
+                f"cannot read the input files on Ray: {what}; --engine local names the bad row"
+            )
         stack.extend(
             [cur.__context__, cur.__cause__, cause if isinstance(cause, BaseException) else None]
         )
+    # an actor that failed to start (a ModelError in _Scorer.__init__) comes back as an
+    # ActorDiedError whose message holds the remote traceback as text
+    for match in reversed(list(_ERROR_LINE.finditer(str(e)))):
+        cls = getattr(errors, match.group(1), None)
+        if isinstance(cls, type) and issubclass(cls, BatchrankError):
+            return cls(match.group(2))
     return None
 
 
@@ -621,12 +704,17 @@ def run_ray(
             "--work-dir (resume) is not supported by the Ray engine; a re-run starts over",
             extra={"event": "ray_no_resume"},
         )
+    if prep.cross_users is None and _PATH in (spec.user_col, spec.item_col):
+        raise ConfigError(
+            f"the Ray engine cannot read an id column named `{_PATH}` (Ray's readers use that "
+            "name for the file path); rename the column or use --engine local"
+        )
     _avoid_fsspec_http_race()
     t0 = time.perf_counter()
     started = _start_ray(spec.ray_address)
     t1 = time.perf_counter()
     try:
-        with _quiet_ray_data():
+        with _data_context(spec.chunk_rows):
             result, first = _run(prep, combine, buckets if combine == "buckets" else 0)
         log.info(
             "ray engine: %s in %.1fs; scored in %.1fs, the first batch back after %.1fs",
@@ -675,7 +763,7 @@ def _run(prep: Prepared, combine: Combine, buckets: int) -> tuple[Scored, float]
             if all(f.format == "parquet" and f.rows is not None for f in prep.files)
             else None
         )
-        batch_size = spec.chunk_rows
+        batch_size = None
         fragments = len(prep.files)
     bundle_users = prep.bundle.users.ids
     cross = prep.cross_users
@@ -688,20 +776,20 @@ def _run(prep: Prepared, combine: Combine, buckets: int) -> tuple[Scored, float]
         user_col=spec.user_col,
         item_col=spec.item_col,
         files=tuple(paths),
-        ray_paths=tuple(paths),
         chunk_rows=spec.chunk_rows,
         buckets=buckets,
         cross_users=None if cross is None or cross.equals(bundle_users) else cross,
         users_per_block=users_per_block,
         fractional_gpu=0 < spec.gpus_per_worker < 1,
+        score_table=prep.use_score_table(),
     )
     if spec.concurrency:
         compute = ray.data.ActorPoolStrategy(size=spec.concurrency)
     else:
         compute = ray.data.ActorPoolStrategy(min_size=1)
-    # restart actors that die (a crash, a lost node) for as long as it takes, but give up on a
-    # batch that took its actor down MAX_TASK_RETRIES + 1 times (a poison batch, an OOM)
-    remote: dict[str, Any] = {"max_restarts": -1, "max_task_retries": MAX_TASK_RETRIES}
+    # actors that die are restarted and their batch retried by Ray Data's defaults
+    # (max_restarts=-1, max_task_retries=-1); Ray deprecates passing other values here
+    remote: dict[str, Any] = {}
     actor_cpus = _actor_cpus(spec.concurrency, ray.cluster_resources().get("CPU", 0.0))
     if actor_cpus is not None:
         remote["num_cpus"] = actor_cpus
@@ -718,54 +806,18 @@ def _run(prep: Prepared, combine: Combine, buckets: int) -> tuple[Scored, float]
     )
     topk = prep.new_topk()
     result = Scored(topk=topk, fragments_total=fragments)
-    rejects = _Rejects(prep, groups)
-    seen = [0] * len(prep.files)
-    first: list[float] = []
     try:
         with make_progress(spec.progress, total, "rows") as progress:
-
-            def on_meta(meta: dict[str, Any], rejects_ipc: bytes | None) -> None:
-                if not first:
-                    first.append(time.perf_counter())
-                bases = []
-                for fi, n in meta["segments"]:
-                    bases.append(seen[fi])
-                    seen[fi] += n
-                    rejects.seen(fi)
-                counts = meta["counts"]
-                result.counts.update(counts)
-                progress.advance(counts.get("read", 0), counts.get("read", 0))
-                error = meta.get("error")
-                if error is not None:
-                    seg = error["seg"]
-                    message = error["message"]
-                    if 0 <= seg < len(bases):
-                        fi = meta["segments"][seg][0]
-                        message = _shift_row(message, paths[fi], bases[seg])
-                    raise DataError(message)
-                if rejects_ipc is not None and spec.rejects is not None:
-                    table = _ipc_table(rejects_ipc)
-                    seg_col = table.column(_SEG).to_numpy()
-                    offsets = np.asarray(bases, np.int64)[seg_col]
-                    table = table.set_column(
-                        table.schema.get_field_index("row"),
-                        "row",
-                        pa.array(table.column("row").to_numpy() + offsets, pa.int64()),
-                    )
-                    for seg in np.unique(seg_col):
-                        fi = meta["segments"][int(seg)][0]
-                        part = table.filter(pa.array(seg_col == seg)).drop_columns([_SEG])
-                        rejects.add(fi, part)
-                rejects.flush()
-
+            collect = _Collector(prep, groups, result, progress)
             if combine == "buckets":
-                materialized = scored_ds.materialize()
                 from ray.data.expressions import col
 
-                for block in materialized.filter(expr=col(_BUCKET) == _META_BUCKET).iter_batches(
-                    batch_format="pyarrow", batch_size=None
-                ):
-                    _each_meta(block, on_meta)
+                # the markers first, in order (exact rows, errors before the shuffle) ...
+                materialized = scored_ds.materialize()
+                markers = materialized.filter(expr=col(_BUCKET) == _META_BUCKET)
+                for block in markers.iter_batches(batch_format="pyarrow", batch_size=None):
+                    collect.markers(block)
+                # ... then each bucket of users merged on Ray
                 merged = (
                     materialized.filter(expr=col(_BUCKET) >= 0)
                     .groupby(_BUCKET)
@@ -776,21 +828,72 @@ def _run(prep: Prepared, combine: Combine, buckets: int) -> tuple[Scored, float]
                         topk.add(block.select(list(PARTIAL_COLUMNS)))
             else:
                 for block in scored_ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                    is_meta = pc.equal(block.column(_BUCKET), _META_BUCKET)
-                    data = block.filter(pc.invert(is_meta))
-                    if data.num_rows:
-                        topk.add(data.select(list(PARTIAL_COLUMNS)))
-                    _each_meta(block.filter(is_meta), on_meta)
-            rejects.flush(final=True)
+                    is_marker = pc.equal(block.column(_BUCKET), _META_BUCKET)
+                    rows = block.filter(pc.invert(is_marker))
+                    if rows.num_rows:
+                        topk.add(rows.select(list(PARTIAL_COLUMNS)))
+                    collect.markers(block.filter(is_marker))
+            collect.finish()
     except BaseException:
         topk.close()
         raise
-    return result, first[0] if first else time.perf_counter()
+    return result, collect.first or time.perf_counter()
 
 
-def _each_meta(block: pa.Table, on_meta: Any) -> None:
-    metas = block.column(_META).to_pylist()
-    rej = block.column(_REJECTS).to_pylist()
-    for m, r in zip(metas, rej, strict=True):
-        if m is not None:
-            on_meta(json.loads(m), r)
+class _Collector:
+    """The driver's side of the marker rows: counts, progress, exact reject rows, data errors."""
+
+    def __init__(
+        self, prep: Prepared, groups: list[list[int]], result: Scored, progress: Any
+    ) -> None:
+        self.prep = prep
+        self.paths = [str(f.path) for f in prep.files]
+        self.result = result
+        self.progress = progress
+        self.rejects = _Rejects(prep, groups)
+        self.seen = [0] * len(prep.files)
+        """Rows of each file in the batches so far (batches arrive in input order)."""
+        self.first: float | None = None
+
+    def markers(self, block: pa.Table) -> None:
+        """Handle the marker rows of a block of output, in order."""
+        metas = block.column(_META).to_pylist()
+        rejects = block.column(_REJECTS).to_pylist()
+        for meta, rej in zip(metas, rejects, strict=True):
+            if meta is not None:
+                self._marker(json.loads(meta), rej)
+
+    def _marker(self, meta: dict[str, Any], rejects_ipc: bytes | None) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+        bases = []
+        for fi, n in meta["segments"]:
+            bases.append(self.seen[fi])
+            self.seen[fi] += n
+            self.rejects.seen(fi)
+        counts = meta["counts"]
+        self.result.counts.update(counts)
+        self.progress.advance(counts.get("read", 0), counts.get("read", 0))
+        error = meta.get("error")
+        if error is not None:
+            seg, message = error["seg"], error["message"]
+            if 0 <= seg < len(bases):
+                fi = meta["segments"][seg][0]
+                message = _shift_row(message, self.paths[fi], bases[seg])
+            raise DataError(message)
+        if rejects_ipc is not None and self.prep.spec.rejects is not None:
+            table = _ipc_table(rejects_ipc)
+            seg_col = table.column(_SEG).to_numpy()
+            rows = table.column("row").to_numpy() + np.asarray(bases, np.int64)[seg_col]
+            table = table.set_column(
+                table.schema.get_field_index("row"), "row", pa.array(rows, pa.int64())
+            )
+            for seg in np.unique(seg_col):
+                fi = meta["segments"][int(seg)][0]
+                part = table.filter(pa.array(seg_col == seg)).drop_columns([_SEG])
+                self.rejects.add(fi, part)
+        self.rejects.flush()
+
+    def finish(self) -> None:
+        """Write the rejects still held back."""
+        self.rejects.flush(final=True)
