@@ -361,7 +361,8 @@ Train on it, then score the candidates (`make demo` does both through `jobs/samp
 ```
 batchrank train --ratings sample_data/ratings.parquet --items sample_data/movies.parquet \\
     --out model
-batchrank score --help
+batchrank score --model model --pairs sample_data/candidates.parquet \\
+    --items sample_data/movies.parquet --out top10.parquet
 ```
 """
 
