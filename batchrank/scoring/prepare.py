@@ -116,7 +116,7 @@ class Prepared:
             out = []
             for start in range(0, len(users), per_block):
                 block = users.slice(start, per_block)
-                key = fragment_key("all", *common, start, len(block), block.to_pylist()[:1])
+                key = fragment_key("all", *common, start, len(block), block[0].as_py())
                 out.append(
                     Fragment(
                         key=key,
