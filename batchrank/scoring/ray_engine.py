@@ -13,8 +13,9 @@ IPC stream.
 The driver combines the partials into the run's :class:`~batchrank.scoring.topk.TopK` state as
 they stream in (``combine="driver"``, the default), or first merges them on Ray by hashing
 users into a bounded number of buckets (``combine="buckets"``, ``groupby(bucket).map_groups``);
-see docs/ray.md for the measurement that made the driver merge the default. Execution keeps the
-input order (``preserve_order``), so the driver knows how many rows of each file came before a
+the README's Ray section has the measurement that made the driver merge the default.
+Execution keeps the input order (``preserve_order``), so the driver knows how many rows of each
+file came before a
 batch: reject rows, and the row named by ``--unknown fail``, carry exact file row numbers, and
 the rejects file is written in the local engine's order.
 
