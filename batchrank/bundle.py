@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrank.atomic import atomic_dir
-from batchrank.errors import ModelError
+from batchrank.errors import ModelError, first_line
 from batchrank.vocab import Vocabulary
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_KIND", "Bundle", "LabelTransform", "load_bundle"]
@@ -224,7 +224,7 @@ def load_bundle(path: str | Path, *, verify: bool = True, model: bool = True) ->
     try:
         model_obj = keras.saving.load_model(path / MODEL_FILE, safe_mode=True, compile=False)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ModelError(f"{path / MODEL_FILE}: cannot load the model: {first}") from e
     users, items, titles = _vocabularies(path)
     return Bundle(

@@ -26,6 +26,7 @@ __all__ = [
     "LockedError",
     "ModelError",
     "OutputError",
+    "first_line",
 ]
 
 
@@ -63,6 +64,12 @@ class LockedError(BatchrankError):
     """Another run of the same job holds its lock."""
 
     exit_code = 6
+
+
+def first_line(e: object) -> str:
+    """The first line of an exception's message (or its type's name), for one-line errors."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 EXIT_CODES: dict[int, str] = {

@@ -24,7 +24,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batchrank.errors import DataError
+from batchrank.errors import DataError, first_line
 from batchrank.vocab import coerce_ids, id_kind_of
 
 __all__ = ["Columns", "RatingsData", "fingerprint_table", "load_items", "load_ratings"]
@@ -90,7 +90,7 @@ def _read_frame(path: Path, *, what: str) -> pl.DataFrame:
     except pl.exceptions.NoDataError:
         raise DataError(f"{path}: {what} file is empty") from None
     except Exception as e:  # polars and pyarrow raise many types for corrupt files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise DataError(f"{path}: cannot read {what} file: {first}") from e
     if df.height == 0:
         raise DataError(f"{path}: {what} file has no rows")
@@ -193,7 +193,7 @@ def _parse_u_data(raw: bytes, where: str) -> pa.Table:
             schema_overrides={USER: pl.Int64, ITEM: pl.Int64, RATING: pl.Float64},
         )
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise DataError(
             f"{where}: u.data is not tab-separated integer user, item, rating, timestamp: {first}"
         ) from e

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from batchrank.errors import DataError
+from batchrank.errors import DataError, first_line
 
 __all__ = ["load_tfds_ratings"]
 
@@ -62,7 +62,7 @@ def load_tfds_ratings(spec: str):  # type: ignore[no-untyped-def]
     except DataError:
         raise
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise DataError(f"{spec}: cannot load the tfds data set: {first}") from e
     if len(data["user_rating"]) == 0:
         raise DataError(f"{spec}: tfds data set has no ratings")
@@ -83,6 +83,6 @@ def load_tfds_ratings(spec: str):  # type: ignore[no-untyped-def]
             ]
             items = pa.table({ITEM: _as_ids(movies["movie_id"]), TITLE: pa.array(titles)})
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise DataError(f"tfds:{movies_name}: cannot load titles: {first}") from e
     return RatingsData(ratings=ratings, items=items, source=spec)

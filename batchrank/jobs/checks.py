@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrank.bundle import read_metadata
-from batchrank.errors import DataError, OutputError
+from batchrank.errors import DataError, OutputError, first_line
 from batchrank.jobs.lock import lock_holder
 from batchrank.jobs.paths import shown
 from batchrank.jobs.spec import JobSpec, TrainStep
@@ -39,11 +39,6 @@ class Check:
 Report = Callable[[Check], None]
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def _peek(path: Path, columns: Sequence[str], what: str) -> Any:
     """The first rows of a CSV or Parquet file, its columns checked."""
     import polars as pl
@@ -62,7 +57,7 @@ def _peek(path: Path, columns: Sequence[str], what: str) -> Any:
     except DataError:
         raise
     except Exception as e:  # polars raises many types for unreadable files
-        raise DataError(f"{path}: cannot read {what} file: {_first_line(e)}") from e
+        raise DataError(f"{path}: cannot read {what} file: {first_line(e)}") from e
     missing = [c for c in dict.fromkeys(columns) if c not in df.columns]
     if missing:
         found = ", ".join(f"`{c}`" for c in df.columns) or "no columns"

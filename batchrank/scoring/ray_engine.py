@@ -52,7 +52,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchrank import errors
-from batchrank.errors import BatchrankError, ConfigError, DataError, ModelError
+from batchrank.errors import BatchrankError, ConfigError, DataError, ModelError, first_line
 from batchrank.scoring.prepare import CROSS_JOIN_FRAGMENT_PAIRS, Prepared
 
 if TYPE_CHECKING:
@@ -633,11 +633,6 @@ def _shift_row(message: str, path: str, offset: int) -> str:
     return f"{path} row {int(m.group('row')) + offset}:{message[m.end() :]}"
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def _unwrap(e: BaseException) -> BaseException | None:
     """The batchrank error (or Arrow read error) at the root of a Ray exception, if any."""
     seen: set[int] = set()
@@ -657,12 +652,12 @@ def _unwrap(e: BaseException) -> BaseException | None:
             base = next(t for t in type(cur).__mro__ if t.__module__.startswith("batchrank."))
             return base(*cur.args)
         if isinstance(cur, pa.ArrowException) and not isinstance(cause, BaseException):
-            return DataError(f"cannot read the input files on Ray: {_first_line(cur)}")
+            return DataError(f"cannot read the input files on Ray: {first_line(cur)}")
         # a RayTaskError names its task first, as in "ray::ReadCSV->SplitBlocks(4)() (pid=...)"
-        if isinstance(cause, Exception) and "ray::Read" in _first_line(cur):
+        if isinstance(cause, Exception) and "ray::Read" in first_line(cur):
             # Ray's readers re-raise Arrow's parse errors as "Failed to read CSV file: PATH. ..."
             # and drop the Arrow message (the row) on the way
-            what = _first_line(cause).split(". ")[0]
+            what = first_line(cause).split(". ")[0]
             return DataError(
                 f"cannot read the input files on Ray: {what}; --engine local names the bad row"
             )

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from batchrank.errors import DataError
+from batchrank.errors import DataError, first_line
 from batchrank.vocab import IdKind, coerce_ids, id_kind_of
 
 __all__ = [
@@ -214,11 +214,6 @@ def discover_inputs(specs: Sequence[str | Path]) -> list[InputFile]:
 # validation
 
 
-def _first_line(msg: object) -> str:
-    text = str(msg).strip()
-    return text.splitlines()[0] if text else type(msg).__name__
-
-
 def _require(path: Path, names: Sequence[str], needed: Sequence[str]) -> None:
     missing = list(dict.fromkeys(c for c in needed if c not in names))
     if missing:
@@ -236,14 +231,14 @@ def _csv_header(path: Path) -> list[str]:
     try:
         return pacsv.read_csv(io.BytesIO(head)).column_names
     except (pa.ArrowException, ValueError) as e:
-        raise DataError(f"{path}: not a readable CSV file ({_first_line(e)})") from e
+        raise DataError(f"{path}: not a readable CSV file ({first_line(e)})") from e
 
 
 def _parquet_file(path: Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(path)
     except (pa.ArrowException, OSError, ValueError) as e:
-        raise DataError(f"{path}: not a readable Parquet file ({_first_line(e)})") from e
+        raise DataError(f"{path}: not a readable Parquet file ({first_line(e)})") from e
 
 
 def validate_inputs(files: Sequence[InputFile], *, user_col: str, item_col: str) -> None:
@@ -363,7 +358,7 @@ def _stream_error(file: InputFile, e: BaseException, bad_row: list[Any]) -> Data
             f"({row.text[:80]!r})"
         )
     what = "csv" if file.format == "csv" else "parquet"
-    return DataError(f"{file.path}: cannot read {what} data ({_first_line(e)})")
+    return DataError(f"{file.path}: cannot read {what} data ({first_line(e)})")
 
 
 def iter_chunks(
@@ -560,7 +555,7 @@ def read_user_subset(path: Path, user_col: str = USER, *, kind: IdKind | None = 
     except DataError:
         raise
     except (pa.ArrowException, OSError, ValueError) as e:
-        raise DataError(f"{file.path}: cannot read {file.format} data ({_first_line(e)})") from e
+        raise DataError(f"{file.path}: cannot read {file.format} data ({first_line(e)})") from e
     ids = table.column(user_col).combine_chunks()
     where = f"{file.path}: column `{user_col}`"
     id_kind_of(ids, where=where)
