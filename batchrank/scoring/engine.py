@@ -26,7 +26,7 @@ from batchrank.scoring.ids import MappedChunk, map_ids
 from batchrank.scoring.predict import Predictor, TablePredictor
 from batchrank.scoring.prepare import Prepared
 from batchrank.scoring.progress import make_progress
-from batchrank.scoring.topk import TopK, partial_topk
+from batchrank.scoring.topk import TopK, partial_schema
 
 __all__ = ["Fragment", "Scored", "run_local", "score_mapped"]
 
@@ -159,7 +159,7 @@ def run_local(prep: Prepared) -> Scored:
                 work_done += w
                 progress.advance(w, raw.table.num_rows)
             if work_dir is not None:
-                partial = _collect(local, spec.top_k)
+                partial = _collect(local)
                 data_path, meta_path = _fragment_paths(work_dir, frag.key)
                 with atomic_file(data_path) as tmp:
                     pq.write_table(partial, tmp)
@@ -171,21 +171,11 @@ def run_local(prep: Prepared) -> Scored:
     return result
 
 
-def _collect(topk: TopK, k: int) -> pa.Table:
+def _collect(topk: TopK) -> pa.Table:
     """The full content of a (small, per-fragment) top-k state as one table."""
     tables = [t.select(["user_id", "movie_id", "score", "stars"]) for t in topk.results()]
     if not tables:
-        return partial_topk(
-            pa.table(
-                {
-                    "user_id": pa.array([], topk.user_type),
-                    "movie_id": pa.array([], topk.item_type),
-                    "score": pa.array([], pa.float32()),
-                    "stars": pa.array([], pa.float32()),
-                }
-            ),
-            k,
-        )
+        return partial_schema(topk.user_type, topk.item_type).empty_table()
     return pa.concat_tables(tables)
 
 

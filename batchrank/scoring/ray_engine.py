@@ -54,6 +54,7 @@ import pyarrow.compute as pc
 from batchrank import errors
 from batchrank.errors import BatchrankError, ConfigError, DataError, ModelError, first_line
 from batchrank.scoring.prepare import CROSS_JOIN_FRAGMENT_PAIRS, Prepared
+from batchrank.scoring.topk import partial_schema
 
 if TYPE_CHECKING:
     from batchrank.scoring.engine import Scored
@@ -109,17 +110,13 @@ class _WorkerConfig:
 
 
 def _output_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("user_id", user_type),
-            pa.field("movie_id", item_type),
-            pa.field("score", pa.float32()),
-            pa.field("stars", pa.float32()),
-            pa.field(_BUCKET, pa.int32()),
-            pa.field(_META, pa.binary()),
-            pa.field(_REJECTS, pa.binary()),
-        ]
-    )
+    """A partial top-k plus the bucket and the marker row's columns."""
+    extra = [
+        pa.field(_BUCKET, pa.int32()),
+        pa.field(_META, pa.binary()),
+        pa.field(_REJECTS, pa.binary()),
+    ]
+    return pa.schema([*partial_schema(user_type, item_type), *extra])
 
 
 def _ipc_bytes(table: pa.Table) -> bytes:

@@ -33,6 +33,7 @@ __all__ = [
     "TopK",
     "add_rank",
     "merge_partials",
+    "partial_schema",
     "partial_topk",
 ]
 
@@ -55,7 +56,8 @@ def _check_k(k: int) -> None:
         raise ValueError(f"top-k needs k >= 1; received {k}")
 
 
-def _partial_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
+def partial_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
+    """Columns of a partial top-k: ``user_id, movie_id, score, stars``."""
     return pa.schema(
         [
             pa.field("user_id", user_type),
@@ -253,7 +255,7 @@ def merge_partials(
     for table in tables:
         selected = _select(table)
         if schema is None:
-            schema = _partial_schema(
+            schema = partial_schema(
                 user_type or selected.schema.field("user_id").type,
                 item_type or selected.schema.field("movie_id").type,
             )
@@ -262,7 +264,7 @@ def merge_partials(
         assert acc is not None
         acc.add(pl.from_arrow(selected.cast(schema)))  # type: ignore[arg-type]
     if acc is None or schema is None:
-        schema = _partial_schema(user_type or pa.int64(), item_type or pa.int64())
+        schema = partial_schema(user_type or pa.int64(), item_type or pa.int64())
         return schema.empty_table()
     return acc.compact().to_arrow().cast(schema)
 
@@ -382,7 +384,7 @@ class TopK:
         self._spill_root = Path(spill_dir) if spill_dir is not None else None
         self._spill_folder: Path | None = None
         self._created_folder = False
-        self._schema = _partial_schema(user_type, item_type)
+        self._schema = partial_schema(user_type, item_type)
         self._result_schema = _result_schema(user_type, item_type)
         self._empty: pl.DataFrame = pl.from_arrow(self._schema.empty_table())  # type: ignore[assignment]
         self._boundaries: pl.Series | None = None
