@@ -16,13 +16,13 @@ import pyarrow as pa
 from batchrank.bundle import Bundle, load_bundle
 from batchrank.errors import DataError
 from batchrank.scoring import reader
-from batchrank.scoring.ids import RejectsWriter
 from batchrank.scoring.predict import (
     MAX_TABLE_CELLS,
     Predictor,
     TablePredictor,
     make_predictor,
 )
+from batchrank.scoring.rejects import RejectsWriter
 from batchrank.scoring.spec import ScoreSpec
 from batchrank.scoring.topk import TopK
 

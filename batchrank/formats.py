@@ -1,0 +1,87 @@
+"""File formats and compressions, by suffix: the one table every reader, writer and check uses.
+
+Inputs (pairs, users, items) are Parquet or CSV. Outputs are Parquet, CSV or JSON Lines; CSV and
+JSON Lines may be compressed (``.gz``, ``.zst``), which the suffix says. A name whose suffix is
+not in these tables is refused, never guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Literal
+
+__all__ = [
+    "COMPRESSIONS",
+    "GLOB_CHARS",
+    "INPUT_SUFFIXES",
+    "OUTPUT_SUFFIXES",
+    "Compression",
+    "InputFormat",
+    "OutputFormat",
+    "OutputKind",
+    "input_format_of",
+    "output_kind_of",
+    "output_suffixes_for",
+]
+
+OutputFormat = Literal["parquet", "csv", "jsonl"]
+InputFormat = Literal["parquet", "csv"]
+Compression = Literal["gzip", "zstd"] | None
+
+GLOB_CHARS = frozenset("*?[")
+"""Characters that make a path a glob pattern."""
+
+INPUT_SUFFIXES: dict[str, InputFormat] = {".parquet": "parquet", ".csv": "csv"}
+"""Suffixes of input files batchrank reads, and their formats."""
+
+COMPRESSIONS: dict[str, Compression] = {".gz": "gzip", ".zst": "zstd"}
+"""Compression suffixes allowed after a text output's suffix."""
+
+OUTPUT_SUFFIXES: dict[str, OutputFormat] = {
+    ".parquet": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+"""Suffixes of outputs, and their formats (``.csv.gz`` and the like add a compression)."""
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """What an output's name says: its format and compression."""
+
+    format: OutputFormat
+    compression: Compression = None
+
+
+def input_format_of(name: str | PurePath) -> InputFormat | None:
+    """The input format a file name's suffix names, or None."""
+    return INPUT_SUFFIXES.get(PurePath(name).suffix.lower())
+
+
+def output_kind_of(name: str | PurePath) -> OutputKind | None:
+    """The format (and compression) an output name's suffixes name, or None when unknown.
+
+    ``top.csv.gz`` is gzip-compressed CSV; ``top.parquet.gz`` is unknown (Parquet compresses
+    inside the file).
+    """
+    suffixes = [s.lower() for s in PurePath(name).suffixes]
+    if not suffixes:
+        return None
+    last = suffixes[-1]
+    if last in OUTPUT_SUFFIXES:
+        return OutputKind(OUTPUT_SUFFIXES[last])
+    if last in COMPRESSIONS and len(suffixes) >= 2:
+        fmt = OUTPUT_SUFFIXES.get(suffixes[-2])
+        if fmt in ("csv", "jsonl"):
+            return OutputKind(fmt, COMPRESSIONS[last])
+    return None
+
+
+def output_suffixes_for(fmt: OutputFormat) -> list[str]:
+    """Every output suffix that names ``fmt`` (for messages)."""
+    plain = [s for s, f in OUTPUT_SUFFIXES.items() if f == fmt]
+    if fmt == "parquet":
+        return plain
+    return plain + [p + c for p in plain for c in COMPRESSIONS]
