@@ -200,7 +200,7 @@ def run_naive(model: Path, pairs: Path, movies: Path, out: Path, *, top_k: int) 
     lap("predict_s")
     top = (
         df.with_columns(score=pl.Series(score), stars=pl.Series(stars))
-        .sort(["user_id", "stars", "movie_id"], descending=[False, True, False])
+        .sort(["user_id", "score", "movie_id"], descending=[False, True, False])
         .unique(["user_id", "movie_id"], keep="first", maintain_order=True)
         .group_by("user_id", maintain_order=True)
         .head(top_k)

@@ -1,10 +1,11 @@
 """Exact top-k per user over scored rows: a pure table function and a streaming state.
 
-Ranking order (docs/DESIGN.md): ``stars`` descending, then ``movie_id`` ascending, then
-``score`` descending (a tie only a contract-violating input can have); NaN or null ``stars``
-rank last, like -inf. A ``(user_id, movie_id)`` pair seen several times is kept once: its copies
-carry the same score (docs/DESIGN.md), which the de-duplication relies on; copies with different
-stars would be kept apart.
+Ranking order (docs/DESIGN.md): the raw ``score`` descending, then ``movie_id`` ascending; NaN
+or null scores rank last, like -inf. Never the displayed ``stars``: they are clipped to the
+rating scale, so every item predicted above the top of the scale would tie there and be ordered
+by id. A ``(user_id, movie_id)`` pair seen several times is kept once: its copies carry the same
+score (docs/DESIGN.md), which the de-duplication relies on; copies with different scores would
+be kept apart.
 
 :class:`TopK` keeps the best k rows per user in memory. Past its memory budget it spills to
 anonymous temporary files, one per user range, and reduces them one range at a time at the end,
@@ -97,22 +98,21 @@ def _position_in_user() -> pl.Expr:
 
 
 def _reduce(df: pl.DataFrame, k: int) -> pl.DataFrame:
-    """Sort by (user asc, stars desc, movie asc, score desc), drop duplicate pairs, keep k.
+    """Sort by (user asc, score desc, movie asc), drop duplicate pairs, keep k.
 
-    Duplicates of a pair carry the same score (docs/DESIGN.md), hence the same stars, so the
-    sort makes them adjacent and a shift comparison drops them (a hash ``unique`` costs more
-    than the sort itself).
+    Duplicates of a pair carry the same score (docs/DESIGN.md), so the sort makes them
+    adjacent and a shift comparison drops them (a hash ``unique`` costs more than the sort
+    itself).
     """
     if df.height == 0:
         return df
     ordered = df.sort(
         [
             pl.col("user_id"),
-            pl.col("stars").fill_nan(_NEG_INF).fill_null(_NEG_INF),
+            pl.col("score").fill_nan(_NEG_INF).fill_null(_NEG_INF),
             pl.col("movie_id"),
-            pl.col("score"),
         ],
-        descending=[False, True, False, True],
+        descending=[False, True, False],
     )
     repeat = (
         pl.col("user_id").eq_missing(pl.col("user_id").shift(1))
@@ -135,7 +135,7 @@ def partial_topk(table: pa.Table, k: int) -> pa.Table:
 
     Returns:
         Columns ``user_id, movie_id, score, stars``, duplicates of ``(user_id, movie_id)``
-        removed, at most ``k`` rows per user, sorted by user_id asc, stars desc, movie_id asc.
+        removed, at most ``k`` rows per user, sorted by user_id asc, score desc, movie_id asc.
 
     Raises:
         ValueError: ``k`` < 1 or a column is missing.
@@ -441,7 +441,7 @@ class TopK:
         """Drop rows that cannot enter the top k, before they are buffered and sorted.
 
         Where the compacted state already holds k rows of a user, those are k distinct pairs
-        with stars >= the k-th best, so a new row with fewer stars cannot reach the top k. Ties
+        with scores >= the k-th best, so a new row with a lower score cannot reach the top k. Ties
         are kept, so the movie-id tie-break stays exact. Profiling showed the per-chunk sort
         as the scorer's largest cost after prediction; this skips most of it once the state
         has filled up.
@@ -452,9 +452,9 @@ class TopK:
         if self._threshold_of is not state:
             self._threshold_of = state
             self._threshold = (
-                state.filter(pl.col("stars").is_not_nan())
+                state.filter(pl.col("score").is_not_nan())
                 .group_by("user_id")
-                .agg(pl.col("stars").min().alias("_thr"), pl.len().alias("_n"))
+                .agg(pl.col("score").min().alias("_thr"), pl.len().alias("_n"))
                 .filter(pl.col("_n") >= self.k)
                 .select("user_id", "_thr")
             )
@@ -462,7 +462,7 @@ class TopK:
             return df
         return (
             df.join(self._threshold, on="user_id", how="left")
-            .filter(pl.col("_thr").is_null() | (pl.col("stars") >= pl.col("_thr")))
+            .filter(pl.col("_thr").is_null() | (pl.col("score") >= pl.col("_thr")))
             .drop("_thr")
         )
 

@@ -28,7 +28,8 @@ def _ids(kind: str, n: int) -> list[object]:
 
 @st.composite
 def scored_rows(draw: st.DrawFn) -> tuple[str, list[Row]]:
-    """Random rows: few users and movies, repeated pairs (same score), many tied stars."""
+    """Random rows: few users and movies, repeated pairs (same score), many tied stars (scores
+    below 0 and above 1 clip to the ends of the 0-5 scale)."""
     kind = draw(st.sampled_from(["int", "str"]))
     users = _ids(kind, draw(st.integers(1, 8)))
     movies = _ids(kind, draw(st.integers(1, 10)))
@@ -42,7 +43,7 @@ def scored_rows(draw: st.DrawFn) -> tuple[str, list[Row]]:
     score_of: dict[tuple[object, object], float] = {}
     rows: list[Row] = []
     for u, m, lvl in pairs:
-        score = score_of.setdefault((u, m), float(np.float32(lvl / levels - 0.25)))
+        score = score_of.setdefault((u, m), float(np.float32(1.5 * lvl / levels - 0.25)))
         stars = float(np.float32(min(max(5.0 * score, 0.0), 5.0)))
         rows.append((u, m, score, stars))
     return kind, rows
@@ -62,13 +63,13 @@ def _table(kind: str, rows: list[Row]) -> pa.Table:
 
 
 def _reference(rows: list[Row], k: int) -> list[tuple[object, int, object, float, float]]:
-    """Brute force: dedup, sort each user's rows by (-stars, movie), take k, users ascending."""
+    """Brute force: dedup, sort each user's rows by (-score, movie), take k, users ascending."""
     by_user: dict[object, dict[object, Row]] = {}
     for r in rows:
         by_user.setdefault(r[0], {})[r[1]] = r
     out = []
     for u in sorted(by_user, key=lambda x: x.encode() if isinstance(x, str) else x):  # type: ignore[arg-type,return-value]
-        best = sorted(by_user[u].values(), key=lambda r: (-r[3], r[1]))[:k]
+        best = sorted(by_user[u].values(), key=lambda r: (-r[2], r[1]))[:k]
         out += [(u, i + 1, r[1], r[3], r[2]) for i, r in enumerate(best)]
     return out
 
@@ -259,7 +260,7 @@ def test_nan_and_duplicates() -> None:
         }
     )
     part = partial_topk(table, 10)
-    assert part.column("movie_id").to_pylist() == [3, 1, 2]  # NaN stars rank last
+    assert part.column("movie_id").to_pylist() == [3, 1, 2]  # NaN scores rank last
 
 
 def test_casts_ids_and_floats() -> None:
