@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Literal
+from typing import Literal, get_args
 
 __all__ = [
     "COMPRESSIONS",
@@ -20,6 +20,7 @@ __all__ = [
     "InputFormat",
     "OutputFormat",
     "OutputKind",
+    "check_format_layout",
     "input_format_of",
     "output_kind_of",
     "output_suffixes_for",
@@ -77,6 +78,22 @@ def output_kind_of(name: str | PurePath) -> OutputKind | None:
         if fmt in ("csv", "jsonl"):
             return OutputKind(fmt, COMPRESSIONS[last])
     return None
+
+
+def check_format_layout(fmt: str, layout: str) -> None:
+    """Refuse an unknown format or layout, or the nested layout in CSV.
+
+    Raises:
+        ConfigError: naming the value and what was expected.
+    """
+    from batchrank.errors import ConfigError
+
+    if fmt not in get_args(OutputFormat):
+        raise ConfigError(f"unknown output format {fmt!r}; expected parquet, csv or jsonl")
+    if layout not in ("long", "nested"):
+        raise ConfigError(f"unknown output layout {layout!r}; expected long or nested")
+    if fmt == "csv" and layout == "nested":
+        raise ConfigError("the nested layout needs parquet or jsonl; received csv")
 
 
 def output_suffixes_for(fmt: OutputFormat) -> list[str]:

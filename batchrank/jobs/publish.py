@@ -2,21 +2,24 @@
 
 Order of a run, so that a consumer never reads a half-written export:
 
-1. before scoring, :func:`clear_success` removes an earlier ``_SUCCESS`` from the output folder
-   (the export there is about to be replaced);
-2. the scorer commits the output file, then its manifest (each by an atomic rename);
-3. :func:`write_success` writes ``_SUCCESS``, listing the files with their sizes and sha256
-   (the convention of Spark and Hadoop output committers), by an atomic rename;
-4. :func:`update_latest` points the ``latest`` file at the new output, by an atomic rename.
+1. the scorer writes the output, the rejects file and the manifest under temporary names;
+   nothing at the final paths changes while it works, so a failed run leaves the previous
+   export, its ``_SUCCESS`` and ``latest`` as they were;
+2. the commit is one unit (:class:`batchrank.storage.CommitUnit`): the old manifest and
+   ``_SUCCESS`` are moved aside, the rejects file and the output are renamed into place, then
+   the new manifest and ``_SUCCESS`` (:func:`stage_success`: the files with their sizes and
+   sha256, the convention of Spark and Hadoop output committers). A failure at any step rolls
+   every rename back;
+3. :func:`update_latest` points the ``latest`` file at the new output, by an atomic rename.
 
-A consumer waits for ``_SUCCESS`` in a dated folder, or reads ``latest`` (one line: the newest
-output's path relative to the pointer's folder) and then that output.
+A consumer waits for ``_SUCCESS`` in a dated folder (and may check each file's sha256 against
+it), or reads ``latest`` (one line: the newest output's path relative to the pointer's folder)
+and then that output.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -24,14 +27,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from batchrank.atomic import atomic_file, fsync_dir
 from batchrank.errors import OutputError
+from batchrank.storage import LOCAL, Staged, atomic_file, sha256_file
 
 __all__ = [
     "SUCCESS_NAME",
-    "clear_success",
     "read_latest",
     "sha256_of",
+    "stage_success",
+    "success_entry",
     "update_latest",
     "write_success",
 ]
@@ -43,57 +47,59 @@ SUCCESS_NAME = "_SUCCESS"
 
 
 def sha256_of(path: Path) -> str:
-    """``sha256:<hex>`` of a file's bytes."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
+    """Hex sha256 of a file's bytes (the format of manifests and ``_SUCCESS``)."""
+    return sha256_file(path)[0]
 
 
 def _relative(path: Path, folder: Path) -> str:
     return Path(os.path.relpath(path, folder)).as_posix()
 
 
-def clear_success(folder: Path) -> bool:
-    """Remove ``folder/_SUCCESS`` before its export is replaced; return whether it existed."""
-    marker = folder / SUCCESS_NAME
-    try:
-        marker.unlink()
-    except FileNotFoundError:
-        return False
-    except OSError as e:
-        raise OutputError(
-            f"{marker}: cannot remove the earlier success marker ({e.strerror})"
-        ) from e
-    fsync_dir(folder)
-    return True
+def success_entry(path: Path, folder: Path, *, sha256: str, size: int) -> dict[str, Any]:
+    """One file of ``_SUCCESS``: its path relative to the marker's folder, size and sha256."""
+    return {"path": _relative(path, folder), "bytes": size, "sha256": sha256}
 
 
-def write_success(
-    folder: Path, files: Sequence[Path], *, job: str, date: dt.date, run_id: str
-) -> Path:
-    """Write ``folder/_SUCCESS`` listing ``files`` (relative to ``folder`` where inside it).
+def stage_success(
+    folder: Path, entries: Sequence[dict[str, Any]], *, job: str, date: dt.date, run_id: str
+) -> Staged:
+    """Write ``folder/_SUCCESS`` under a temporary name; the caller commits it.
 
-    Returns:
-        The marker's path.
+    Args:
+        entries: from :func:`success_entry`, one per committed file.
     """
-    entries = [
-        {"path": _relative(f, folder), "bytes": f.stat().st_size, "sha256": sha256_of(f)}
-        for f in files
-    ]
     record: dict[str, Any] = {
         "batchrank_success": 1,
         "job": job,
         "date": date.isoformat(),
         "run_id": run_id,
         "committed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "files": entries,
+        "files": list(entries),
     }
-    marker = folder / SUCCESS_NAME
-    with atomic_file(marker) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return marker
+    staged = LOCAL.stage(folder / SUCCESS_NAME, "success marker")
+    try:
+        staged.path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    except OSError as e:
+        staged.discard()
+        raise OutputError(f"{folder / SUCCESS_NAME}: cannot write ({e.strerror})") from e
+    return staged
+
+
+def write_success(
+    folder: Path, files: Sequence[Path], *, job: str, date: dt.date, run_id: str
+) -> Path:
+    """Write ``folder/_SUCCESS`` listing ``files`` (already committed) and publish it.
+
+    Returns:
+        The marker's path.
+    """
+    entries = []
+    for f in files:
+        digest, size = sha256_file(f)
+        entries.append(success_entry(f, folder, sha256=digest, size=size))
+    with stage_success(folder, entries, job=job, date=date, run_id=run_id):
+        pass
+    return folder / SUCCESS_NAME
 
 
 def read_latest(pointer: Path) -> Path | None:
@@ -139,6 +145,6 @@ def update_latest(pointer: Path, output: Path, *, date: dt.date) -> bool:
                 extra={"event": "latest_kept"},
             )
             return False
-    with atomic_file(pointer) as tmp:
+    with atomic_file(pointer, "latest pointer") as tmp:
         tmp.write_text(_relative(output, pointer.parent) + "\n", encoding="utf-8")
     return True

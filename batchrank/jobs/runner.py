@@ -14,20 +14,21 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchrank.atomic import atomic_file
 from batchrank.errors import OutputError
-from batchrank.jobs.lock import JobLock
-from batchrank.jobs.publish import clear_success, update_latest, write_success
+from batchrank.jobs.publish import SUCCESS_NAME, stage_success, success_entry, update_latest
 from batchrank.jobs.spec import JobSpec
 from batchrank.jobs.training import decide, train_step
 from batchrank.logs import set_context
+from batchrank.scoring.commit import Certificate, PublishedFile, manifest_path_of
+from batchrank.storage import Staged, atomic_file, ensure_folder
+from batchrank.storage.lock import JobLock
 
 __all__ = ["STATE_FILE", "RunResult", "new_run_id", "run_job"]
 
@@ -106,15 +107,6 @@ def _remove_work(work: Path) -> None:
         work.parent.rmdir()  # only when no other run's work is left there
 
 
-def _ensure_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"{folder}: cannot create output folder ({e.strerror})") from e
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"{folder}: output folder is not writable")
-
-
 def _train(job: JobSpec, state: dict[str, Any], work: Path, verbose: int | str) -> tuple[bool, str]:
     step = job.train
     if step is None:
@@ -157,9 +149,14 @@ def _train(job: JobSpec, state: dict[str, Any], work: Path, verbose: int | str) 
 
 
 def _score(
-    job: JobSpec, run_id: str, work: Path, progress: str, extra: dict[str, Any]
+    job: JobSpec,
+    run_id: str,
+    work: Path,
+    progress: str,
+    extra: dict[str, Any],
+    certificates: Sequence[Certificate],
 ) -> dict[str, Any]:
-    from batchrank.scoring.api import score
+    from batchrank.scoring.api import score_spec
     from batchrank.scoring.spec import ScoreSpec
 
     s = job.score
@@ -190,7 +187,7 @@ def _score(
         run_id=run_id,
         extra_manifest={"job": extra},
     )
-    return score(spec)
+    return score_spec(spec, certificates=certificates)
 
 
 def run_job(
@@ -242,15 +239,9 @@ def run_job(
             run_id,
             extra={"event": "run_start", "date": job.date.isoformat(), "resumed": resumed},
         )
-        _ensure_folder(output.parent)
+        ensure_folder(output.parent)
         _write_state(work, state)
         trained, reason = _train(job, state, work, train_verbose)
-        if job.publish.success_marker and clear_success(output.parent):
-            log.info(
-                "removed the earlier _SUCCESS: the export in %s is being replaced",
-                output.parent,
-                extra={"event": "success_cleared"},
-            )
         extra = {
             "name": job.name,
             "file": str(job.source.resolve()),
@@ -259,17 +250,24 @@ def run_job(
             "trained": trained,
             "train_reason": reason,
         }
-        manifest = _score(job, run_id, work, progress, extra)
-        manifest_path = output.with_name(output.name + ".manifest.json")
-        files = [output, manifest_path]
-        rejects = job.rejects(run_id)
-        if rejects is not None and rejects.exists():
-            files.append(rejects)
-        success = None
+        folder = output.parent
+        certificates: list[Certificate] = []
         if job.publish.success_marker:
-            success = write_success(
-                output.parent, files, job=job.name, date=job.date, run_id=run_id
-            )
+
+            def make_success(published: Sequence[PublishedFile]) -> Staged:
+                entries = [
+                    success_entry(f.path, folder, sha256=f.sha256, size=f.bytes) for f in published
+                ]
+                return stage_success(folder, entries, job=job.name, date=job.date, run_id=run_id)
+
+            certificates.append(Certificate(folder / SUCCESS_NAME, make_success))
+        manifest = _score(job, run_id, work, progress, extra, certificates)
+        manifest_path = manifest_path_of(output)
+        rejects = job.rejects(run_id)
+        files = [output, manifest_path]
+        if rejects is not None:
+            files.append(rejects)
+        success = folder / SUCCESS_NAME if job.publish.success_marker else None
         latest = job.latest_path
         latest_updated = update_latest(latest, output, date=job.date) if latest else False
         _remove_work(work)

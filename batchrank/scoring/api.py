@@ -6,15 +6,18 @@ import datetime as dt
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from batchrank.errors import DataError
+from batchrank.scoring.commit import Certificate, commit_run
 from batchrank.scoring.engine import Scored
-from batchrank.scoring.manifest import versions, write_manifest
+from batchrank.scoring.manifest import versions
 from batchrank.scoring.predict import round_batch
 from batchrank.scoring.prepare import Prepared, prepare
 from batchrank.scoring.spec import ScoreSpec
 from batchrank.scoring.writers import OutputWriter, join_titles
+from batchrank.storage.lock import output_lock
 
 __all__ = ["ScoreSpec", "score", "score_spec"]
 
@@ -67,8 +70,20 @@ def _run_engine(prep: Prepared) -> Scored:
     return run_local(prep)
 
 
-def score_spec(spec: ScoreSpec) -> dict[str, Any]:
-    """Run a validated spec end to end: prepare, score, write, commit, manifest."""
+def score_spec(spec: ScoreSpec, *, certificates: Sequence[Certificate] = ()) -> dict[str, Any]:
+    """Run a validated spec end to end: prepare, score, write, then commit as one unit.
+
+    Args:
+        certificates: files written last in the same unit (a job's ``_SUCCESS``).
+
+    Raises:
+        LockedError: another run is writing the same output path.
+    """
+    with output_lock(spec.out, spec.run_id or ""):
+        return _score_locked(spec, certificates)
+
+
+def _score_locked(spec: ScoreSpec, certificates: Sequence[Certificate]) -> dict[str, Any]:
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     prep = prepare(spec)
@@ -80,7 +95,6 @@ def score_spec(spec: ScoreSpec) -> dict[str, Any]:
         extra={"event": "score_start", "run_id": prep.run_id},
     )
     scored: Scored | None = None
-    committed = False
     try:
         t1 = time.perf_counter()
         scored = _run_engine(prep)
@@ -101,18 +115,16 @@ def score_spec(spec: ScoreSpec) -> dict[str, Any]:
                 joined, missing = join_titles(table, prep.titles)
                 missing_titles += missing
                 writer.write(joined)
-            written = writer.close(commit=True)
+            staged_out, written = writer.finish()
         except BaseException:
             writer.close(commit=False)
             raise
-        committed = True
-        prep.close_rejects(commit=True)
         t3 = time.perf_counter()
-    finally:
-        if not committed:
-            prep.close_rejects(commit=False)
+    except BaseException:
+        prep.close_rejects(commit=False)
         if scored is not None:
             scored.topk.close()
+        raise
     counts = scored.counts
     rejected = {k.removeprefix("rejected_"): counts.get(k, 0) for k in REJECT_KEYS}
     manifest: dict[str, Any] = {
@@ -183,7 +195,18 @@ def score_spec(spec: ScoreSpec) -> dict[str, Any]:
         "versions": versions(),
         **spec.extra_manifest,
     }
-    write_manifest(spec.manifest_path, manifest)
+    try:
+        commit_run(
+            output=staged_out,
+            output_sha256=written["sha256"],
+            output_bytes=written["bytes"],
+            rejects=prep.finish_rejects(),
+            manifest=manifest,
+            certificates=certificates,
+        )
+    finally:
+        prep.close_rejects(commit=False)
+        scored.topk.close()
     log.info(
         "wrote %d users (%d rows) to %s",
         written["users"],

@@ -146,6 +146,15 @@ class Prepared:
             self._rejects = RejectsWriter(self.spec.rejects)
         self._rejects.write(rejects)
 
+    def finish_rejects(self) -> Any:
+        """The staged rejects file (an empty one when none were rejected), or None."""
+        if self.spec.rejects is None:
+            return None
+        if self._rejects is None:
+            self._rejects = RejectsWriter(self.spec.rejects)
+        rejects, self._rejects = self._rejects, None
+        return rejects.finish()
+
     def close_rejects(self, commit: bool) -> None:
         """Commit (or drop) the rejects file; an empty one is written on success when asked."""
         if self.spec.rejects is None:

@@ -10,27 +10,24 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from batchrank.atomic import atomic_file
 from batchrank.errors import OutputError
 from batchrank.scoring.ids import REJECTS_SCHEMA
+from batchrank.storage import LOCAL, LocalStorage, Staged
 
 __all__ = ["RejectsWriter"]
-
-
-class _Discard(Exception):
-    """Thrown into :func:`atomic_file` to drop the temporary file."""
 
 
 class RejectsWriter:
     """Appends rejects tables to a CSV file, published atomically.
 
     The file (header ``file,row,user_id,movie_id,reason``; null ids are empty fields, text is
-    quoted) is written under a temporary name beside ``path`` and renamed onto it by
-    ``close(commit=True)``; ``close(commit=False)`` deletes it. As a context manager it commits
-    on success and discards on an exception.
+    quoted) is staged under a temporary name beside ``path`` and published by
+    ``close(commit=True)`` (or committed with the output as one unit: :meth:`finish`);
+    ``close(commit=False)`` deletes it. As a context manager it commits on success and
+    discards on an exception.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, storage: LocalStorage = LOCAL) -> None:
         """Start a rejects file at ``path`` (created, or replaced on commit).
 
         Raises:
@@ -38,11 +35,10 @@ class RejectsWriter:
         """
         self.path = Path(path)
         self.rows = 0
-        self._atomic: contextlib.AbstractContextManager[Path] = atomic_file(self.path)
-        self._tmp: Path | None = self._atomic.__enter__()
+        self._staged: Staged | None = storage.stage(self.path, "rejects")
         self._file: BinaryIO | None = None
         try:
-            self._file = self._tmp.open("wb")
+            self._file = self._staged.path.open("wb")
             self._file.write(",".join(REJECTS_SCHEMA.names).encode() + b"\n")
         except OSError as e:
             self.close(commit=False)
@@ -67,35 +63,41 @@ class RejectsWriter:
             raise OutputError(f"{self.path}: cannot write rejects file ({e.strerror})") from e
         self.rows += table.num_rows
 
+    def finish(self) -> Staged:
+        """Close the file without publishing it; the caller commits the staged file.
+
+        Raises:
+            OutputError: the file cannot be flushed (it is discarded).
+        """
+        file, self._file = self._file, None
+        staged, self._staged = self._staged, None
+        if staged is None:
+            raise ValueError(f"{self.path}: rejects writer is closed")
+        try:
+            if file is not None:
+                file.close()
+        except OSError as e:
+            staged.discard()
+            raise OutputError(f"{self.path}: cannot write rejects file ({e.strerror})") from e
+        return staged
+
     def close(self, *, commit: bool = True) -> None:
         """Publish the file (``commit=True``) or delete it; later calls do nothing.
 
         Raises:
             OutputError: the file cannot be flushed or renamed into place.
         """
-        file, self._file = self._file, None
-        if file is None and self._tmp is None:
+        if self._staged is None:
             return
-        tmp, self._tmp = self._tmp, None
-        try:
-            if file is not None:
-                file.close()
-        except OSError as e:
-            commit = False
-            error: OSError | None = e
-        else:
-            error = None
         if commit:
-            try:
-                self._atomic.__exit__(None, None, None)
-            except OSError as e:
-                raise OutputError(f"{self.path}: cannot commit rejects file ({e.strerror})") from e
-        else:
-            self._atomic.__exit__(_Discard, _Discard(), None)
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
-        if error is not None:
-            raise OutputError(f"{self.path}: cannot write rejects file ({error.strerror})")
+            self.finish().commit().finalize()
+            return
+        file, self._file = self._file, None
+        staged, self._staged = self._staged, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
+        staged.discard()
 
     def __enter__(self) -> RejectsWriter:
         return self

@@ -8,20 +8,19 @@ line with polars' shortest round-trip float formatting.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any, Literal, get_args
+from typing import IO, Any, Literal
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrank.atomic import TMP_MARK, clean_leftovers, fsync_dir
 from batchrank.errors import ConfigError, OutputError
+from batchrank.formats import Compression, check_format_layout
+from batchrank.storage import LOCAL, LocalStorage, Staged, sha256_file
 
 __all__ = [
     "LONG_COLUMNS",
@@ -30,6 +29,7 @@ __all__ = [
     "Format",
     "Layout",
     "OutputWriter",
+    "escape_formulas",
     "join_titles",
 ]
 
@@ -118,6 +118,32 @@ def join_titles(table: pa.Table, titles: pa.Table | None) -> tuple[pa.Table, int
     return out, out.column("title").null_count
 
 
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet treat a CSV cell as a formula (OWASP)."""
+
+
+def escape_formulas(table: pa.Table, columns: tuple[str, ...] = ("title",)) -> pa.Table:
+    """Prefix a ``'`` to text cells that a spreadsheet would run as a formula.
+
+    OWASP's advice against CSV injection: a title such as ``=HYPERLINK("http://evil", "x")``
+    opened in Excel or LibreOffice runs. Only free-text columns are changed (ids are keys that
+    downstream joins must match exactly); the Parquet and JSONL outputs are never changed.
+    """
+    for name in columns:
+        if name not in table.schema.names:
+            continue
+        idx = table.schema.get_field_index(name)
+        text = pl.Series(values=table.column(name), dtype=pl.String)
+        risky = text.str.slice(0, 1).is_in(FORMULA_TRIGGERS)
+        if not risky.any():
+            continue
+        escaped = pl.select(pl.when(risky).then(pl.lit("'") + text).otherwise(text)).to_series()
+        table = table.set_column(
+            idx, table.schema.field(name), escaped.to_arrow().cast(pa.string())
+        )
+    return table
+
+
 def _run_starts(users: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Row positions where a new user starts (rows grouped by user)."""
     s = pl.Series(values=users)
@@ -160,6 +186,9 @@ class OutputWriter:
         metadata: Mapping[str, str] | None = None,
         user_type: pa.DataType | None = None,
         item_type: pa.DataType | None = None,
+        compression: Compression = None,
+        escape_formulas: bool = True,
+        storage: LocalStorage = LOCAL,
     ) -> None:
         """Open the temporary output file.
 
@@ -171,20 +200,27 @@ class OutputWriter:
             user_type: Arrow type of ``user_id``; default: the first written table's
                 (int64 when nothing is written).
             item_type: Arrow type of ``movie_id``, likewise.
+            compression: ``gzip`` or ``zstd`` for csv and jsonl (from a ``.gz`` / ``.zst``
+                suffix); deterministic streams (no timestamps in the gzip header).
+            escape_formulas: CSV only: neutralise titles a spreadsheet would run as a formula
+                (see :func:`escape_formulas`).
+            storage: where the file is published.
 
         Raises:
             ConfigError: Unknown format or layout, or ``csv`` with ``nested``.
             OutputError: The folder cannot be created or written, or ``out`` is a folder.
         """
-        if format not in get_args(Format):
-            raise ConfigError(f"unknown output format {format!r}; expected parquet, csv or jsonl")
-        if layout not in get_args(Layout):
-            raise ConfigError(f"unknown output layout {layout!r}; expected long or nested")
-        if format == "csv" and layout == "nested":
-            raise ConfigError("the nested layout needs parquet or jsonl; received csv")
+        check_format_layout(format, layout)
+        if compression is not None and format == "parquet":
+            raise ConfigError(
+                "parquet compresses inside the file; a compression suffix such as "
+                ".gz applies to csv and jsonl only"
+            )
         self.out = Path(out)
         self.format: Format = format
         self.layout: Layout = layout
+        self.compression: Compression = compression
+        self.escape_formulas = escape_formulas and format == "csv"
         self.metadata = {str(k): str(v) for k, v in sorted((metadata or {}).items())}
         self._user_type = _norm_type(user_type) if user_type is not None else None
         self._item_type = _norm_type(item_type) if item_type is not None else None
@@ -198,18 +234,19 @@ class OutputWriter:
         self._last_user: Any = None
         self._closed = False
         self._result: dict[str, Any] | None = None
+        self._staged: Staged = storage.stage(self.out, "output")
+        self._tmp = self._staged.path
         try:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
+            raw: IO[bytes] = open(self._tmp, "wb")  # noqa: SIM115 (closed in close())
         except OSError as e:
-            raise OutputError(f"{self.out.parent}: cannot create output folder ({_why(e)})") from e
-        if self.out.is_dir():
-            raise OutputError(f"{self.out}: is a folder; expected a file path for the output")
-        clean_leftovers(self.out)
-        self._tmp = self.out.parent / f".{self.out.name}{TMP_MARK}{uuid.uuid4().hex[:12]}"
-        try:
-            self._file: IO[bytes] = open(self._tmp, "xb")  # noqa: SIM115 (closed in close())
-        except OSError as e:
+            self._staged.discard()
             raise OutputError(f"{self.out}: cannot create output file ({_why(e)})") from e
+        self._raw = raw
+        self._file: Any = (
+            pa.CompressedOutputStream(pa.PythonFile(raw, mode="w"), compression)
+            if compression is not None
+            else raw
+        )
         if format == "csv":
             self._guarded(self._file.write, _CSV_HEADER)
 
@@ -304,6 +341,8 @@ class OutputWriter:
             if self._buffer_users - (len(self._buffer) - 1) > self._group_users():
                 self._emit_users(final=False)
         elif self.format == "csv":
+            if self.escape_formulas:
+                table = escape_formulas(table)
             pl.from_arrow(table).write_csv(self._file, include_header=False)  # type: ignore[union-attr]
         else:
             pl.from_arrow(table).write_ndjson(self._file)  # type: ignore[union-attr]
@@ -367,17 +406,25 @@ class OutputWriter:
         if not commit:
             self._abort()
             return self._summary(None, 0)
+        staged, summary = self.finish()
+        staged.commit().finalize()
+        return summary
+
+    def finish(self) -> tuple[Staged, dict[str, Any]]:
+        """Finish the temporary file without publishing it: the caller commits the returned
+        :class:`~batchrank.storage.base.Staged` (alone, or in a
+        :class:`~batchrank.storage.unit.CommitUnit` with other files).
+
+        Returns:
+            The staged file and the summary of :meth:`close`.
+        """
+        if self._closed:
+            raise OutputError(f"{self.out}: writer already closed")
         self._guarded(self._finish)
-        digest, size = self._guarded(_sha256, self._tmp)
-        try:
-            os.replace(self._tmp, self.out)
-        except OSError as e:
-            self._abort()
-            raise OutputError(f"{self.out}: cannot commit output ({_why(e)})") from e
-        fsync_dir(self.out.parent)
+        digest, size = self._guarded(sha256_file, self._tmp)
         self._closed = True
         self._result = self._summary(digest, size)
-        return self._result
+        return self._staged, self._result
 
     def _finish(self) -> None:
         if self.format == "parquet":
@@ -394,8 +441,12 @@ class OutputWriter:
         elif self.layout == "nested":
             self._emit_users(final=True)
         self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        if self._file is not self._raw:
+            self._file.close()  # ends the compressed stream (and closes the file under it)
+        if not self._raw.closed:
+            self._raw.flush()
+            os.fsync(self._raw.fileno())
+            self._raw.close()
 
     def _summary(self, digest: str | None, size: int) -> dict[str, Any]:
         return {
@@ -415,10 +466,11 @@ class OutputWriter:
             with contextlib.suppress(Exception):
                 self._pq.close()
             self._pq = None
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(Exception):
             self._file.close()
         with contextlib.suppress(OSError):
-            self._tmp.unlink(missing_ok=True)
+            self._raw.close()
+        self._staged.discard()
         self._buffer = []
 
     def __enter__(self) -> OutputWriter:
@@ -431,13 +483,3 @@ class OutputWriter:
 
 def _why(e: OSError) -> str:
     return (e.strerror or str(e)).lower()
-
-
-def _sha256(path: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size

@@ -15,12 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrank.errors import LockedError
-from batchrank.jobs.lock import JobLock, lock_holder
+from batchrank.storage.lock import JobLock, lock_holder
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from batchrank.jobs.lock import JobLock
+from batchrank.storage.lock import JobLock
 lock = JobLock(Path(sys.argv[1]), job="t", run_id="holder-run")
 lock.acquire()
 print("locked", flush=True)

@@ -12,7 +12,7 @@ import pytest
 
 from batchrank.bundle import BUNDLE_FORMAT, BUNDLE_KIND
 from batchrank.cli.main import main
-from batchrank.jobs.lock import JobLock
+from batchrank.storage.lock import JobLock
 
 
 def fake_bundle(folder: Path) -> Path:

@@ -1,4 +1,7 @@
-"""One run per job at a time: an OS lock (``fcntl.flock``) on a file beside the outputs.
+"""One run at a time: an OS lock (``fcntl.flock``) on a file beside the outputs.
+
+A job holds one per job (whatever the date); every ``score`` run holds one per output path, so
+two runs writing the same ``--out`` cannot mix their files.
 
 The lock belongs to the open file, not to the file's existence: the kernel releases it when the
 process ends, however it ends (``kill -9`` included), so a crashed run never leaves a stale
@@ -20,7 +23,7 @@ from typing import IO, Any
 
 from batchrank.errors import LockedError, OutputError
 
-__all__ = ["JobLock", "lock_holder"]
+__all__ = ["JobLock", "lock_holder", "output_lock", "output_lock_path"]
 
 
 def _describe(holder: dict[str, Any] | None) -> str:
@@ -80,10 +83,28 @@ class JobLock:
             ...
     """
 
-    def __init__(self, path: Path, *, job: str, run_id: str = "", date: str = "") -> None:
-        """Prepare (but do not take) the lock at ``path`` for ``job``."""
+    def __init__(
+        self,
+        path: Path,
+        *,
+        job: str,
+        run_id: str = "",
+        date: str = "",
+        subject: str = "",
+        remove: bool = False,
+    ) -> None:
+        """Prepare (but do not take) the lock at ``path`` for ``job``.
+
+        Args:
+            subject: what the lock guards, for the message (default: "job `<job>`").
+            remove: delete the lock file on release (an output folder stays clean). Taking
+                the lock then checks that the locked file is still the one at ``path``, and
+                retries otherwise, so a release racing with a new run never lets two hold it.
+        """
+        self.remove = remove
         self.path = Path(path)
         self.job = job
+        self.subject = subject or f"job `{job}`"
         self.run_id = run_id
         self.date = date
         self._file: IO[str] | None = None
@@ -103,28 +124,42 @@ class JobLock:
         """
         if self._file is not None:
             return
+        for _ in range(100):
+            f = self._lock_once()
+            if not self.remove or self._is_current(f):
+                break
+            f.close()  # released and removed between our open and our lock: take the new one
+        else:
+            raise OutputError(f"{self.path}: cannot lock (the lock file keeps changing)")
+        self._file = f
+        self._since = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        self._write_record()
+
+    def _is_current(self, f: IO[str]) -> bool:
+        try:
+            return os.fstat(f.fileno()).st_ino == os.stat(self.path).st_ino
+        except OSError:
+            return False
+
+    def _lock_once(self) -> IO[str]:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             f = self.path.open("a+", encoding="utf-8")
         except OSError as e:
-            raise OutputError(
-                f"{self.path}: cannot create the job's lock file ({e.strerror})"
-            ) from e
+            raise OutputError(f"{self.path}: cannot create the lock file ({e.strerror})") from e
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_holder(f)
             f.close()
             raise LockedError(
-                f"job `{self.job}` is already running{_describe(holder)}; lock {self.path} is "
+                f"{self.subject} is already running{_describe(holder)}; lock {self.path} is "
                 "held, so this run exits without doing anything"
             ) from None
         except OSError as e:
             f.close()
             raise OutputError(f"{self.path}: cannot lock ({e.strerror})") from e
-        self._file = f
-        self._since = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        self._write_record()
+        return f
 
     def _write_record(self) -> None:
         if self._file is None:
@@ -153,6 +188,9 @@ class JobLock:
         f, self._file = self._file, None
         if f is None:
             return
+        if self.remove:
+            with contextlib.suppress(OSError):
+                self.path.unlink()  # while still held: a waiting run re-checks the inode
         with contextlib.suppress(OSError):
             f.seek(0)
             f.truncate()
@@ -172,3 +210,19 @@ class JobLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def output_lock_path(out: Path) -> Path:
+    """The lock file of one output path: ``.{name}.batchrank-lock`` beside it."""
+    return out.parent / f".{out.name}.batchrank-lock"
+
+
+def output_lock(out: Path, run_id: str = "") -> JobLock:
+    """The lock a ``score`` run holds on its output path for its whole run."""
+    return JobLock(
+        output_lock_path(out),
+        job="score",
+        run_id=run_id,
+        subject=f"a run writing {out}",
+        remove=True,
+    )

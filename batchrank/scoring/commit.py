@@ -1,0 +1,96 @@
+"""The commit step: a run's output, rejects, manifest and certificates published as one unit.
+
+Order (docs/DESIGN.md, README "Errors"): everything is first written under temporary names;
+then the old manifest and certificates (a job's ``_SUCCESS``) are moved aside, the rejects file
+and the output are renamed into place, and the new manifest and certificates last. Any failure
+rolls every rename back, so the previous export stays whole and certified. A consumer trusts an
+output only when its manifest (or ``_SUCCESS``) is present and names the output's sha256.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from batchrank.errors import OutputError
+from batchrank.storage import LOCAL, CommitUnit, Staged, sha256_file
+
+__all__ = ["Certificate", "PublishedFile", "commit_run", "manifest_path_of", "stage_json"]
+
+
+def manifest_path_of(out: Path) -> Path:
+    """Where an output's manifest goes: ``<out>.manifest.json`` (the one rule)."""
+    return out.with_name(out.name + ".manifest.json")
+
+
+@dataclass(frozen=True)
+class PublishedFile:
+    """A file of the unit, as a certificate lists it."""
+
+    path: Path
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A file written last that vouches for the others (``_SUCCESS``)."""
+
+    target: Path
+    make: Callable[[Sequence[PublishedFile]], Staged]
+    """Stages the certificate from the unit's files (output, manifest, rejects)."""
+
+
+def stage_json(target: Path, record: dict[str, Any], what: str) -> Staged:
+    """Stage ``record`` as indented, key-sorted JSON at ``target``."""
+    staged = LOCAL.stage(target, what)
+    try:
+        text = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
+        staged.path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        staged.discard()
+        raise OutputError(f"{target}: cannot write the {what} ({e.strerror or e})") from e
+    return staged
+
+
+def commit_run(
+    *,
+    output: Staged,
+    output_sha256: str,
+    output_bytes: int,
+    rejects: Staged | None,
+    manifest: dict[str, Any],
+    certificates: Sequence[Certificate] = (),
+) -> None:
+    """Publish a run's files as one unit, or nothing (see the module docstring).
+
+    Raises:
+        OutputError: a file cannot be written or renamed; everything is rolled back.
+    """
+    staged: list[Staged] = []
+    unit = CommitUnit()
+    try:
+        files = [PublishedFile(output.target, output_sha256, output_bytes)]
+        if rejects is not None:
+            staged.append(rejects)
+            digest, size = sha256_file(rejects.path)
+            files.append(PublishedFile(rejects.target, digest, size))
+        staged.append(output)
+        man_path = manifest_path_of(output.target)
+        man = stage_json(man_path, manifest, "manifest")
+        staged.append(man)
+        digest, size = sha256_file(man.path)
+        files.insert(1, PublishedFile(man_path, digest, size))
+        unit.withdraw(man_path)
+        for cert in certificates:
+            unit.withdraw(cert.target)
+            staged.append(cert.make(files))
+    except BaseException:
+        output.discard()
+        for s in staged:
+            s.discard()
+        raise
+    unit.commit(staged)

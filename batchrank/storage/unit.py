@@ -1,0 +1,62 @@
+"""Several files published as one unit: all of them, or none (the previous ones stay).
+
+A run's output, rejects, manifest and ``_SUCCESS`` are one unit. The certificates a consumer
+checks (the manifest, ``_SUCCESS``) are moved aside first, the data files are renamed into
+place, and the certificates are renamed in last. If any step fails, everything already renamed
+is rolled back, so the previous export stays whole; a ``kill -9`` inside the commit can leave
+new data without its certificate, never a certificate without its data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from batchrank.storage.base import Committed, Staged, Storage
+from batchrank.storage.local import LOCAL
+
+__all__ = ["CommitUnit"]
+
+
+class CommitUnit:
+    """Commit staged files in order, or roll every one of them back."""
+
+    def __init__(self, storage: Storage = LOCAL) -> None:
+        self.storage = storage
+        self._withdraw: list[Path] = []
+        self._staged: list[Staged] = []
+
+    def withdraw(self, target: Path) -> None:
+        """Move ``target`` aside at the start of the commit (restored if the unit fails)."""
+        self._withdraw.append(Path(target))
+
+    def add(self, staged: Staged) -> None:
+        """Publish ``staged`` in the unit, after those added before it."""
+        self._staged.append(staged)
+
+    def discard(self) -> None:
+        """Drop every staged file; nothing is published."""
+        for s in self._staged:
+            s.discard()
+
+    def commit(self, staged: Sequence[Staged] = ()) -> None:
+        """Publish everything, or nothing: on any error roll back and re-raise."""
+        for s in staged:
+            self.add(s)
+        done: list[Committed] = []
+        try:
+            for target in self._withdraw:
+                moved = self.storage.withdraw(target)
+                if moved is not None:
+                    done.append(moved)
+            for s in self._staged:
+                done.append(s.commit())
+        except BaseException:
+            for c in reversed(done):
+                with contextlib.suppress(Exception):
+                    c.rollback()
+            self.discard()
+            raise
+        for c in done:
+            c.finalize()
