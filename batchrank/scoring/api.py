@@ -12,6 +12,7 @@ from typing import Any
 from batchrank.errors import DataError
 from batchrank.scoring.commit import Certificate, commit_run
 from batchrank.scoring.engine import Scored
+from batchrank.scoring.guards import check_output_paths
 from batchrank.scoring.manifest import versions
 from batchrank.scoring.predict import round_batch
 from batchrank.scoring.prepare import Prepared, prepare
@@ -79,6 +80,14 @@ def score_spec(spec: ScoreSpec, *, certificates: Sequence[Certificate] = ()) -> 
     Raises:
         LockedError: another run is writing the same output path.
     """
+    check_output_paths(
+        out=spec.out,
+        rejects=spec.rejects,
+        pairs=spec.pairs,
+        model=spec.model,
+        items=spec.items,
+        users=spec.users,
+    )
     with output_lock(spec.out, spec.run_id or ""):
         return _score_locked(spec, certificates)
 

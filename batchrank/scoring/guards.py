@@ -1,0 +1,144 @@
+"""Checks before any work that a run's outputs cannot clobber or be read back as its inputs.
+
+- Every output path (``--out``, its manifest, ``--rejects``) is a regular file or absent
+  (:func:`batchrank.storage.check_target`), and no two outputs share a path.
+- No output is an input: not a pairs file, the items or users file, nor inside the model bundle.
+- No output lies where the pairs inputs are discovered (under a ``--pairs`` folder, or matched
+  by a ``--pairs`` glob): the next run would score this run's export as candidates. Explicit
+  files that exclude the output are fine.
+- Discovery skips batchrank's own artifacts (:func:`is_own_artifact`): an output is recognised
+  by the manifest beside it, a rejects file by the manifest that names it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from batchrank.errors import ConfigError
+from batchrank.formats import GLOB_CHARS
+from batchrank.scoring.commit import manifest_path_of
+from batchrank.storage import check_target
+
+__all__ = ["MANIFEST_SUFFIX", "check_output_paths", "is_own_artifact", "own_artifacts"]
+
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+def _abs(p: Path | str) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(str(p))))
+
+
+def _under(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _same(a: Path, b: Path) -> bool:
+    if a == b:
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_paths(
+    *,
+    out: Path,
+    rejects: Path | None,
+    pairs: Iterable[str],
+    model: Path,
+    items: Path | None = None,
+    users: Path | None = None,
+) -> None:
+    """Refuse outputs that would clobber an input or be read back as one (exit 2).
+
+    Raises:
+        ConfigError: naming the option, the path and the input it collides with.
+    """
+    outputs: list[tuple[str, Path]] = [
+        ("--out", _abs(out)),
+        ("manifest", _abs(manifest_path_of(out))),
+    ]
+    if rejects is not None:
+        outputs.append(("--rejects", _abs(rejects)))
+    for what, path in outputs:
+        check_target(path, what, ConfigError)
+    for i, (what, path) in enumerate(outputs):
+        for other, opath in outputs[:i]:
+            if _same(path, opath):
+                raise ConfigError(f"{what} {path} is also the {other}; give them different paths")
+    model_dir = _abs(model)
+    named = [("--items", items), ("--users", users)]
+    for what, path in outputs:
+        if _under(path, model_dir) or _under(model_dir, path):
+            raise ConfigError(
+                f"{what} {path} lies in the model bundle {model_dir}; write outputs elsewhere"
+            )
+        for option, inp in named:
+            if inp is not None and _same(path, _abs(inp)):
+                raise ConfigError(f"{what} {path} is the {option} input; it would be overwritten")
+        for spec in pairs:
+            if spec == "all":
+                continue
+            _check_against_pairs(what, path, spec)
+
+
+def _check_against_pairs(what: str, path: Path, spec: str) -> None:
+    text = os.path.expanduser(spec)
+    if GLOB_CHARS & set(text):
+        pattern = str(_abs(text)) if not os.path.isabs(text) else text
+        # fnmatch's * also matches '/', so this errs on the side of refusing.
+        if fnmatch.fnmatchcase(str(path), pattern) or any(
+            fnmatch.fnmatchcase(str(parent), pattern) for parent in path.parents
+        ):
+            raise ConfigError(
+                f"{what} {path} matches the --pairs pattern {spec!r}: the next run would read "
+                "this output as candidate pairs; write it outside the inputs"
+            )
+        return
+    inp = _abs(text)
+    if inp.is_dir() and _under(path, inp):
+        raise ConfigError(
+            f"{what} {path} lies under the --pairs folder {inp}: the next run would read this "
+            "output as candidate pairs; write it outside the inputs"
+        )
+    if _same(path, inp):
+        raise ConfigError(f"{what} {path} is a --pairs input; it would be overwritten")
+
+
+def own_artifacts(folder: Path) -> set[str]:
+    """Names of files in ``folder`` that batchrank wrote: outputs and rejects with a manifest."""
+    names: set[str] = set()
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return names
+    for name in entries:
+        if not name.endswith(MANIFEST_SUFFIX):
+            continue
+        names.add(name[: -len(MANIFEST_SUFFIX)])
+        try:
+            with open(folder / name, encoding="utf-8") as f:
+                record = json.load(f)
+            rejects = record.get("output", {}).get("rejects")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(rejects, str):
+            rp = Path(rejects)
+            if rp.parent == Path(".") or _abs(rp).parent == _abs(folder):
+                names.add(rp.name)
+    return names
+
+
+def is_own_artifact(path: Path, cache: dict[Path, set[str]] | None = None) -> bool:
+    """Whether ``path`` is an output or rejects file batchrank wrote (see :func:`own_artifacts`)."""
+    folder = path.parent
+    if cache is None:
+        return path.name in own_artifacts(folder)
+    if folder not in cache:
+        cache[folder] = own_artifacts(folder)
+    return path.name in cache[folder]
