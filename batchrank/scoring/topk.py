@@ -292,9 +292,13 @@ class _SpillFile:
 
     def finish(self) -> int:
         """Close the stream for writing; return its size in bytes."""
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        try:
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+            self.file.flush()
+        except OSError as e:
+            raise OutputError(f"{self.folder}: cannot write spill file ({e.strerror or e})") from e
         return self.file.tell()
 
     def batches(self) -> Iterator[pl.DataFrame]:
