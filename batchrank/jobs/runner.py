@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchrank.errors import OutputError
+from batchrank.errors import ConfigError, OutputError
 from batchrank.jobs.publish import SUCCESS_NAME, stage_success, success_entry, update_latest
 from batchrank.jobs.spec import JobSpec
 from batchrank.jobs.training import decide, train_step
 from batchrank.logs import set_context
 from batchrank.scoring.commit import Certificate, PublishedFile, manifest_path_of
-from batchrank.storage import Staged, atomic_file, ensure_folder
+from batchrank.scoring.guards import check_output_paths
+from batchrank.storage import Staged, atomic_file, check_target, ensure_folder
 from batchrank.storage.lock import JobLock
 
 __all__ = ["STATE_FILE", "RunResult", "new_run_id", "run_job"]
@@ -105,6 +106,24 @@ def _remove_work(work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
     with contextlib.suppress(OSError):
         work.parent.rmdir()  # only when no other run's work is left there
+
+
+_PROBE_RUN_ID = "0" * 12
+
+
+def _check_paths(job: JobSpec, output: Path, run_id: str) -> None:
+    """The scorer's output-path checks, and the ``latest`` pointer's, before any training."""
+    s = job.score
+    check_output_paths(
+        out=output,
+        rejects=job.rejects(run_id),
+        pairs=s.pairs,
+        model=s.model,
+        items=s.items,
+        users=s.users,
+    )
+    if job.latest_path is not None:
+        check_target(job.latest_path, "[publish] latest", ConfigError)
 
 
 def _train(job: JobSpec, state: dict[str, Any], work: Path, verbose: int | str) -> tuple[bool, str]:
@@ -212,6 +231,8 @@ def run_job(
     for warning in job.warnings:
         log.warning(warning, extra={"event": "job_warning"})
     set_context(job=job.name)
+    # Before the lock creates any folder: the paths' relations do not depend on the run id.
+    _check_paths(job, job.output(_PROBE_RUN_ID), _PROBE_RUN_ID)
     lock = JobLock(job.lock_path, job=job.name, date=job.date.isoformat())
     with lock:
         work = job.work_dir
