@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, NoReturn, get_args
 
 from batchrank.errors import ConfigError
-from batchrank.jobs.paths import PathTemplate, placeholders_of, render
+from batchrank.formats import GLOB_CHARS
+from batchrank.jobs.paths import PathTemplate, TemplateError, placeholders_of, render
 from batchrank.jobs.spec import (
     JobInfo,
     JobSpec,
@@ -37,7 +38,9 @@ from batchrank.jobs.spec import (
     ScoreStep,
     TrainStep,
 )
-from batchrank.scoring.spec import DEFAULT_CHUNK_ROWS, Engine, Format, Layout, Unknown
+from batchrank.options import Option, OptionError, shown_value
+from batchrank.scoring.spec import SCORE_OPTIONS, ScoreSpec
+from batchrank.uris import refuse_uri
 
 __all__ = ["ENV_PREFIX", "KEYS", "load_job", "parse_date", "parse_override"]
 
@@ -61,36 +64,14 @@ KEYS: dict[str, tuple[str, ...]] = {
         "seed",
         "test_fraction",
     ),
-    "score": (
-        "model",
-        "pairs",
-        "items",
-        "users",
-        "top_k",
-        "format",
-        "layout",
-        "unknown",
-        "out",
-        "rejects",
-        "chunk_rows",
-        "batch_size",
-        "max_reject_fraction",
-        "memory_budget_mb",
-        "user_col",
-        "item_col",
-        "title_col",
-        "engine",
-        "ray_address",
-        "concurrency",
-        "gpus_per_worker",
-    ),
+    "score": tuple(opt.name for opt in SCORE_OPTIONS if opt.scope == "all"),
     "publish": ("success_marker", "latest"),
 }
 """Every section of a job file and the keys it accepts."""
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_GLOB_CHARS = frozenset("*?[")
-_SUFFIX_FORMAT = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_SCORE_PATHS = ("model", "pairs", "out", "rejects", "items", "users")
+"""``[score]`` keys read as paths relative to the job file (templated, checked to exist)."""
 _INPUT_PLACEHOLDERS = ("date", "job")
 _OUTPUT_PLACEHOLDERS = ("date", "job", "run_id")
 
@@ -136,6 +117,8 @@ def _override_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise ConfigError(f"override value nested too deeply: {text[:40]!r}...") from None
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -168,7 +151,21 @@ class _Job:
         return f"{self.file}: [{section}] {key}{origin}"
 
     def bad(self, section: str, key: str, v: _Value, expected: str) -> NoReturn:
-        raise ConfigError(f"{self.where(section, key, v)} must be {expected}; received {v.value!r}")
+        raise ConfigError(
+            f"{self.where(section, key, v)} must be {expected}; received {shown_value(v.value)}"
+        )
+
+    def named(self, section: str, e: OptionError) -> ConfigError:
+        """A spec's option error, its key named by file, section and the override that set it."""
+        v = self.get(section, e.key)
+        return ConfigError(e.named(lambda k: self.where(section, k, v) if k == e.key else k))
+
+    def option(self, section: str, opt: Option, v: _Value) -> Any:
+        """A value validated by its option's own check."""
+        try:
+            return opt.coerce(v.value)
+        except OptionError as e:
+            raise self.named(section, e) from None
 
     def error(self, text: str) -> NoReturn:
         raise ConfigError(f"{self.file}: {text}")
@@ -285,9 +282,14 @@ class _Job:
         """The absolute template of a path value, its placeholders checked."""
         if not isinstance(v.value, str) or not v.value.strip():
             self.bad(section, key, v, "a path (a non-empty string)")
-        text: str = v.value
+        try:
+            text = refuse_uri(v.value, f"[{section}] {key}")
+        except ConfigError as e:
+            raise ConfigError(f"{self.file}: {e}") from None
         try:
             names = placeholders_of(text)
+        except TemplateError as e:
+            raise ConfigError(f"{self.where(section, key, v)}: {e}; received {text!r}") from None
         except ValueError as e:
             raise ConfigError(
                 f"{self.where(section, key, v)} has malformed braces ({e}); received {text!r}"
@@ -326,7 +328,7 @@ def _read_toml(source: Path) -> dict[str, Any]:
     if source.is_dir():
         raise ConfigError(f"{source}: is a folder; expected a job file (.toml)")
     try:
-        text = source.read_text(encoding="utf-8")
+        text = source.read_text(encoding="utf-8-sig")  # a byte-order mark is fine
     except UnicodeDecodeError as e:
         raise ConfigError(f"{source}: job file is not UTF-8 text ({e.reason})") from None
     except OSError as e:
@@ -335,6 +337,8 @@ def _read_toml(source: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid TOML: arrays or tables nested too deeply") from None
 
 
 def _collect(
@@ -474,17 +478,12 @@ def _pairs(j: _Job, date: dt.date, name: str) -> tuple[str, ...]:
     ):
         j.bad("score", "pairs", v, '"all", a path, or a list of paths or globs')
     if "all" in values:
-        if len(values) > 1:
-            raise ConfigError(
-                f'{j.where("score", "pairs", v)}: "all" cannot be combined with other pairs; '
-                f"received {v.value!r}"
-            )
-        return ("all",)
+        return tuple(values)  # ScoreSpec refuses "all" among other pairs
     out = []
     for text in values:
         one = _Value(text, v.origin, v.base)
         path = j.rendered("score", "pairs", one, date, name, _INPUT_PLACEHOLDERS)
-        if _GLOB_CHARS & set(text):
+        if GLOB_CHARS & set(text):
             if not glob.glob(str(path), recursive=True):
                 raise ConfigError(
                     f"{j.where('score', 'pairs', v)}: pattern matches nothing: {path}"
@@ -527,29 +526,26 @@ def _score_step(j: _Job, date: dt.date, name: str, train: TrainStep | None) -> S
         if rv is not None
         else None
     )
-    return ScoreStep(
-        model=model,
-        pairs=_pairs(j, date, name),
-        out=out,
-        items=j.input_path("score", "items", date, name, what="items file"),
-        users=j.input_path("score", "users", date, name, what="users file"),
-        top_k=j.integer("score", "top_k", 10, minimum=1),
-        format=j.choice("score", "format", get_args(Format), None),
-        layout=j.choice("score", "layout", get_args(Layout), "long"),
-        unknown=j.choice("score", "unknown", get_args(Unknown), "skip"),
-        rejects=rejects,
-        chunk_rows=j.integer("score", "chunk_rows", DEFAULT_CHUNK_ROWS, minimum=1),
-        batch_size=j.integer("score", "batch_size", 8192, minimum=1),
-        max_reject_fraction=j.number("score", "max_reject_fraction", 0.01, low=0.0, high=1.0),
-        memory_budget_mb=j.integer("score", "memory_budget_mb", 1024, minimum=1),
-        user_col=j.string("score", "user_col", "user_id"),
-        item_col=j.string("score", "item_col", "movie_id"),
-        title_col=j.string("score", "title_col", "title"),
-        engine=j.choice("score", "engine", get_args(Engine), "local"),
-        ray_address=j.optional_string("score", "ray_address"),
-        concurrency=j.optional_integer("score", "concurrency", minimum=1),
-        gpus_per_worker=j.number("score", "gpus_per_worker", 0.0, low=0.0),
-    )
+    values: dict[str, Any] = {
+        "model": model,
+        "pairs": _pairs(j, date, name),
+        "items": j.input_path("score", "items", date, name, what="items file"),
+        "users": j.input_path("score", "users", date, name, what="users file"),
+    }
+    for opt in SCORE_OPTIONS:
+        v = j.get("score", opt.name)
+        if v is not None and opt.name not in _SCORE_PATHS:
+            values[opt.name] = j.option("score", opt, v)
+    probe = "<run_id>"
+    try:
+        options = ScoreSpec(
+            **values,
+            out=out.render(probe),
+            rejects=rejects.render(probe) if rejects is not None else None,
+        )
+    except OptionError as e:
+        raise j.named("score", e) from None
+    return ScoreStep(options=options, out=out, rejects=rejects)
 
 
 def _publish_step(j: _Job, name: str, score: ScoreStep) -> PublishStep:
@@ -568,53 +564,16 @@ def _publish_step(j: _Job, name: str, score: ScoreStep) -> PublishStep:
 
 
 def _check_conflicts(j: _Job, spec: JobSpec) -> None:
+    """What a job adds to the spec's own checks: its output is not one of its inputs."""
     s = spec.score
-    get = j.get
-    out_suffix = Path(s.out.template).suffix.lower()
-    implied = _SUFFIX_FORMAT.get(out_suffix)
-    fmt = s.format or implied or "parquet"
-    if s.format is not None and implied is not None and s.format != implied:
-        raise ConfigError(
-            f"{j.where('score', 'format', get('score', 'format'))} is {s.format!r} but "
-            f"[score] out ends in {out_suffix} ({implied}); make them agree or drop format"
-        )
-    if s.layout == "nested" and fmt == "csv":
-        raise ConfigError(
-            f"{j.where('score', 'layout', get('score', 'layout'))} is 'nested', which needs "
-            "format parquet or jsonl; the output format is csv"
-        )
-    if s.users is not None and not s.is_cross_join:
-        raise ConfigError(
-            f"{j.where('score', 'users', get('score', 'users'))} only applies with "
-            f'pairs = "all"; received pairs {list(s.pairs)!r}'
-        )
-    if s.engine != "ray":
-        ray_only = [
-            k
-            for k in ("ray_address", "concurrency", "gpus_per_worker")
-            if get("score", k) is not None
-        ]
-        if ray_only:
-            raise ConfigError(
-                f"{j.where('score', ray_only[0], get('score', ray_only[0]))} needs "
-                f'engine = "ray"; engine is {s.engine!r}'
-            )
-    if not s.out.uses_run_id:
-        out = s.out.render("")
-        if out.is_dir():
-            raise ConfigError(
-                f"{j.where('score', 'out', get('score', 'out'))} is a folder ({out}); "
-                "expected a file name such as top10.parquet"
-            )
-        if not s.is_cross_join and str(out) in s.pairs:
-            raise ConfigError(
-                f"{j.where('score', 'out', get('score', 'out'))} is also an input in [score] pairs"
-            )
-        if spec.train is not None and out == spec.train.out:
-            raise ConfigError(
-                f"{j.where('score', 'out', get('score', 'out'))} is the bundle folder [train] "
-                "writes; give them different paths"
-            )
+    if s.out.uses_run_id:
+        return
+    out = s.out.render("")
+    where = j.where("score", "out", j.get("score", "out"))
+    if not s.is_cross_join and str(out) in s.pairs:
+        raise ConfigError(f"{where} is also an input in [score] pairs")
+    if spec.train is not None and out == spec.train.out:
+        raise ConfigError(f"{where} is the bundle folder [train] writes; give them different paths")
 
 
 def load_job(

@@ -160,36 +160,8 @@ def _score(
     job: JobSpec, run_id: str, work: Path, progress: str, extra: dict[str, Any]
 ) -> dict[str, Any]:
     from batchrank.scoring.api import score
-    from batchrank.scoring.spec import ScoreSpec
 
-    s = job.score
-    spec = ScoreSpec(
-        model=s.model,
-        pairs=s.pairs,
-        out=job.output(run_id),
-        items=s.items,
-        users=s.users,
-        top_k=s.top_k,
-        format=s.format,
-        layout=s.layout,
-        user_col=s.user_col,
-        item_col=s.item_col,
-        title_col=s.title_col,
-        chunk_rows=s.chunk_rows,
-        batch_size=s.batch_size,
-        unknown=s.unknown,
-        max_reject_fraction=s.max_reject_fraction,
-        rejects=job.rejects(run_id),
-        memory_budget_mb=s.memory_budget_mb,
-        work_dir=work,
-        engine=s.engine,
-        ray_address=s.ray_address,
-        concurrency=s.concurrency,
-        gpus_per_worker=s.gpus_per_worker,
-        progress=progress,  # type: ignore[arg-type]
-        run_id=run_id,
-        extra_manifest={"job": extra},
-    )
+    spec = job.score.spec(run_id, work_dir=work, progress=progress, extra_manifest={"job": extra})
     return score(spec)
 
 
