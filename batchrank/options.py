@@ -28,7 +28,10 @@ from typing import Any, Literal
 from batchrank.errors import ConfigError
 from batchrank.uris import refuse_uri
 
-__all__ = ["Option", "OptionError", "Scope", "doc", "options_of", "shown_value"]
+__all__ = ["ENV_PREFIX", "Option", "OptionError", "Scope", "doc", "options_of", "shown_value"]
+
+ENV_PREFIX = "BATCHRANK_"
+"""Prefix of environment overrides: ``BATCHRANK_<SECTION>_<KEY>``, ``BATCHRANK_SCORE_TOP_K=20``."""
 
 Scope = Literal["all", "cli", "run"]
 """Where an option is set: ``all`` (CLI and job file), ``cli`` (the command line only: a job
@@ -110,6 +113,10 @@ class Option:
     def flag(self) -> str:
         """The command-line flag: ``--top-k``."""
         return "--" + self.name.replace("_", "-")
+
+    def envvar(self, section: str) -> str:
+        """The environment variable that sets the option: ``BATCHRANK_SCORE_TOP_K``."""
+        return f"{ENV_PREFIX}{section.upper()}_{self.name.upper()}"
 
     @property
     def expected(self) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from batchrank.errors import ConfigError
 from batchrank.options import Option, OptionError
@@ -76,7 +77,7 @@ class _OptionType(click.ParamType):
         self.name = {"int": "INTEGER", "float": "NUMBER", "str": "TEXT"}.get(opt.kind, "PATH")
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        return _coerce(self.opt, value)
+        return _coerce(self.opt, value, param, ctx)
 
 
 class _ChoiceType(click.Choice):
@@ -87,15 +88,21 @@ class _ChoiceType(click.Choice):
         self.opt = opt
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        return _coerce(self.opt, value)
+        return _coerce(self.opt, value, param, ctx)
 
 
-def _coerce(opt: Option, value: Any) -> Any:
+def _coerce(
+    opt: Option, value: Any, param: click.Parameter | None, ctx: click.Context | None
+) -> Any:
     try:
         if opt.kind == "paths":  # click converts a repeated flag's values one by one
             return opt.local_path(value)
         return opt.coerce(value)
     except OptionError as e:
+        name = param.name if param is not None else None
+        source = ctx.get_parameter_source(name) if ctx is not None and name else None
+        if param is not None and source is ParameterSource.ENVIRONMENT:
+            raise ConfigError(e.named(lambda k: str(param.envvar))) from None
         raise ConfigError(flag_named(e)) from None
 
 
@@ -104,12 +111,15 @@ def flag_named(error: OptionError) -> str:
     return error.named(lambda key: "--" + key.replace("_", "-"))
 
 
-def spec_options(options: Sequence[Option]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def spec_options(
+    options: Sequence[Option], section: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Click options for every option of a spec that the command line sets, in their order.
 
     The flag, type (``Literal`` fields become choices), default, help and whether it is required
     or repeatable all come from the spec's fields; the command receives each value under the
-    field's name.
+    field's name. ``BATCHRANK_<SECTION>_<KEY>`` sets an option the command line does not, as
+    it does for a job file's section.
     """
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -121,6 +131,8 @@ def spec_options(options: Sequence[Option]) -> Callable[[Callable[..., Any]], Ca
                 type=kind,
                 required=opt.required,
                 multiple=opt.kind == "paths",
+                envvar=opt.envvar(section),
+                show_envvar=False,
                 default=None if opt.required or opt.kind == "paths" else opt.default,
                 show_default=opt.default is not None,
                 help=opt.doc

@@ -15,7 +15,7 @@ from batchrank.scoring.spec import SCORE_OPTIONS, ScoreSpec
 
 
 @click.command("score")
-@spec_options(SCORE_OPTIONS)
+@spec_options(SCORE_OPTIONS, "score")
 @click.option("--quiet", is_flag=True, help="No progress bar or log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 def command(quiet: bool, as_json: bool, **options: Any) -> None:

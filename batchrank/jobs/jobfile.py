@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 
 from batchrank.errors import ConfigError
 from batchrank.jobs.paths import TemplateError, placeholders_of, render
-from batchrank.options import Option, OptionError, shown_value
+from batchrank.options import ENV_PREFIX, Option, OptionError, shown_value
 from batchrank.scoring.spec import SCORE_OPTIONS
 from batchrank.uris import refuse_uri
 
@@ -38,9 +38,6 @@ __all__ = [
     "parse_override",
     "read_toml",
 ]
-
-ENV_PREFIX = "BATCHRANK_"
-"""Prefix of environment overrides: ``BATCHRANK_SCORE_TOP_K=20``."""
 
 KEYS: dict[str, tuple[str, ...]] = {
     "job": ("name", "description", "lock_dir", "preview_users"),

@@ -220,3 +220,37 @@ def test_job_numeric_strings_are_numbers(job: Path) -> None:
         date=dt.date(2025, 1, 31),
     )
     assert (spec.score.top_k, spec.score.memory_budget_mb, spec.score.chunk_rows) == (5, 0.5, 1000)
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("BATCHRANK_SCORE_MEMORY_BUDGET_MB", "inf"),
+        ("BATCHRANK_SCORE_BATCH_SIZE", str(2**40)),
+        ("BATCHRANK_SCORE_CHUNK_ROWS", "1e20"),
+        ("BATCHRANK_SCORE_OUT", "s3://bucket/top.parquet"),
+    ],
+)
+def test_environment_of_the_score_command_is_validated_and_named(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, var: str, value: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    argv = ["score", "--model", "m", "--pairs", "p.parquet"]
+    if var != "BATCHRANK_SCORE_OUT":
+        argv += ["--out", "top.parquet"]
+    code, err = _run(argv, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert (
+        err.startswith(f"batchrank: error: {var} must be")
+        or f"`{var} {value}`: object-store" in err
+    )
+
+
+def test_a_flag_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchrank.cli.score import command
+
+    monkeypatch.setenv("BATCHRANK_SCORE_TOP_K", "3")
+    monkeypatch.setenv("BATCHRANK_SCORE_LAYOUT", "nested")
+    args = ["--model", "m", "--pairs", "p.parquet", "--out", "o.parquet"]
+    ctx = command.make_context("score", [*args, "--top-k", "7"])
+    assert (ctx.params["top_k"], ctx.params["layout"]) == (7, "nested")
