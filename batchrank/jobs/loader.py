@@ -30,8 +30,7 @@ from batchrank.jobs.jobfile import (
     parse_override,
     read_toml,
 )
-from batchrank.jobs.paths import PathTemplate, render
-from batchrank.jobs.spec import (
+from batchrank.jobs.jobspec import (
     JobInfo,
     JobSpec,
     PresetName,
@@ -40,6 +39,7 @@ from batchrank.jobs.spec import (
     ScoreStep,
     TrainStep,
 )
+from batchrank.jobs.paths import PathTemplate, render
 from batchrank.options import OptionError
 from batchrank.scoring.spec import SCORE_OPTIONS, ScoreSpec
 

@@ -23,9 +23,9 @@ from typing import Any
 
 from batchrank.atomic import atomic_file
 from batchrank.errors import OutputError
+from batchrank.jobs.jobspec import JobSpec
 from batchrank.jobs.lock import JobLock
 from batchrank.jobs.publish import clear_success, update_latest, write_success
-from batchrank.jobs.spec import JobSpec
 from batchrank.jobs.training import decide, train_step
 from batchrank.logs import set_context
 

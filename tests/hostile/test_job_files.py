@@ -11,8 +11,8 @@ import pytest
 
 from batchrank.cli.main import main
 from batchrank.errors import ConfigError
+from batchrank.jobs.jobspec import JobSpec
 from batchrank.jobs.loader import load_job
-from batchrank.jobs.spec import JobSpec
 
 DATE = dt.date(2025, 1, 31)
 JOB = '[job]\nname = "t"\n[score]\nmodel = "m"\npairs = "p.parquet"\nout = "o/{date}/top.parquet"\n'

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrank.errors import ConfigError
+from batchrank.jobs.jobspec import JobSpec
 from batchrank.jobs.loader import load_job, parse_date, parse_override
-from batchrank.jobs.spec import JobSpec
 
 DATE = dt.date(2025, 1, 31)
 
