@@ -49,6 +49,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SCORE_PATHS = ("model", "pairs", "out", "rejects", "items", "users")
 """``[score]`` keys read as paths relative to the job file (templated, checked to exist)."""
 _OUTPUT_PLACEHOLDERS = ("date", "job", "run_id")
+_RAY_ONLY = ("ray_address", "concurrency", "gpus_per_worker")
 
 
 def parse_date(text: str) -> dt.date:
@@ -231,8 +232,19 @@ def _publish_step(j: JobFile, name: str, score: ScoreStep) -> PublishStep:
 
 
 def _check_conflicts(j: JobFile, spec: JobSpec) -> None:
-    """What a job adds to the spec's own checks: its output is not one of its inputs."""
+    """What a job adds to the spec's own checks: no stray Ray keys; the output is no input.
+
+    Ray keys with the local engine are refused here only: the Python API and the CLI accept one
+    set of options for either engine (the Ray tests run both with the same options).
+    """
     s = spec.score
+    if s.engine != "ray":
+        ray_only = [k for k in _RAY_ONLY if j.get("score", k) is not None]
+        if ray_only:
+            v = j.get("score", ray_only[0])
+            raise ConfigError(
+                f'{j.where("score", ray_only[0], v)} needs engine = "ray"; engine is {s.engine!r}'
+            )
     if s.out.uses_run_id:
         return
     out = s.out.render("")

@@ -42,7 +42,6 @@ Progress = Literal["auto", "bar", "log", "none"]
 # Rows per chunk. Measured at 20M pairs: 262,144 gave 695 MiB peak RSS and 13 s, against
 # 973 MiB and 22 s for 1,000,000 (cache-sized sorts and buffers).
 DEFAULT_CHUNK_ROWS = 262_144
-_RAY_ONLY = ("ray_address", "concurrency", "gpus_per_worker")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,12 +173,6 @@ class ScoreSpec:
                 "layout", "‹layout› is 'nested', which needs format parquet or jsonl; the output "
                 "format is csv",
             )  # fmt: skip
-        if self.engine != "ray":
-            for name in _RAY_ONLY:
-                if getattr(self, name) not in (None, 0.0):
-                    raise OptionError(
-                        name, f'‹{name}› needs ‹engine› = "ray"; engine is {self.engine!r}'
-                    )
 
     def _format(self) -> Format:
         kind = output_kind_of(self.out)
