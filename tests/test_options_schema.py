@@ -161,3 +161,14 @@ def test_docs_option_table_is_current() -> None:
     for opt in SCORE_OPTIONS:
         if opt.scope != "run":
             assert f"`{opt.flag}`" in options_markdown()
+
+
+def test_keyword_options_refuse_unknown_and_missing_names_with_config_errors() -> None:
+    base = {"model": "m", "pairs": ["p.parquet"], "out": "o.parquet"}
+    assert ScoreSpec.from_options(**base, top_k="5").top_k == 5
+    with pytest.raises(
+        ConfigError, match=r"unknown score option `topk` \(did you mean `top_k`\?\)"
+    ):
+        ScoreSpec.from_options(**base, topk=5)
+    with pytest.raises(ConfigError, match="missing score option `out`"):
+        ScoreSpec.from_options(model="m", pairs=["p.parquet"])

@@ -111,6 +111,7 @@ class ScoreStep:
         )
 
     def __getattr__(self, name: str) -> Any:
+        """The options read as attributes: ``job.score.top_k`` is ``job.score.options.top_k``."""
         options = self.__dict__.get("options")
         if options is None or name.startswith("__"):
             raise AttributeError(name)

@@ -9,10 +9,12 @@ construction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from batchrank.errors import ConfigError
 from batchrank.formats import (
     COMPRESSIONS,
     OUTPUT_SUFFIXES,
@@ -173,6 +175,25 @@ class ScoreSpec:
                 "layout", "‹layout› is 'nested', which needs format parquet or jsonl; the output "
                 "format is csv",
             )  # fmt: skip
+
+    @classmethod
+    def from_options(cls, **options: Any) -> ScoreSpec:
+        """A spec from keyword options, as ``batchrank.score(**options)`` takes them.
+
+        Raises:
+            ConfigError: an unknown or missing option (with a suggestion), or a bad value; never
+                the ``TypeError`` of a dataclass constructor.
+        """
+        names = [f.name for f in fields(cls)]
+        for key in options:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+                hint = f" (did you mean `{close[0]}`?)" if close else ""
+                raise ConfigError(f"unknown score option `{key}`{hint}")
+        for opt in SCORE_OPTIONS:
+            if opt.required and opt.name not in options:
+                raise ConfigError(f"missing score option `{opt.name}` ({opt.doc})")
+        return cls(**options)
 
     def _format(self) -> Format:
         kind = output_kind_of(self.out)
