@@ -258,7 +258,7 @@ class JobFile:
         if not isinstance(v.value, str) or not v.value.strip():
             self.bad(section, key, v, "a path (a non-empty string)")
         try:
-            text = refuse_uri(v.value, f"[{section}] {key}")
+            text = refuse_uri(v.value, self.where(section, key, v).removeprefix(self.file + ": "))
         except ConfigError as e:
             raise ConfigError(f"{self.file}: {e}") from None
         try:
