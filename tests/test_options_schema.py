@@ -172,3 +172,13 @@ def test_keyword_options_refuse_unknown_and_missing_names_with_config_errors() -
         ScoreSpec.from_options(**base, topk=5)
     with pytest.raises(ConfigError, match="missing score option `out`"):
         ScoreSpec.from_options(model="m", pairs=["p.parquet"])
+
+
+def test_command_line_only_variables_do_not_break_job_runs(project: Path) -> None:
+    """The environment is shared by `score` and `run`: BATCHRANK_SCORE_WORK_DIR is not a job key."""
+    path = _job(project, 'pairs = "pairs.parquet"\nout = "o/top.parquet"')
+    env = {"BATCHRANK_SCORE_WORK_DIR": "/tmp/w", "BATCHRANK_SCORE_TOP_K": "4"}
+    job = load_job(path, environ=env, date=dt.date(2025, 1, 31))
+    assert job.score.top_k == 4 and job.overrides == ("BATCHRANK_SCORE_TOP_K=4",)
+    with pytest.raises(ConfigError, match="unknown key `work_dir`"):
+        load_job(path, overrides=["score.work_dir=/tmp/w"], environ={}, date=dt.date(2025, 1, 31))

@@ -2,7 +2,8 @@
 
 Precedence, highest first: ``--set SECTION.KEY=VALUE`` on the command line, then environment
 variables ``BATCHRANK_<SECTION>_<KEY>`` (for instance ``BATCHRANK_SCORE_TOP_K=20``; ignored for a
-``[train]`` step the file does not have), then the job file, then the defaults. An override's
+``[train]`` step the file does not have, and for options only ``batchrank score`` takes, such as
+``BATCHRANK_SCORE_WORK_DIR``), then the job file, then the defaults. An override's
 value is read as a TOML value when it is one (``20``, ``true``, ``[1, 5]``, ``"text"``) and as
 plain text otherwise (``jsonl``, ``../x.csv``).
 
@@ -60,6 +61,8 @@ KEYS: dict[str, tuple[str, ...]] = {
     "publish": ("success_marker", "latest"),
 }
 """Every section of a job file and the keys it accepts."""
+
+_COMMAND_LINE_ONLY = frozenset(opt.name for opt in SCORE_OPTIONS if opt.scope == "cli")
 
 INPUT_PLACEHOLDERS = ("date", "job")
 """Placeholders an input path may use."""
@@ -350,6 +353,8 @@ def collect(
             continue  # BATCHRANK_* variables of other purposes
         if section == "train" and "train" not in tables:
             continue  # the environment tunes a [train] step; it does not add one
+        if section == "score" and key.lower() in _COMMAND_LINE_ONLY:
+            continue  # `batchrank score` reads it (BATCHRANK_SCORE_WORK_DIR); a job has its own
         origin = f"{var}={text}"
         tables.setdefault(section, {})[key.lower()] = Value(_override_value(text), origin, cwd)
         applied.append(origin)
