@@ -28,7 +28,16 @@ from typing import Any, Literal
 from batchrank.errors import ConfigError
 from batchrank.uris import refuse_uri
 
-__all__ = ["ENV_PREFIX", "Option", "OptionError", "Scope", "doc", "options_of", "shown_value"]
+__all__ = [
+    "ENV_PREFIX",
+    "Option",
+    "OptionError",
+    "Scope",
+    "doc",
+    "flag_of",
+    "options_of",
+    "shown_value",
+]
 
 ENV_PREFIX = "BATCHRANK_"
 """Prefix of environment overrides: ``BATCHRANK_<SECTION>_<KEY>``, ``BATCHRANK_SCORE_TOP_K=20``."""
@@ -60,6 +69,11 @@ class OptionError(ConfigError):
     def named(self, name: Callable[[str], str]) -> str:
         """The message with each ``‹key›`` replaced by ``name(key)``."""
         return _TOKEN.sub(lambda m: name(m.group(1)), self.text)
+
+
+def flag_of(key: str) -> str:
+    """The command-line flag of an option: ``top_k`` is ``--top-k``."""
+    return "--" + key.replace("_", "-")
 
 
 def shown_value(value: Any, limit: int = 80) -> str:
@@ -112,7 +126,7 @@ class Option:
     @property
     def flag(self) -> str:
         """The command-line flag: ``--top-k``."""
-        return "--" + self.name.replace("_", "-")
+        return flag_of(self.name)
 
     def envvar(self, section: str) -> str:
         """The environment variable that sets the option: ``BATCHRANK_SCORE_TOP_K``."""

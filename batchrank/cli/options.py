@@ -10,7 +10,7 @@ import click
 from click.core import ParameterSource
 
 from batchrank.errors import ConfigError
-from batchrank.options import Option, OptionError
+from batchrank.options import Option, OptionError, flag_of
 from batchrank.uris import refuse_uri
 
 __all__ = [
@@ -108,7 +108,7 @@ def _coerce(
 
 def flag_named(error: OptionError) -> str:
     """An option error's message with options named as flags (``--top-k``)."""
-    return error.named(lambda key: "--" + key.replace("_", "-"))
+    return error.named(flag_of)
 
 
 def spec_options(
