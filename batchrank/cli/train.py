@@ -6,14 +6,17 @@ from pathlib import Path
 
 import click
 
-from batchrank.cli.options import column_options, parse_scale
+from batchrank.cli.options import column_options, local_path, local_path_or_source, parse_scale
 
 
 @click.command("train")
 @click.option(
-    "--ratings", required=True, help="MovieLens folder/zip, CSV/Parquet file, or tfds:NAME."
+    "--ratings",
+    required=True,
+    callback=local_path_or_source,
+    help="MovieLens folder/zip, CSV/Parquet file, or tfds:NAME.",
 )
-@click.option("--items", type=click.Path(path_type=Path), help="Items file with titles.")
+@click.option("--items", callback=local_path, help="Items file with titles.")
 @column_options
 @click.option(
     "--rating-scale", callback=parse_scale, help="MIN,MAX of the ratings (default: data)."
@@ -28,9 +31,7 @@ from batchrank.cli.options import column_options, parse_scale
     help="Held-out share.",
 )
 @click.option("--seed", type=int, help="Seed of the split and initialisation (default 42).")
-@click.option(
-    "--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to write."
-)
+@click.option("--out", required=True, callback=local_path, help="Bundle folder to write.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(
     ratings: str,

@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
+from batchrank.jobs.jobspec import JobInfo, JobSpec, PublishStep, ScoreStep, TrainStep
 from batchrank.jobs.loader import load_job, parse_date
-from batchrank.jobs.spec import JobInfo, JobSpec, PublishStep, ScoreStep, TrainStep
 
 __all__ = [
     "JobInfo",

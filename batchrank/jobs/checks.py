@@ -16,8 +16,8 @@ from typing import Any
 
 from batchrank.bundle import read_metadata
 from batchrank.errors import DataError, OutputError, first_line
+from batchrank.jobs.jobspec import JobSpec, TrainStep
 from batchrank.jobs.paths import shown
-from batchrank.jobs.spec import JobSpec, TrainStep
 from batchrank.storage.lock import lock_holder
 
 __all__ = ["PEEK_ROWS", "Check", "validate_job"]

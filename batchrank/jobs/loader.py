@@ -1,13 +1,8 @@
-"""Reading and validating job files, with ``--set`` and environment overrides.
-
-Precedence, highest first: ``--set SECTION.KEY=VALUE`` on the command line, then environment
-variables ``BATCHRANK_<SECTION>_<KEY>`` (for instance ``BATCHRANK_SCORE_TOP_K=20``; ignored for a
-``[train]`` step the file does not have), then the job file, then the defaults. An override's
-value is read as a TOML value when it is one (``20``, ``true``, ``[1, 5]``, ``"text"``) and as
-plain text otherwise (``jsonl``, ``../x.csv``).
+"""Building a job's typed spec from its file: sections, paths relative to the file, checks.
 
 Relative paths in the job file resolve against the job file's folder; relative paths given by an
-override resolve against the current folder, where the command was typed.
+override resolve against the current folder, where the command was typed. The ``[score]`` keys
+are :class:`~batchrank.scoring.spec.ScoreSpec`'s options, validated by the spec itself.
 
 Every problem is a :class:`~batchrank.errors.ConfigError` raised before any work, whose message
 names the file, the section and the key, says what was expected and shows the value received.
@@ -16,19 +11,26 @@ names the file, the section and the key, says what was expected and shows the va
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import glob
 import os
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, get_args
+from typing import Any, get_args
 
 from batchrank.errors import ConfigError
-from batchrank.jobs.paths import PathTemplate, placeholders_of, render
-from batchrank.jobs.spec import (
+from batchrank.formats import GLOB_CHARS
+from batchrank.jobs.jobfile import (
+    ENV_PREFIX,
+    INPUT_PLACEHOLDERS,
+    KEYS,
+    JobFile,
+    Value,
+    collect,
+    parse_override,
+    read_toml,
+)
+from batchrank.jobs.jobspec import (
     JobInfo,
     JobSpec,
     PresetName,
@@ -37,83 +39,17 @@ from batchrank.jobs.spec import (
     ScoreStep,
     TrainStep,
 )
-from batchrank.scoring.spec import DEFAULT_CHUNK_ROWS, Engine, Format, Layout, Unknown
+from batchrank.jobs.paths import PathTemplate, render
+from batchrank.options import OptionError
+from batchrank.scoring.spec import SCORE_OPTIONS, ScoreSpec
 
 __all__ = ["ENV_PREFIX", "KEYS", "load_job", "parse_date", "parse_override"]
 
-ENV_PREFIX = "BATCHRANK_"
-"""Prefix of environment overrides: ``BATCHRANK_SCORE_TOP_K=20``."""
-
-KEYS: dict[str, tuple[str, ...]] = {
-    "job": ("name", "description", "lock_dir", "preview_users"),
-    "train": (
-        "ratings",
-        "items",
-        "preset",
-        "out",
-        "retrain",
-        "epochs",
-        "rating_scale",
-        "user_col",
-        "item_col",
-        "rating_col",
-        "title_col",
-        "seed",
-        "test_fraction",
-    ),
-    "score": (
-        "model",
-        "pairs",
-        "items",
-        "users",
-        "top_k",
-        "format",
-        "layout",
-        "unknown",
-        "out",
-        "rejects",
-        "chunk_rows",
-        "batch_size",
-        "max_reject_fraction",
-        "memory_budget_mb",
-        "user_col",
-        "item_col",
-        "title_col",
-        "engine",
-        "ray_address",
-        "concurrency",
-        "gpus_per_worker",
-    ),
-    "publish": ("success_marker", "latest"),
-}
-"""Every section of a job file and the keys it accepts."""
-
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_GLOB_CHARS = frozenset("*?[")
-_SUFFIX_FORMAT = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-_INPUT_PLACEHOLDERS = ("date", "job")
+_SCORE_PATHS = ("model", "pairs", "out", "rejects", "items", "users")
+"""``[score]`` keys read as paths relative to the job file (templated, checked to exist)."""
 _OUTPUT_PLACEHOLDERS = ("date", "job", "run_id")
-
-
-@dataclass(frozen=True)
-class _Value:
-    """A value with where it came from."""
-
-    value: Any
-    origin: str | None
-    """None for the job file, else the override that set it (``--set score.top_k=20``)."""
-    base: Path
-    """Folder that relative paths resolve against."""
-
-
-def _hint(word: str, choices: Sequence[str], fmt: str = "`{}`") -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean {fmt.format(close[0])}?)" if close else ""
-
-
-def _quote(choices: Sequence[str]) -> str:
-    items = [f'"{c}"' for c in choices]
-    return ", ".join(items[:-1]) + f" or {items[-1]}" if len(items) > 1 else items[0]
+_RAY_ONLY = ("ray_address", "concurrency", "gpus_per_worker")
 
 
 def parse_date(text: str) -> dt.date:
@@ -130,271 +66,7 @@ def parse_date(text: str) -> dt.date:
         raise ConfigError(f"--date must be a date YYYY-MM-DD; received {text!r}") from None
 
 
-def _override_value(text: str) -> Any:
-    """A TOML value when the text is one, else the text itself."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def parse_override(text: str) -> tuple[str, str, Any]:
-    """Split ``SECTION.KEY=VALUE`` into its section, key and parsed value.
-
-    Raises:
-        ConfigError: the text is not of that shape.
-    """
-    head, eq, value = text.partition("=")
-    section, dot, key = head.strip().partition(".")
-    if not eq or not dot or not section or not key or "." in key:
-        raise ConfigError(
-            f"--set expects SECTION.KEY=VALUE such as score.top_k=20; received {text!r}"
-        )
-    return section.strip(), key.strip(), _override_value(value.strip())
-
-
-class _Job:
-    """Reads one job file's sections, remembering where each value came from."""
-
-    def __init__(self, source: Path, tables: dict[str, dict[str, _Value]]) -> None:
-        self.file = str(source)
-        self.tables = tables
-        self.warnings: list[str] = []
-
-    # -- messages ------------------------------------------------------------------------------
-
-    def where(self, section: str, key: str, v: _Value | None = None) -> str:
-        origin = f" (set by {v.origin})" if v is not None and v.origin else ""
-        return f"{self.file}: [{section}] {key}{origin}"
-
-    def bad(self, section: str, key: str, v: _Value, expected: str) -> NoReturn:
-        raise ConfigError(f"{self.where(section, key, v)} must be {expected}; received {v.value!r}")
-
-    def error(self, text: str) -> NoReturn:
-        raise ConfigError(f"{self.file}: {text}")
-
-    # -- access -----------------------------------------------------------------------------
-
-    def has(self, section: str) -> bool:
-        return section in self.tables
-
-    def get(self, section: str, key: str) -> _Value | None:
-        return self.tables.get(section, {}).get(key)
-
-    def require(self, section: str, key: str) -> _Value:
-        if not self.has(section):
-            self.error(f"missing section [{section}]")
-        v = self.get(section, key)
-        if v is None:
-            self.error(f"[{section}] missing required key `{key}`")
-        return v
-
-    # -- typed values -----------------------------------------------------------------------
-
-    def string(self, section: str, key: str, default: str) -> str:
-        v = self.get(section, key)
-        if v is None:
-            return default
-        if not isinstance(v.value, str) or not v.value.strip():
-            self.bad(section, key, v, "a non-empty string")
-        return v.value
-
-    def optional_string(self, section: str, key: str) -> str | None:
-        v = self.get(section, key)
-        return None if v is None else self.string(section, key, "")
-
-    def integer(self, section: str, key: str, default: int, minimum: int | None = None) -> int:
-        v = self.get(section, key)
-        if v is None:
-            return default
-        return self._int(section, key, v, minimum)
-
-    def optional_integer(self, section: str, key: str, minimum: int | None = None) -> int | None:
-        v = self.get(section, key)
-        return None if v is None else self._int(section, key, v, minimum)
-
-    def _int(self, section: str, key: str, v: _Value, minimum: int | None) -> int:
-        x = v.value
-        ok = isinstance(x, int) and not isinstance(x, bool)
-        if not ok or (minimum is not None and x < minimum):
-            self.bad(
-                section, key, v, "an integer" + (f" >= {minimum}" if minimum is not None else "")
-            )
-        return int(x)
-
-    def number(
-        self,
-        section: str,
-        key: str,
-        default: float,
-        *,
-        low: float,
-        high: float | None = None,
-        high_open: bool = False,
-    ) -> float:
-        v = self.get(section, key)
-        return default if v is None else self._number(section, key, v, low, high, high_open)
-
-    def optional_number(
-        self,
-        section: str,
-        key: str,
-        *,
-        low: float,
-        high: float | None = None,
-        high_open: bool = False,
-    ) -> float | None:
-        v = self.get(section, key)
-        return None if v is None else self._number(section, key, v, low, high, high_open)
-
-    def _number(
-        self, section: str, key: str, v: _Value, low: float, high: float | None, high_open: bool
-    ) -> float:
-        x = v.value
-        ok = isinstance(x, int | float) and not isinstance(x, bool) and x >= low
-        if ok and high is not None:
-            ok = x < high if high_open else x <= high
-        if not ok:
-            if high is None:
-                expected = f"a number >= {low:g}"
-            else:
-                expected = f"a number in [{low:g}, {high:g}{')' if high_open else ']'}"
-            self.bad(section, key, v, expected)
-        return float(x)
-
-    def boolean(self, section: str, key: str, default: bool) -> bool:
-        v = self.get(section, key)
-        if v is None:
-            return default
-        if not isinstance(v.value, bool):
-            self.bad(section, key, v, "true or false")
-        return bool(v.value)
-
-    def choice(self, section: str, key: str, choices: Sequence[str], default: str | None) -> Any:
-        v = self.get(section, key)
-        if v is None:
-            return default
-        if v.value not in choices:
-            hint = _hint(v.value, choices, '"{}"') if isinstance(v.value, str) else ""
-            self.bad(section, key, v, f"one of {_quote(choices)}{hint}")
-        return v.value
-
-    # -- paths ------------------------------------------------------------------------------
-
-    def template(self, section: str, key: str, v: _Value, allowed: Sequence[str]) -> str:
-        """The absolute template of a path value, its placeholders checked."""
-        if not isinstance(v.value, str) or not v.value.strip():
-            self.bad(section, key, v, "a path (a non-empty string)")
-        text: str = v.value
-        try:
-            names = placeholders_of(text)
-        except ValueError as e:
-            raise ConfigError(
-                f"{self.where(section, key, v)} has malformed braces ({e}); received {text!r}"
-            ) from None
-        for name in names:
-            if name not in allowed:
-                expected = ", ".join(f"{{{a}}}" for a in allowed)
-                raise ConfigError(
-                    f"{self.where(section, key, v)} uses unknown placeholder {{{name}}}"
-                    f"{_hint(name, allowed, '{{{}}}')}; this key allows {expected}"
-                )
-        return str(v.base / os.path.expanduser(text))
-
-    def rendered(
-        self, section: str, key: str, v: _Value, date: dt.date, job: str, allowed: Sequence[str]
-    ) -> Path:
-        """A path rendered for the run date (no ``{run_id}``)."""
-        return Path(render(self.template(section, key, v, allowed), date=date, job=job)).resolve()
-
-    def input_path(
-        self, section: str, key: str, date: dt.date, job: str, *, what: str
-    ) -> Path | None:
-        """An existing input path, or None when the key is absent."""
-        v = self.get(section, key)
-        if v is None:
-            return None
-        path = self.rendered(section, key, v, date, job, _INPUT_PLACEHOLDERS)
-        if not path.exists():
-            raise ConfigError(f"{self.where(section, key, v)}: {what} not found: {path}")
-        return path
-
-
-def _read_toml(source: Path) -> dict[str, Any]:
-    if not source.exists():
-        raise ConfigError(f"{source}: job file not found")
-    if source.is_dir():
-        raise ConfigError(f"{source}: is a folder; expected a job file (.toml)")
-    try:
-        text = source.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{source}: job file is not UTF-8 text ({e.reason})") from None
-    except OSError as e:
-        raise ConfigError(f"{source}: cannot read job file ({e.strerror})") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{source}: not valid TOML: {e}") from None
-
-
-def _collect(
-    source: Path,
-    doc: Mapping[str, Any],
-    overrides: Sequence[str],
-    environ: Mapping[str, str],
-) -> tuple[dict[str, dict[str, _Value]], list[str]]:
-    """Merge the file, the environment and ``--set`` into sections of values."""
-    file = str(source)
-    base = source.resolve().parent
-    tables: dict[str, dict[str, _Value]] = {}
-    for name, table in doc.items():
-        if name not in KEYS:
-            if isinstance(table, dict):
-                raise ConfigError(
-                    f"{file}: unknown section [{name}]{_hint(name, list(KEYS), '[{}]')}; "
-                    "expected [job], [train], [score] or [publish]"
-                )
-            raise ConfigError(
-                f"{file}: unknown top-level key `{name}`; keys belong in a section "
-                "([job], [train], [score] or [publish])"
-            )
-        if not isinstance(table, dict):
-            raise ConfigError(f"{file}: [{name}] must be a table (a section); received {table!r}")
-        tables[name] = {k: _Value(v, None, base) for k, v in table.items()}
-    applied: list[str] = []
-    cwd = Path.cwd()
-    env_items = sorted((k, v) for k, v in environ.items() if k.startswith(ENV_PREFIX))
-    for var, text in env_items:
-        section, _, key = var[len(ENV_PREFIX) :].partition("_")
-        section = section.lower()
-        if section not in KEYS or not key:
-            continue  # BATCHRANK_* variables of other purposes
-        if section == "train" and "train" not in tables:
-            continue  # the environment tunes a [train] step; it does not add one
-        origin = f"{var}={text}"
-        tables.setdefault(section, {})[key.lower()] = _Value(_override_value(text), origin, cwd)
-        applied.append(origin)
-    for text in overrides:
-        section, key, value = parse_override(text)
-        if section not in KEYS:
-            raise ConfigError(
-                f"{file}: --set {text}: unknown section `{section}`"
-                f"{_hint(section, list(KEYS))}; expected job, train, score or publish"
-            )
-        origin = f"--set {text}"
-        tables.setdefault(section, {})[key] = _Value(value, origin, cwd)
-        applied.append(origin)
-    for section, values in tables.items():
-        for key, v in values.items():
-            if key not in KEYS[section]:
-                origin = f" (set by {v.origin})" if v.origin else ""
-                raise ConfigError(
-                    f"{file}: [{section}] unknown key `{key}`{origin}{_hint(key, KEYS[section])}"
-                )
-    return tables, applied
-
-
-def _job_info(j: _Job) -> JobInfo:
+def _job_info(j: JobFile) -> JobInfo:
     v = j.require("job", "name")
     if not isinstance(v.value, str) or not _NAME.fullmatch(v.value):
         j.bad(
@@ -419,7 +91,7 @@ def _job_info(j: _Job) -> JobInfo:
     )
 
 
-def _train_step(j: _Job, date: dt.date, name: str) -> TrainStep | None:
+def _train_step(j: JobFile, date: dt.date, name: str) -> TrainStep | None:
     if not j.has("train"):
         return None
     rv = j.require("train", "ratings")
@@ -431,7 +103,7 @@ def _train_step(j: _Job, date: dt.date, name: str) -> TrainStep | None:
         path = j.input_path("train", "ratings", date, name, what="ratings source")
         assert path is not None
         ratings = str(path)
-    out = j.rendered("train", "out", j.require("train", "out"), date, name, _INPUT_PLACEHOLDERS)
+    out = j.rendered("train", "out", j.require("train", "out"), date, name, INPUT_PLACEHOLDERS)
     scale = None
     sv = j.get("train", "rating_scale")
     if sv is not None:
@@ -464,7 +136,7 @@ def _train_step(j: _Job, date: dt.date, name: str) -> TrainStep | None:
     )
 
 
-def _pairs(j: _Job, date: dt.date, name: str) -> tuple[str, ...]:
+def _pairs(j: JobFile, date: dt.date, name: str) -> tuple[str, ...]:
     v = j.require("score", "pairs")
     values = [v.value] if isinstance(v.value, str) else v.value
     if (
@@ -474,17 +146,12 @@ def _pairs(j: _Job, date: dt.date, name: str) -> tuple[str, ...]:
     ):
         j.bad("score", "pairs", v, '"all", a path, or a list of paths or globs')
     if "all" in values:
-        if len(values) > 1:
-            raise ConfigError(
-                f'{j.where("score", "pairs", v)}: "all" cannot be combined with other pairs; '
-                f"received {v.value!r}"
-            )
-        return ("all",)
+        return tuple(values)  # ScoreSpec refuses "all" among other pairs
     out = []
     for text in values:
-        one = _Value(text, v.origin, v.base)
-        path = j.rendered("score", "pairs", one, date, name, _INPUT_PLACEHOLDERS)
-        if _GLOB_CHARS & set(text):
+        one = Value(text, v.origin, v.base)
+        path = j.rendered("score", "pairs", one, date, name, INPUT_PLACEHOLDERS)
+        if GLOB_CHARS & set(text):
             if not glob.glob(str(path), recursive=True):
                 raise ConfigError(
                     f"{j.where('score', 'pairs', v)}: pattern matches nothing: {path}"
@@ -495,7 +162,7 @@ def _pairs(j: _Job, date: dt.date, name: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _score_step(j: _Job, date: dt.date, name: str, train: TrainStep | None) -> ScoreStep:
+def _score_step(j: JobFile, date: dt.date, name: str, train: TrainStep | None) -> ScoreStep:
     if not j.has("score"):
         j.error("missing section [score]")
     mv = j.get("score", "model")
@@ -504,7 +171,7 @@ def _score_step(j: _Job, date: dt.date, name: str, train: TrainStep | None) -> S
             j.error("[score] missing required key `model` (or add a [train] step that writes it)")
         model = train.out
     else:
-        model = j.rendered("score", "model", mv, date, name, _INPUT_PLACEHOLDERS)
+        model = j.rendered("score", "model", mv, date, name, INPUT_PLACEHOLDERS)
         if train is None or model != train.out:
             if not model.exists():
                 raise ConfigError(
@@ -527,32 +194,29 @@ def _score_step(j: _Job, date: dt.date, name: str, train: TrainStep | None) -> S
         if rv is not None
         else None
     )
-    return ScoreStep(
-        model=model,
-        pairs=_pairs(j, date, name),
-        out=out,
-        items=j.input_path("score", "items", date, name, what="items file"),
-        users=j.input_path("score", "users", date, name, what="users file"),
-        top_k=j.integer("score", "top_k", 10, minimum=1),
-        format=j.choice("score", "format", get_args(Format), None),
-        layout=j.choice("score", "layout", get_args(Layout), "long"),
-        unknown=j.choice("score", "unknown", get_args(Unknown), "skip"),
-        rejects=rejects,
-        chunk_rows=j.integer("score", "chunk_rows", DEFAULT_CHUNK_ROWS, minimum=1),
-        batch_size=j.integer("score", "batch_size", 8192, minimum=1),
-        max_reject_fraction=j.number("score", "max_reject_fraction", 0.01, low=0.0, high=1.0),
-        memory_budget_mb=j.integer("score", "memory_budget_mb", 1024, minimum=1),
-        user_col=j.string("score", "user_col", "user_id"),
-        item_col=j.string("score", "item_col", "movie_id"),
-        title_col=j.string("score", "title_col", "title"),
-        engine=j.choice("score", "engine", get_args(Engine), "local"),
-        ray_address=j.optional_string("score", "ray_address"),
-        concurrency=j.optional_integer("score", "concurrency", minimum=1),
-        gpus_per_worker=j.number("score", "gpus_per_worker", 0.0, low=0.0),
-    )
+    values: dict[str, Any] = {
+        "model": model,
+        "pairs": _pairs(j, date, name),
+        "items": j.input_path("score", "items", date, name, what="items file"),
+        "users": j.input_path("score", "users", date, name, what="users file"),
+    }
+    for opt in SCORE_OPTIONS:
+        v = j.get("score", opt.name)
+        if v is not None and opt.name not in _SCORE_PATHS:
+            values[opt.name] = j.option("score", opt, v)
+    probe = "<run_id>"
+    try:
+        options = ScoreSpec(
+            **values,
+            out=out.render(probe),
+            rejects=rejects.render(probe) if rejects is not None else None,
+        )
+    except OptionError as e:
+        raise j.named("score", e) from None
+    return ScoreStep(options=options, out=out, rejects=rejects)
 
 
-def _publish_step(j: _Job, name: str, score: ScoreStep) -> PublishStep:
+def _publish_step(j: JobFile, name: str, score: ScoreStep) -> PublishStep:
     latest: Path | None = score.out.static_root / "latest"
     v = j.get("publish", "latest")
     if v is not None:
@@ -567,54 +231,28 @@ def _publish_step(j: _Job, name: str, score: ScoreStep) -> PublishStep:
     )
 
 
-def _check_conflicts(j: _Job, spec: JobSpec) -> None:
+def _check_conflicts(j: JobFile, spec: JobSpec) -> None:
+    """What a job adds to the spec's own checks: no stray Ray keys; the output is no input.
+
+    Ray keys with the local engine are refused here only: the Python API and the CLI accept one
+    set of options for either engine (the Ray tests run both with the same options).
+    """
     s = spec.score
-    get = j.get
-    out_suffix = Path(s.out.template).suffix.lower()
-    implied = _SUFFIX_FORMAT.get(out_suffix)
-    fmt = s.format or implied or "parquet"
-    if s.format is not None and implied is not None and s.format != implied:
-        raise ConfigError(
-            f"{j.where('score', 'format', get('score', 'format'))} is {s.format!r} but "
-            f"[score] out ends in {out_suffix} ({implied}); make them agree or drop format"
-        )
-    if s.layout == "nested" and fmt == "csv":
-        raise ConfigError(
-            f"{j.where('score', 'layout', get('score', 'layout'))} is 'nested', which needs "
-            "format parquet or jsonl; the output format is csv"
-        )
-    if s.users is not None and not s.is_cross_join:
-        raise ConfigError(
-            f"{j.where('score', 'users', get('score', 'users'))} only applies with "
-            f'pairs = "all"; received pairs {list(s.pairs)!r}'
-        )
     if s.engine != "ray":
-        ray_only = [
-            k
-            for k in ("ray_address", "concurrency", "gpus_per_worker")
-            if get("score", k) is not None
-        ]
+        ray_only = [k for k in _RAY_ONLY if j.get("score", k) is not None]
         if ray_only:
+            v = j.get("score", ray_only[0])
             raise ConfigError(
-                f"{j.where('score', ray_only[0], get('score', ray_only[0]))} needs "
-                f'engine = "ray"; engine is {s.engine!r}'
+                f'{j.where("score", ray_only[0], v)} needs engine = "ray"; engine is {s.engine!r}'
             )
-    if not s.out.uses_run_id:
-        out = s.out.render("")
-        if out.is_dir():
-            raise ConfigError(
-                f"{j.where('score', 'out', get('score', 'out'))} is a folder ({out}); "
-                "expected a file name such as top10.parquet"
-            )
-        if not s.is_cross_join and str(out) in s.pairs:
-            raise ConfigError(
-                f"{j.where('score', 'out', get('score', 'out'))} is also an input in [score] pairs"
-            )
-        if spec.train is not None and out == spec.train.out:
-            raise ConfigError(
-                f"{j.where('score', 'out', get('score', 'out'))} is the bundle folder [train] "
-                "writes; give them different paths"
-            )
+    if s.out.uses_run_id:
+        return
+    out = s.out.render("")
+    where = j.where("score", "out", j.get("score", "out"))
+    if not s.is_cross_join and str(out) in s.pairs:
+        raise ConfigError(f"{where} is also an input in [score] pairs")
+    if spec.train is not None and out == spec.train.out:
+        raise ConfigError(f"{where} is the bundle folder [train] writes; give them different paths")
 
 
 def load_job(
@@ -642,9 +280,9 @@ def load_job(
             file and the key.
     """
     path = Path(source)
-    doc = _read_toml(path)
-    tables, applied = _collect(path, doc, overrides, os.environ if environ is None else environ)
-    j = _Job(path, tables)
+    doc = read_toml(path)
+    tables, applied = collect(path, doc, overrides, os.environ if environ is None else environ)
+    j = JobFile(path, tables)
     info = _job_info(j)
     run_date = date or dt.date.today()
     train = _train_step(j, run_date, info.name)

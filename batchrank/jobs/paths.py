@@ -10,6 +10,7 @@ the ``latest`` pointer and, when the run id is part of the output folder, the wo
 from __future__ import annotations
 
 import datetime as dt
+import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 __all__ = [
     "PLACEHOLDERS",
     "PathTemplate",
+    "TemplateError",
     "placeholders_of",
     "render",
     "shown",
@@ -45,18 +47,55 @@ def shown(path: Path) -> str:
         return str(path)
 
 
+class TemplateError(ValueError):
+    """A placeholder whose format spec would render wrongly (``{date:YYYY-MM-DD}``, ``{job:d}``)."""
+
+
+_STRFTIME = re.compile(r"%(-?)(.?)")
+_STRFTIME_CODES = frozenset("aAbBcdfGHIjmMpSuUVwWxXyYzZ%")
+_DATE_CODES = frozenset("aAbBcdGjmuUVwWxyY")
+"""Codes that change with the date (``%H`` of a date is always ``00``)."""
+
+
+def _check_spec(field: str, spec: str) -> None:
+    if not spec:
+        return
+    shown = f"{{{field}:{spec}}}"
+    if field != "date":
+        raise TemplateError(f"placeholder {shown} takes no format spec; write {{{field}}}")
+    codes = [code for _, code in _STRFTIME.findall(spec)]
+    bad = [c for c in codes if c not in _STRFTIME_CODES]
+    if "{" in spec or bad:
+        raise TemplateError(
+            f"placeholder {shown} has an unknown strftime code"
+            + (f" %{bad[0]}" if bad and bad[0] else "")
+            + "; expected codes such as %Y, %m, %d ({date:%Y/%m/%d})"
+        )
+    if not _DATE_CODES & set(codes):
+        raise TemplateError(
+            f"placeholder {shown} has no strftime date code, so every date renders the same path; "
+            "write {date} (2025-01-31) or codes such as {date:%Y/%m/%d}"
+        )
+
+
 def placeholders_of(template: str) -> list[str]:
     """The placeholder names a template uses, in order.
 
     Raises:
+        TemplateError: a placeholder's format spec or conversion would render wrongly.
         ValueError: the braces are malformed (``{`` without ``}``, or a positional ``{}``).
     """
     names = []
-    for _, field, _, _ in string.Formatter().parse(template):
+    for _, field, spec, conversion in string.Formatter().parse(template):
         if field is None:
             continue
         if not field.isidentifier():
             raise ValueError(f"placeholder {{{field}}} is not a name")
+        if conversion is not None:
+            raise TemplateError(
+                f"placeholder {{{field}!{conversion}}} has a conversion; write {{{field}}}"
+            )
+        _check_spec(field, spec or "")
         names.append(field)
     return names
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from batchrank.errors import ConfigError, OutputError
+from batchrank.jobs.jobspec import JobSpec
 from batchrank.jobs.publish import SUCCESS_NAME, stage_success, success_entry, update_latest
-from batchrank.jobs.spec import JobSpec
 from batchrank.jobs.training import decide, train_step
 from batchrank.logs import set_context
 from batchrank.scoring.commit import Certificate, PublishedFile, manifest_path_of
@@ -176,36 +176,8 @@ def _score(
     certificates: Sequence[Certificate],
 ) -> dict[str, Any]:
     from batchrank.scoring.api import score_spec
-    from batchrank.scoring.spec import ScoreSpec
 
-    s = job.score
-    spec = ScoreSpec(
-        model=s.model,
-        pairs=s.pairs,
-        out=job.output(run_id),
-        items=s.items,
-        users=s.users,
-        top_k=s.top_k,
-        format=s.format,
-        layout=s.layout,
-        user_col=s.user_col,
-        item_col=s.item_col,
-        title_col=s.title_col,
-        chunk_rows=s.chunk_rows,
-        batch_size=s.batch_size,
-        unknown=s.unknown,
-        max_reject_fraction=s.max_reject_fraction,
-        rejects=job.rejects(run_id),
-        memory_budget_mb=s.memory_budget_mb,
-        work_dir=work,
-        engine=s.engine,
-        ray_address=s.ray_address,
-        concurrency=s.concurrency,
-        gpus_per_worker=s.gpus_per_worker,
-        progress=progress,  # type: ignore[arg-type]
-        run_id=run_id,
-        extra_manifest={"job": extra},
-    )
+    spec = job.score.spec(run_id, work_dir=work, progress=progress, extra_manifest={"job": extra})
     return score_spec(spec, certificates=certificates)
 
 

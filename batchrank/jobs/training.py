@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrank.bundle import read_metadata
+from batchrank.jobs.jobspec import TrainStep
 from batchrank.jobs.paths import shown
-from batchrank.jobs.spec import TrainStep
 
 if TYPE_CHECKING:
     from batchrank.presets import TrainConfig

@@ -42,7 +42,7 @@ def score(spec: ScoreSpec | None = None, **options: Any) -> dict[str, Any]:
         batchrank.errors.BatchrankError: a subclass per kind of problem (see ``errors``).
     """
     if spec is None:
-        spec = ScoreSpec(**options)
+        spec = ScoreSpec.from_options(**options)
     elif options:
         raise TypeError("pass a ScoreSpec or keyword options, not both")
     return score_spec(spec)
@@ -117,7 +117,14 @@ def _score_locked(spec: ScoreSpec, certificates: Sequence[Certificate]) -> dict[
             "batchrank.rating_scale": f"{bundle.transform.low:g},{bundle.transform.high:g}",
         }
         assert spec.format is not None
-        writer = OutputWriter(spec.out, format=spec.format, layout=spec.layout, metadata=metadata)
+        writer = OutputWriter(
+            spec.out,
+            format=spec.format,
+            layout=spec.layout,
+            metadata=metadata,
+            compression=spec.compression,
+            escape_formulas=spec.csv_formulas == "escape",
+        )
         missing_titles = 0
         try:
             for table in scored.topk.results():
@@ -167,6 +174,8 @@ def _score_locked(spec: ScoreSpec, certificates: Sequence[Certificate]) -> dict[
             "chunk_rows": spec.chunk_rows,
             "batch_size": round_batch(spec.batch_size),
             "max_reject_fraction": spec.max_reject_fraction,
+            "compression": spec.compression,
+            "csv_formulas": spec.csv_formulas,
             "items": str(spec.items) if spec.items else None,
         },
         "counts": {

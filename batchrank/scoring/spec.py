@@ -1,131 +1,277 @@
-"""The typed, frozen specification of one scoring run."""
+"""The typed, frozen specification of one scoring run: the one declaration of the score options.
+
+Each field is an option: its type and default, and in its metadata (:func:`batchrank.options.doc`)
+one line of doc and its bounds. ``batchrank score``'s flags, the job file's ``[score]`` keys,
+``--set score.KEY``, ``BATCHRANK_SCORE_*`` and ``docs/options.md`` are all derived from
+:data:`SCORE_OPTIONS`, and every value, whoever gives it, is validated once, here, on
+construction.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from batchrank.errors import ConfigError
+from batchrank.formats import (
+    COMPRESSIONS,
+    OUTPUT_SUFFIXES,
+    Compression,
+    OutputFormat,
+    output_kind_of,
+)
+from batchrank.options import Option, OptionError, doc, options_of
 
-__all__ = ["DEFAULT_CHUNK_ROWS", "Engine", "Format", "Layout", "ScoreSpec", "Unknown"]
+__all__ = [
+    "DEFAULT_CHUNK_ROWS",
+    "SCORE_OPTIONS",
+    "Engine",
+    "Format",
+    "Layout",
+    "ScoreSpec",
+    "Unknown",
+    "options_markdown",
+]
 
-Format = Literal["parquet", "csv", "jsonl"]
+Format = OutputFormat
 Layout = Literal["long", "nested"]
 Unknown = Literal["skip", "oov", "fail"]
 Engine = Literal["local", "ray"]
 Progress = Literal["auto", "bar", "log", "none"]
 
-_FORMATS = ("parquet", "csv", "jsonl")
 # Rows per chunk. Measured at 20M pairs: 262,144 gave 695 MiB peak RSS and 13 s, against
 # 973 MiB and 22 s for 1,000,000 (cache-sized sorts and buffers).
 DEFAULT_CHUNK_ROWS = 262_144
-_SUFFIX_FORMAT = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
 @dataclass(frozen=True, kw_only=True)
 class ScoreSpec:
-    """Everything a scoring run needs; validated on construction."""
+    """Everything a scoring run needs; validated on construction (:class:`OptionError`)."""
 
-    model: Path
-    """Model bundle folder."""
-    pairs: tuple[str, ...]
-    """Files, folders or globs of Parquet/CSV pairs, or the single value ``"all"``."""
-    out: Path
-    """Output file; its manifest is ``<out>.manifest.json``."""
-    items: Path | None = None
-    """Items file with titles (default: the bundle's titles)."""
-    users: Path | None = None
-    """With ``pairs=("all",)``: score only these users (a file with a user id column)."""
-    top_k: int = 10
-    """Recommendations per user."""
-    format: Format | None = None
-    """Output format; default from the output's suffix, else parquet."""
-    layout: Layout = "long"
-    """``long``: a row per recommendation; ``nested``: a row per user with a list."""
-    user_col: str = "user_id"
-    """User id column of the pairs (and of ``users``)."""
-    item_col: str = "movie_id"
-    """Movie id column of the pairs and of ``items``."""
-    title_col: str = "title"
-    """Title column of ``items``."""
-    chunk_rows: int = DEFAULT_CHUNK_ROWS
-    """Rows read, validated and scored at a time; bounds memory."""
-    batch_size: int = 8192
-    """Rows per jitted call (rounded up to a multiple of 64)."""
-    unknown: Unknown = "skip"
-    """Unknown users or movies: skip them, score them with the OOV row, or fail."""
-    max_reject_fraction: float = 0.01
-    """Share of rows with null or unparsable ids past which the run fails."""
-    rejects: Path | None = None
-    """CSV file that receives rejected rows (file, row, ids, reason)."""
-    memory_budget_mb: float = 1024
-    """Top-k state size past which scored rows spill to disk."""
-    work_dir: Path | None = None
-    """Folder that records finished input files, so a re-run resumes (None: no resume)."""
-    engine: Engine = "local"
-    """``local`` streaming engine or ``ray`` (Ray Data)."""
-    ray_address: str | None = None
-    """Ray cluster address (``auto``, ``ray://HOST:PORT``); None starts a local instance."""
-    concurrency: int | None = None
-    """Ray: number of scoring actors."""
-    gpus_per_worker: float = 0.0
-    """Ray: GPUs per scoring actor."""
-    score_table: Literal["auto", "never"] = "auto"
-    """``auto``: when the input holds at least twice as many pairs as the catalogue has
-    (user, movie) cells, score each cell once and gather (same bytes, less arithmetic)."""
-    progress: Progress = "auto"
-    """Progress display: bar on a terminal, log lines otherwise, or none."""
-    run_id: str | None = None
-    """Run id recorded in the manifest and logs (default: generated)."""
+    model: Path = field(metadata=doc("Model bundle folder."))
+    pairs: tuple[str, ...] = field(
+        metadata=doc(
+            "Parquet/CSV files, folders or globs of (user, movie) pairs; `all`: every movie for "
+            "every user of the model."
+        )
+    )
+    out: Path = field(
+        metadata=doc(
+            "Output file; its suffix names the format: .parquet, .csv, .jsonl or .ndjson, text "
+            "ones optionally .gz or .zst compressed. Its manifest is `<out>.manifest.json`."
+        )
+    )
+    items: Path | None = field(
+        default=None, metadata=doc("Items file with titles (default: the bundle's titles).")
+    )
+    users: Path | None = field(
+        default=None, metadata=doc("With pairs `all`: score only these users.")
+    )
+    top_k: int = field(default=10, metadata=doc("Recommendations per user.", low=1, high=100_000))
+    format: Format | None = field(
+        default=None,
+        metadata=doc("Output format; must agree with the output's suffix, which names it anyway."),
+    )
+    layout: Layout = field(
+        default="long",
+        metadata=doc("`long`: a row per recommendation; `nested`: a row per user with a list."),
+    )
+    user_col: str = field(
+        default="user_id", metadata=doc("User id column of the pairs and the users file.")
+    )
+    item_col: str = field(
+        default="movie_id", metadata=doc("Movie id column of the pairs and the items file.")
+    )
+    title_col: str = field(default="title", metadata=doc("Title column of the items file."))
+    chunk_rows: int = field(
+        default=DEFAULT_CHUNK_ROWS,
+        metadata=doc(
+            "Rows read, validated and scored at a time; bounds memory.", low=1, high=2**27
+        ),
+    )
+    batch_size: int = field(
+        default=8192,
+        metadata=doc("Rows per jitted call (rounded up to a multiple of 64).", low=1, high=2**22),
+    )
+    unknown: Unknown = field(
+        default="skip",
+        metadata=doc(
+            "Unknown users or movies: skip them (counted), score them with the OOV row, or fail."
+        ),
+    )
+    max_reject_fraction: float = field(
+        default=0.01,
+        metadata=doc(
+            "Share of rows with null or unparsable ids past which the run fails.", low=0, high=1
+        ),
+    )
+    rejects: Path | None = field(
+        default=None, metadata=doc("CSV file receiving rejected rows (file, row, ids, reason).")
+    )
+    memory_budget_mb: float = field(
+        default=1024.0,
+        metadata=doc(
+            "Top-k state size (MiB) past which scored rows spill to disk (at most 1 TiB).",
+            low=0,
+            low_open=True,
+            high=1024 * 1024,
+        ),
+    )
+    work_dir: Path | None = field(
+        default=None,
+        metadata=doc(
+            "Record finished inputs here so a re-run resumes after a crash (a job keeps its "
+            "own beside its output).",
+            scope="cli",
+        ),
+    )
+    engine: Engine = field(
+        default="local", metadata=doc("`local` streaming engine or `ray` (Ray Data).")
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata=doc("Ray cluster: `auto` or `ray://HOST:PORT` (default: a local Ray)."),
+    )
+    concurrency: int | None = field(
+        default=None, metadata=doc("Ray: number of scoring actors.", low=1, high=4096)
+    )
+    gpus_per_worker: float = field(
+        default=0.0, metadata=doc("Ray: GPUs per scoring actor.", low=0, high=64)
+    )
+    score_table: Literal["auto", "never"] = field(
+        default="auto",
+        metadata=doc("`auto`: score each (user, movie) cell once when pairs outnumber cells 2:1."),
+    )
+    csv_formulas: Literal["escape", "keep"] = field(
+        default="escape",
+        metadata=doc(
+            "CSV output: `escape` prefixes a `'` to titles starting with = + - @ tab or CR, which "
+            "spreadsheets would run as formulas (OWASP); `keep` writes them as they are."
+        ),
+    )
+    progress: Progress = field(
+        default="auto",
+        metadata=doc(
+            "Progress display: bar on a terminal, log lines otherwise, or none.", scope="run"
+        ),
+    )
+    run_id: str | None = field(
+        default=None,
+        metadata=doc("Run id in the manifest and logs (default: generated).", scope="run"),
+    )
     extra_manifest: dict[str, object] = field(default_factory=dict)
-    """Extra keys recorded in the manifest (for instance the job's name)."""
+    """Extra keys recorded in the manifest (for instance the job's name); set by the program."""
 
     def __post_init__(self) -> None:
-        for name in ("model", "out", "items", "users", "rejects", "work_dir"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, Path(value))
-        pairs = (self.pairs,) if isinstance(self.pairs, str) else tuple(str(p) for p in self.pairs)
-        object.__setattr__(self, "pairs", pairs)
-        if not pairs:
-            raise ConfigError("no pairs given; pass --pairs PATH (or --pairs all)")
+        for opt in SCORE_OPTIONS:
+            object.__setattr__(self, opt.name, opt.coerce(getattr(self, opt.name)))
+        pairs = self.pairs
         if "all" in pairs and len(pairs) > 1:
-            raise ConfigError("--pairs all cannot be combined with other --pairs values")
+            raise OptionError("pairs", '‹pairs›: "all" cannot be combined with other pairs')
         if self.users is not None and pairs != ("all",):
-            raise ConfigError("--users only applies with --pairs all")
-        fmt = self.format or _SUFFIX_FORMAT.get(self.out.suffix.lower(), "parquet")
-        if fmt not in _FORMATS:
-            raise ConfigError(f"unknown format {fmt!r}; expected parquet, csv or jsonl")
-        object.__setattr__(self, "format", fmt)
-        if self.layout not in ("long", "nested"):
-            raise ConfigError(f"unknown layout {self.layout!r}; expected long or nested")
-        if self.layout == "nested" and fmt == "csv":
-            raise ConfigError("the nested layout needs parquet or jsonl; received csv")
-        if self.unknown not in ("skip", "oov", "fail"):
-            raise ConfigError(f"unknown policy {self.unknown!r}; expected skip, oov or fail")
-        if self.engine not in ("local", "ray"):
-            raise ConfigError(f"unknown engine {self.engine!r}; expected local or ray")
-        for name in ("top_k", "chunk_rows", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(
-                    f"{name.replace('_', '-')} must be >= 1; received {getattr(self, name)}"
-                )
-        if not self.memory_budget_mb > 0:
-            raise ConfigError(f"memory-budget-mb must be > 0; received {self.memory_budget_mb}")
-        if not 0.0 <= self.max_reject_fraction <= 1.0:
-            raise ConfigError(
-                f"max-reject-fraction must be in [0, 1]; received {self.max_reject_fraction}"
+            raise OptionError(
+                "users", f'‹users› only applies with ‹pairs› = "all"; received pairs {list(pairs)}'
             )
-        if self.out.exists() and self.out.is_dir():
-            raise ConfigError(f"{self.out}: output path is a folder; expected a file name")
+        if self.out.is_dir():
+            raise OptionError("out", f"‹out› is a folder ({self.out}); expected a file name")
+        object.__setattr__(self, "format", self._format())
+        if self.layout == "nested" and self.format == "csv":
+            raise OptionError(
+                "layout", "‹layout› is 'nested', which needs format parquet or jsonl; the output "
+                "format is csv",
+            )  # fmt: skip
+
+    @classmethod
+    def from_options(cls, **options: Any) -> ScoreSpec:
+        """A spec from keyword options, as ``batchrank.score(**options)`` takes them.
+
+        Raises:
+            ConfigError: an unknown or missing option (with a suggestion), or a bad value; never
+                the ``TypeError`` of a dataclass constructor.
+        """
+        names = [f.name for f in fields(cls)]
+        for key in options:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+                hint = f" (did you mean `{close[0]}`?)" if close else ""
+                raise ConfigError(f"unknown score option `{key}`{hint}")
+        for opt in SCORE_OPTIONS:
+            if opt.required and opt.name not in options:
+                raise ConfigError(f"missing score option `{opt.name}` ({opt.doc})")
+        return cls(**options)
+
+    def _format(self) -> Format:
+        kind = output_kind_of(self.out)
+        if kind is None:
+            suffix = "".join(self.out.suffixes[-2:]) or "no suffix"
+            accepted = (
+                ", ".join(OUTPUT_SUFFIXES) + " (text ones may add " + ", ".join(COMPRESSIONS) + ")"
+            )
+            raise OptionError(
+                "out", f"‹out› {self.out.name!r}: unknown output suffix ({suffix}); expected one "
+                f"of {accepted}",
+            )  # fmt: skip
+        if self.format is not None and self.format != kind.format:
+            raise OptionError(
+                "format", f"‹format› {self.format} contradicts ‹out› {self.out.name!r}, whose "
+                f"suffix names {kind.format}; make them agree or drop the format",
+            )  # fmt: skip
+        return kind.format
+
+    @property
+    def compression(self) -> Compression:
+        """The output's compression, from its suffix (``top.csv.gz``: gzip), or None."""
+        kind = output_kind_of(self.out)
+        return kind.compression if kind is not None else None
 
     @property
     def manifest_path(self) -> Path:
         """Where the manifest goes: ``<out>.manifest.json``."""
-        return self.out.with_name(self.out.name + ".manifest.json")
+        from batchrank.scoring.commit import manifest_path_of
+
+        return manifest_path_of(self.out)
 
     @property
     def is_cross_join(self) -> bool:
         """True for ``--pairs all``."""
         return self.pairs == ("all",)
+
+
+SCORE_OPTIONS: tuple[Option, ...] = options_of(ScoreSpec)
+"""Every score option, in declaration order (``scope`` says where each can be set)."""
+
+
+def _default(opt: Option) -> str:
+    if opt.required:
+        return "required"
+    return "" if opt.default is None else f"`{opt.default}`"
+
+
+def options_markdown() -> str:
+    """The docs' table of score options (``docs/options.md``), generated from the fields."""
+    lines = [
+        "# Score options",
+        "",
+        "Generated from `ScoreSpec` (`batchrank/scoring/spec.py`) by",
+        "`python -m batchrank.scoring.spec > docs/options.md`; a test fails when it is stale.",
+        "Each is a `batchrank score` flag and a job file's `[score]` key (`--set score.KEY=V`",
+        "overrides the key). `BATCHRANK_SCORE_KEY=V` in the environment sets an option that",
+        "neither the command line nor `--set` gives, for `batchrank score` and job runs alike.",
+        "Numbers may be given as numeric strings; values out of range are refused (exit 2).",
+        "",
+        "| job key | flag | value | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for opt in SCORE_OPTIONS:
+        if opt.scope == "run":
+            continue
+        key = f"`{opt.name}`" if opt.scope == "all" else "(job: managed)"
+        value = opt.expected.replace('"', "`")
+        lines.append(f"| {key} | `{opt.flag}` | {value} | {_default(opt)} | {opt.doc} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(options_markdown(), end="")

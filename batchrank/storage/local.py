@@ -114,8 +114,8 @@ def check_target(
         mode = os.lstat(target).st_mode
     except FileNotFoundError:
         mode = None
-    except NotADirectoryError:
-        raise error(
+    except NotADirectoryError:  # an I/O condition (exit 5), whoever asks
+        raise OutputError(
             f"{target}: {what} path lies under a file, not a folder; give a path in a folder"
         ) from None
     except OSError as e:

@@ -186,7 +186,10 @@ def test_json_logs_parse_line_by_line(
     assert run("run", str(job), "--log-format", "json", "--set", "score.top_k=0") == 2
     (failed,) = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert failed["event"] == "run_failed" and failed["exit_code"] == 2
-    assert "[score] top_k (set by --set score.top_k=0) must be an integer >= 1" in failed["message"]
+    assert (
+        "[score] top_k (set by --set score.top_k=0) must be an integer in [1, 100000]"
+        in failed["message"]
+    )
 
 
 def test_exit_codes_of_failing_runs(

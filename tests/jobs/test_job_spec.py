@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrank.errors import ConfigError
+from batchrank.jobs.jobspec import JobSpec
 from batchrank.jobs.loader import load_job, parse_date, parse_override
-from batchrank.jobs.spec import JobSpec
 
 DATE = dt.date(2025, 1, 31)
 
@@ -75,7 +75,13 @@ def test_minimal_job_loads_with_defaults_and_paths_relative_to_the_job_file(
     s = job.score
     assert s.model == (project / "models" / "m").resolve()
     assert s.pairs == (str((project / "data" / "pairs.parquet").resolve()),)
-    assert (s.top_k, s.format, s.layout, s.unknown, s.engine) == (10, None, "long", "skip", "local")
+    assert (s.top_k, s.format, s.layout, s.unknown, s.engine) == (
+        10,
+        "parquet",
+        "long",
+        "skip",
+        "local",
+    )
     assert job.output("r1") == (project / "out" / "2025-01-31" / "top.parquet").resolve()
     assert job.publish.success_marker is True
     assert job.latest_path == (project / "out" / "latest").resolve()
@@ -190,11 +196,11 @@ def test_unknown_section_and_top_level_key(project: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ('top_k = "ten"', "[score] top_k must be an integer >= 1; received 'ten'"),
-        ("top_k = 0", "[score] top_k must be an integer >= 1; received 0"),
-        ("top_k = true", "[score] top_k must be an integer >= 1; received True"),
-        ("top_k = 2.5", "[score] top_k must be an integer >= 1; received 2.5"),
-        ("chunk_rows = -1", "[score] chunk_rows must be an integer >= 1; received -1"),
+        ('top_k = "ten"', "[score] top_k must be an integer in [1, 100000]; received 'ten'"),
+        ("top_k = 0", "[score] top_k must be an integer in [1, 100000]; received 0"),
+        ("top_k = true", "[score] top_k must be an integer in [1, 100000]; received True"),
+        ("top_k = 2.5", "[score] top_k must be an integer in [1, 100000]; received 2.5"),
+        ("chunk_rows = -1", "[score] chunk_rows must be an integer in [1, 134217728]; received -1"),
         ("max_reject_fraction = 2", "[score] max_reject_fraction must be a number in [0, 1]"),
         ('max_reject_fraction = "x"', "[score] max_reject_fraction must be a number in [0, 1]"),
         ('layout = "wide"', '[score] layout must be one of "long" or "nested"; received \'wide\''),
@@ -360,11 +366,11 @@ def test_not_a_file_and_not_toml(project: Path) -> None:
             "top.csv",
             "[score] layout is 'nested', which needs format parquet or jsonl",
         ),
-        ('format = "csv"\nlayout = "nested"', "top", "which needs format parquet or jsonl"),
+        ('format = "csv"\nlayout = "nested"', "top.csv", "which needs format parquet or jsonl"),
         (
             'format = "parquet"',
             "top.jsonl",
-            "[score] format is 'parquet' but [score] out ends in .jsonl",
+            "[score] format parquet contradicts out 'top.jsonl', whose suffix names jsonl",
         ),
         (
             'users = "../data/users.csv"',
@@ -458,8 +464,8 @@ def test_set_errors_name_the_override(project: Path) -> None:
     path = write(project, BASE)
     msg = error_of(path, "score.top_k=ten")
     assert (
-        "[score] top_k (set by --set score.top_k=ten) must be an integer >= 1; received 'ten'"
-        in msg
+        "[score] top_k (set by --set score.top_k=ten) must be an integer in [1, 100000]; "
+        "received 'ten'" in msg
     )
     assert (
         "[score] unknown key `topk` (set by --set score.topk=3) (did you mean `top_k`?)"

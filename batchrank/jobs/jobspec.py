@@ -9,12 +9,12 @@ the score step, already rendered for the run date.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from batchrank.jobs.paths import PathTemplate
-from batchrank.scoring.spec import DEFAULT_CHUNK_ROWS, Engine, Format, Layout, Unknown
+from batchrank.scoring.spec import ScoreSpec
 
 __all__ = [
     "WORK_FOLDER",
@@ -88,55 +88,34 @@ class TrainStep:
 
 @dataclass(frozen=True, kw_only=True)
 class ScoreStep:
-    """The ``[score]`` section: the options of :class:`batchrank.scoring.spec.ScoreSpec`."""
+    """The ``[score]`` section: validated score options, with the output paths as templates.
 
-    model: Path
-    """Model bundle folder (default: ``[train] out``)."""
-    pairs: tuple[str, ...]
-    """Absolute files, folders or globs of pairs, or ``("all",)``."""
+    Its keys are the options of :class:`~batchrank.scoring.spec.ScoreSpec` (not declared again
+    here); read them as attributes (``job.score.top_k``) or as :attr:`options`.
+    """
+
+    options: ScoreSpec
+    """Every option, validated, with ``out`` and ``rejects`` rendered for the run id
+    ``<run_id>``; :meth:`spec` gives the spec of an actual run."""
     out: PathTemplate
     """Output file; may hold ``{date}``, ``{job}`` and ``{run_id}``."""
-    items: Path | None = None
-    """Items file with titles (default: the bundle's titles)."""
-    users: Path | None = None
-    """With ``pairs = "all"``: score only these users."""
-    top_k: int = 10
-    """Recommendations per user."""
-    format: Format | None = None
-    """Output format (default: from the output's suffix, else parquet)."""
-    layout: Layout = "long"
-    """``long`` (a row per recommendation) or ``nested`` (a row per user)."""
-    unknown: Unknown = "skip"
-    """Unknown users or movies: ``skip``, ``oov`` or ``fail``."""
     rejects: PathTemplate | None = None
-    """CSV file receiving rejected rows."""
-    chunk_rows: int = DEFAULT_CHUNK_ROWS
-    """Rows read and scored at a time."""
-    batch_size: int = 8192
-    """Rows per jitted call."""
-    max_reject_fraction: float = 0.01
-    """Share of rejected rows past which the run fails."""
-    memory_budget_mb: int = 1024
-    """Top-k state size past which scored rows spill to disk."""
-    user_col: str = "user_id"
-    """User id column of the pairs and users files."""
-    item_col: str = "movie_id"
-    """Movie id column of the pairs and items files."""
-    title_col: str = "title"
-    """Title column of the items file."""
-    engine: Engine = "local"
-    """``local`` or ``ray``."""
-    ray_address: str | None = None
-    """Ray cluster address."""
-    concurrency: int | None = None
-    """Ray: scoring actors."""
-    gpus_per_worker: float = 0.0
-    """Ray: GPUs per scoring actor."""
+    """CSV file receiving rejected rows; may hold the same placeholders."""
 
-    @property
-    def is_cross_join(self) -> bool:
-        """Whether every movie is scored for every user."""
-        return self.pairs == ("all",)
+    def spec(self, run_id: str, **run: Any) -> ScoreSpec:
+        """The spec of one run: the paths rendered for ``run_id``, plus run-only fields
+        (``work_dir``, ``progress``, ``extra_manifest``)."""
+        rejects = self.rejects.render(run_id) if self.rejects is not None else None
+        return replace(
+            self.options, out=self.out.render(run_id), rejects=rejects, run_id=run_id, **run
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        """The options read as attributes: ``job.score.top_k`` is ``job.score.options.top_k``."""
+        options = self.__dict__.get("options")
+        if options is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(options, name)
 
 
 @dataclass(frozen=True, kw_only=True)
