@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
 import time
 from collections import Counter
 from typing import Any
 
 from batchrank.errors import DataError
-from batchrank.scoring.engine import Scored
-from batchrank.scoring.manifest import versions, write_manifest
-from batchrank.scoring.predict import round_batch
-from batchrank.scoring.prepare import Prepared, prepare
+from batchrank.scoring.context import RunContext
+from batchrank.scoring.engine import Scored, rejects_spool, run_local
+from batchrank.scoring.manifest import REJECT_KEYS, build_manifest, write_manifest
+from batchrank.scoring.prepare import prepare
 from batchrank.scoring.spec import ScoreSpec
+from batchrank.scoring.workdir import copy_rejects
 from batchrank.scoring.writers import OutputWriter, join_titles
 
 __all__ = ["ScoreSpec", "score", "score_spec"]
 
 log = logging.getLogger("batchrank.score")
-
-REJECT_KEYS = (
-    "rejected_null_user_id",
-    "rejected_null_movie_id",
-    "rejected_bad_user_id",
-    "rejected_bad_movie_id",
-)
 
 
 def score(spec: ScoreSpec | None = None, **options: Any) -> dict[str, Any]:
@@ -57,138 +52,78 @@ def _check_rejects(spec: ScoreSpec, counts: Counter[str]) -> None:
         )
 
 
-def _run_engine(prep: Prepared) -> Scored:
-    if prep.spec.engine == "ray":
-        from batchrank.scoring.ray_engine import run_ray
+def _run_engine(ctx: RunContext) -> Scored:
+    if ctx.spec.engine == "ray":
+        from batchrank.scoring.ray import run_ray
 
-        return run_ray(prep)
-    from batchrank.scoring.engine import run_local
+        return run_ray(ctx)
+    return run_local(ctx)
 
-    return run_local(prep)
+
+def _write_output(ctx: RunContext, scored: Scored) -> tuple[dict[str, Any], int]:
+    """Write and commit the ranked lists; return the writer's report and missing titles."""
+    spec, bundle = ctx.spec, ctx.bundle
+    metadata = {
+        "batchrank.model_fingerprint": bundle.fingerprint,
+        "batchrank.top_k": str(spec.top_k),
+        "batchrank.layout": spec.layout,
+        "batchrank.rating_scale": f"{bundle.transform.low:g},{bundle.transform.high:g}",
+    }
+    assert spec.format is not None
+    writer = OutputWriter(spec.out, format=spec.format, layout=spec.layout, metadata=metadata)
+    missing_titles = 0
+    try:
+        for table in scored.topk.results():
+            joined, missing = join_titles(table, ctx.titles)
+            missing_titles += missing
+            writer.write(joined)
+        return writer.close(commit=True), missing_titles
+    except BaseException:
+        writer.close(commit=False)
+        raise
 
 
 def score_spec(spec: ScoreSpec) -> dict[str, Any]:
     """Run a validated spec end to end: prepare, score, write, commit, manifest."""
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
-    prep = prepare(spec)
+    ctx = prepare(spec)
     log.info(
         "scoring %s into %s (run %s)",
-        "every user x movie" if spec.is_cross_join else f"{len(prep.files)} input files",
+        "every user x movie" if spec.is_cross_join else f"{len(ctx.files)} input files",
         spec.out,
-        prep.run_id,
-        extra={"event": "score_start", "run_id": prep.run_id},
+        ctx.run_id,
+        extra={"event": "score_start", "run_id": ctx.run_id},
     )
     scored: Scored | None = None
-    committed = False
     try:
         t1 = time.perf_counter()
-        scored = _run_engine(prep)
+        scored = _run_engine(ctx)
         t2 = time.perf_counter()
         _check_rejects(spec, scored.counts)
-        bundle = prep.bundle
-        metadata = {
-            "batchrank.model_fingerprint": bundle.fingerprint,
-            "batchrank.top_k": str(spec.top_k),
-            "batchrank.layout": spec.layout,
-            "batchrank.rating_scale": f"{bundle.transform.low:g},{bundle.transform.high:g}",
-        }
-        assert spec.format is not None
-        writer = OutputWriter(spec.out, format=spec.format, layout=spec.layout, metadata=metadata)
-        missing_titles = 0
-        try:
-            for table in scored.topk.results():
-                joined, missing = join_titles(table, prep.titles)
-                missing_titles += missing
-                writer.write(joined)
-            written = writer.close(commit=True)
-        except BaseException:
-            writer.close(commit=False)
-            raise
-        committed = True
-        prep.close_rejects(commit=True)
+        written, missing_titles = _write_output(ctx, scored)
+        if spec.rejects is not None:
+            copy_rejects(scored.rejects, spec.rejects)
         t3 = time.perf_counter()
     finally:
-        if not committed:
-            prep.close_rejects(commit=False)
         if scored is not None:
             scored.topk.close()
-    counts = scored.counts
-    rejected = {k.removeprefix("rejected_"): counts.get(k, 0) for k in REJECT_KEYS}
-    manifest: dict[str, Any] = {
-        "batchrank_manifest": 1,
-        "run_id": prep.run_id,
-        "started_at": started.isoformat(timespec="seconds"),
-        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "engine": spec.engine,
-        "model": {
-            "path": str(spec.model),
-            "fingerprint": prep.bundle.fingerprint,
-            "preset": prep.bundle.metadata.get("preset"),
-            "rating_scale": [prep.bundle.transform.low, prep.bundle.transform.high],
-        },
-        "inputs": (
-            [
-                {
-                    "pairs": "all",
-                    "users": len(prep.cross_users or []),
-                    "movies": len(prep.bundle.items),
-                }
-            ]
-            if spec.is_cross_join
-            else [f.to_manifest() for f in prep.files]
-        ),
-        "options": {
-            "top_k": spec.top_k,
-            "format": spec.format,
-            "layout": spec.layout,
-            "unknown": spec.unknown,
-            "chunk_rows": spec.chunk_rows,
-            "batch_size": round_batch(spec.batch_size),
-            "max_reject_fraction": spec.max_reject_fraction,
-            "items": str(spec.items) if spec.items else None,
-        },
-        "counts": {
-            "rows_read": counts.get("read", 0),
-            "rows_scored": counts.get("kept", 0),
-            "rows_skipped_unknown_user": counts.get("unknown_user", 0),
-            "rows_skipped_unknown_movie": counts.get("unknown_movie", 0),
-            "rows_oov_user": counts.get("oov_user", 0),
-            "rows_oov_movie": counts.get("oov_movie", 0),
-            "rows_rejected": sum(rejected.values()),
-            "rejected_by_reason": rejected,
-            "users_written": written["users"],
-            "rows_written": written["rows"],
-            "missing_titles": missing_titles,
-        },
-        "resume": {
-            "fragments": scored.fragments_total,
-            "fragments_resumed": scored.fragments_resumed,
-        },
-        "topk": scored.topk.stats,
-        "output": {
-            "path": str(spec.out),
-            "bytes": written["bytes"],
-            "sha256": written["sha256"],
-            "rejects": str(spec.rejects) if spec.rejects else None,
-        },
-        "timings_s": {
-            **{k: round(v, 3) for k, v in prep.timings.items()},
-            "score_s": round(t2 - t1, 3),
-            "write_s": round(t3 - t2, 3),
-            "total_s": round(time.perf_counter() - t0, 3),
-        },
-        "device": prep.predictor().device if spec.engine == "local" else None,
-        "predictor": prep.predictor().path if spec.engine == "local" else None,
-        "versions": versions(),
-        **spec.extra_manifest,
-    }
+        shutil.rmtree(rejects_spool(ctx), ignore_errors=True)
+    timings = {"score_s": t2 - t1, "write_s": t3 - t2, "total_s": time.perf_counter() - t0}
+    manifest = build_manifest(
+        ctx,
+        scored,
+        written=written,
+        missing_titles=missing_titles,
+        started=started,
+        timings=timings,
+    )
     write_manifest(spec.manifest_path, manifest)
     log.info(
         "wrote %d users (%d rows) to %s",
         written["users"],
         written["rows"],
         spec.out,
-        extra={"event": "score_done", "run_id": prep.run_id, "counts": manifest["counts"]},
+        extra={"event": "score_done", "run_id": ctx.run_id, "counts": manifest["counts"]},
     )
     return manifest

@@ -213,9 +213,11 @@ def map_ids(
         if unk.any():
             k = int(np.flatnonzero(unk)[0])
             what, value = ("user", uid[k]) if unk_u[k] else ("movie", iid[k])
-            raise DataError(
-                f"{chunk.path} row {chunk.first_row + int(rows[k])}: unknown {what} id "
-                f"{_show(value.as_py())} (not in the model's vocabulary; --unknown fail)"
+            raise DataError.at(
+                chunk.path,
+                chunk.first_row + int(rows[k]),
+                f"unknown {what} id {_show(value.as_py())} "
+                "(not in the model's vocabulary; --unknown fail)",
             )
     elif unknown == "skip":
         counts["unknown_user"] = int(unk_u.sum())
