@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from batchrank.errors import DataError
 from batchrank.scoring.reader import ITEM, USER, RawChunk
+from batchrank.scoring.schema import REJECTS_SCHEMA
 from batchrank.vocab import OOV_INDEX, Vocabulary, coerce_ids
 
 __all__ = [
@@ -50,17 +51,6 @@ COUNT_KEYS = (
     "kept",
 )
 """Keys of :attr:`MappedChunk.counts`, always all present."""
-
-REJECTS_SCHEMA = pa.schema(
-    [
-        pa.field("file", pa.string()),
-        pa.field("row", pa.int64()),
-        pa.field(USER, pa.string()),
-        pa.field(ITEM, pa.string()),
-        pa.field("reason", pa.string()),
-    ]
-)
-"""Columns of a rejects table: the file, its 1-based data row, the raw ids and the reason."""
 
 _ID_TYPES = {"int": pa.int64(), "str": pa.string()}
 

@@ -339,6 +339,8 @@ def _error(data: dict[str, Any], bases: list[int]) -> BatchrankError:
         cls = BatchrankError
     if not issubclass(cls, DataError):
         return cls(data["message"])
-    error: DataError = cls(data["message"], file=data["file"], row=data["row"], detail=data["detail"])
+    error: DataError = cls(
+        data["message"], file=data["file"], row=data["row"], detail=data["detail"]
+    )
     seg = data["seg"]
     return error.shifted(bases[seg]) if 0 <= seg < len(bases) else error
