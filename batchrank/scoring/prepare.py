@@ -19,12 +19,14 @@ from batchrank.scoring.context import Fragment, RunContext, spill_prefix
 from batchrank.scoring.predict import MAX_TABLE_CELLS
 from batchrank.scoring.spec import ScoreSpec
 
-__all__ = ["CROSS_JOIN_FRAGMENT_PAIRS", "fragment_key", "prepare"]
+__all__ = ["CROSS_JOIN_FRAGMENT_PAIRS", "file_identity", "fragment_key", "prepare"]
 
 log = logging.getLogger("batchrank.score")
 
 # With --pairs all, users are scored in blocks of this many pairs; each block is a fragment.
 CROSS_JOIN_FRAGMENT_PAIRS = 4_000_000
+CONTENT_CHECK_BYTES = 1 << 20
+"""Bytes hashed at each end of an input file for its resume key."""
 
 
 def _boundaries(bundle: Bundle, parts: int = 64) -> pa.Array:
@@ -54,25 +56,65 @@ def fragment_key(*parts: object) -> str:
     return h.hexdigest()[:20]
 
 
+def _ids_digest(ids: pa.Array) -> str:
+    """sha256 of a list of ids' values, in order (int64 bytes, or NUL-separated text)."""
+    h = hashlib.sha256()
+    if pa.types.is_integer(ids.type):
+        h.update(np.asarray(ids.cast(pa.int64()).to_numpy(zero_copy_only=False)).tobytes())
+    else:
+        for value in ids.to_pylist():
+            h.update(str(value).encode())
+            h.update(b"\0")
+    return h.hexdigest()
+
+
+def file_identity(f: reader.InputFile) -> tuple[object, ...]:
+    """What identifies a file's content without reading it all.
+
+    Resolved path, size, mtime in nanoseconds and inode, plus a sha256 of its first and last
+    MiB and, for Parquet, of its whole footer (schema, row groups, statistics): a file
+    rewritten in place with the same size and its mtime put back still gets another identity
+    unless its head, tail and footer are unchanged.
+    """
+    path = f.path.resolve()
+    try:
+        st = path.stat()
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            h.update(fh.read(CONTENT_CHECK_BYTES))
+            fh.seek(max(st.st_size - CONTENT_CHECK_BYTES, 0))
+            h.update(fh.read(CONTENT_CHECK_BYTES))
+            if f.format == "parquet" and st.st_size >= 12:
+                fh.seek(st.st_size - 8)
+                footer = int.from_bytes(fh.read(4), "little")
+                fh.seek(max(st.st_size - 8 - footer, 0))
+                h.update(fh.read(footer + 8))
+    except OSError as e:
+        raise DataError(f"{f.path}: cannot read file ({e.strerror})", file=str(f.path)) from e
+    return (str(path), st.st_size, st.st_mtime_ns, st.st_ino, h.hexdigest())
+
+
 def _fragments(
     spec: ScoreSpec, bundle: Bundle, files: list[reader.InputFile], cross_users: pa.Array | None
 ) -> tuple[Fragment, ...]:
-    """The run's resumable units of work, in order, each keyed by what defines its result."""
+    """The run's resumable units of work, in order, each keyed by what defines its result.
+
+    Every key holds the options that change partials (bundle fingerprint, top_k, unknown
+    policy, id columns); a file's key adds its content identity (:func:`file_identity`), a
+    block of ``--pairs all`` users the digest of its users and of the whole user list.
+    """
     common = (bundle.fingerprint, spec.top_k, spec.unknown, spec.user_col, spec.item_col)
     if cross_users is not None:
         per_block = max(1, CROSS_JOIN_FRAGMENT_PAIRS // max(len(bundle.items), 1))
+        everyone = _ids_digest(cross_users)
         out = []
         for n, start in enumerate(range(0, len(cross_users), per_block)):
             block = cross_users.slice(start, per_block)
-            key = fragment_key("all", *common, start, len(block), block[0].as_py())
+            key = fragment_key("all", *common, everyone, start, len(block), _ids_digest(block))
             out.append(Fragment(key=key, index=n, user_start=start, user_count=len(block)))
         return tuple(out)
     return tuple(
-        Fragment(
-            key=fragment_key("file", *common, str(f.path.resolve()), f.size, f.mtime),
-            index=idx,
-            file_index=idx,
-        )
+        Fragment(key=fragment_key("file", *common, *file_identity(f)), index=idx, file_index=idx)
         for idx, f in enumerate(files)
     )
 
