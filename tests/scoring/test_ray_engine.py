@@ -219,6 +219,19 @@ def test_unknown_fail_names_the_file_row_and_commits_nothing(
 
 
 @pytest.mark.ray
+def test_a_csv_ray_cannot_parse_is_a_data_error(
+    ray_session: Any, bundle: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user_id,movie_id\n1000,12\n1003,14,99\n")
+    with pytest.raises(DataError, match="cannot read the input files on Ray"):
+        score(
+            model=bundle, pairs=[str(bad)], out=tmp_path / "top.csv", engine="ray", progress="none"
+        )
+    assert not (tmp_path / "top.csv").exists()
+
+
+@pytest.mark.ray
 @pytest.mark.slow
 def test_bucket_combine_matches_driver_combine(
     ray_session: Any,
@@ -321,15 +334,24 @@ def test_merge_group_keeps_markers_and_reduces_buckets() -> None:
     assert worker.bucket_of(pa.array([3, 10, -1]), 4).to_pylist() == [3, 2, 3]
 
 
-def test_read_errors_become_data_errors_without_reading_messages() -> None:
-    wrapped = RuntimeError("wrapper")
-    wrapped.cause = pa.ArrowInvalid("Parquet magic bytes not found")  # type: ignore[attr-defined]
-    found = driver.read_error(wrapped)
+def test_read_errors_become_data_errors_by_exception_type() -> None:
+    exceptions = pytest.importorskip("ray.exceptions")
+
+    def task_error(cause: Exception) -> BaseException:
+        return exceptions.RayTaskError("f", "tb", cause, "ray::T", 1, "127.0.0.1")
+
+    found = driver.read_error(task_error(pa.ArrowInvalid("Parquet magic bytes not found")))
     assert isinstance(found, DataError) and "magic bytes" in str(found)
-    read_failed = RuntimeError("task failed")
-    read_failed.function_name = "ReadCSV->SplitBlocks(4)"  # type: ignore[attr-defined]
-    read_failed.cause = ValueError("Failed to read CSV file: /d/x.csv.")  # type: ignore[attr-defined]
-    found = driver.read_error(read_failed)
+    try:
+        try:
+            raise task_error(ValueError("Failed to read CSV file: /d/x.csv."))
+        except Exception as e:
+            raise RuntimeError("wrapped") from e
+    except RuntimeError as outer:
+        found = driver.read_error(outer)
     assert isinstance(found, DataError)
     assert str(found).startswith("cannot read the input files on Ray (Failed to read CSV file")
+    assert driver.read_error(task_error(KeyError("x"))) is None
     assert driver.read_error(RuntimeError("plain")) is None
+    bug = driver._error({"type": "bug", "message": "KeyError: 'x'", "traceback": "tb"}, [])
+    assert not isinstance(bug, DataError) and "a Ray scoring actor failed: KeyError" in str(bug)

@@ -104,9 +104,13 @@ def run_ray(
 def read_error(e: BaseException) -> DataError | None:
     """A :class:`DataError` for an input file that one of Ray's read tasks could not parse.
 
-    Walks the exception's causes (Ray keeps the task's exception as ``cause`` and names the
-    task in ``function_name``); None when no read task failed on the data.
+    The scoring actors return every exception as data (see :mod:`.worker`), so a
+    ``RayTaskError`` whose cause is an Arrow, value or OS error comes from Ray's own tasks: its
+    readers (they re-raise Arrow's parse errors as ``ValueError`` and drop the row). Decided by
+    exception types, never by message text; None for anything else.
     """
+    from ray.exceptions import RayTaskError
+
     seen: set[int] = set()
     stack: list[BaseException | None] = [e]
     while stack:
@@ -115,10 +119,7 @@ def read_error(e: BaseException) -> DataError | None:
             continue
         seen.add(id(cur))
         cause = getattr(cur, "cause", None)
-        if isinstance(cur, pa.ArrowException) and not isinstance(cause, BaseException):
-            return DataError(f"cannot read the input files on Ray: {first_line(cur)}")
-        if isinstance(cause, Exception) and "Read" in str(getattr(cur, "function_name", "")):
-            # Ray's readers re-raise Arrow's parse errors and drop the Arrow message (the row)
+        if isinstance(cur, RayTaskError) and isinstance(cause, _READ_ERRORS):
             return DataError(
                 f"cannot read the input files on Ray ({first_line(cause)}); "
                 "--engine local names the bad row"
@@ -127,6 +128,9 @@ def read_error(e: BaseException) -> DataError | None:
             [cur.__context__, cur.__cause__, cause if isinstance(cause, BaseException) else None]
         )
     return None
+
+
+_READ_ERRORS = (pa.ArrowException, ValueError, OSError)
 
 
 def read_groups(files: Sequence[InputFile], user_col: str, item_col: str) -> list[list[int]]:
@@ -332,8 +336,14 @@ class _Collector:
         return [p for _, _, p in sorted(self.parts)]
 
 
-def _error(data: dict[str, Any], bases: list[int]) -> BatchrankError:
+class _ActorFailed(RuntimeError):
+    """An unexpected exception in a scoring actor (a bug), with the actor's traceback."""
+
+
+def _error(data: dict[str, Any], bases: list[int]) -> Exception:
     """The batchrank error an actor reported, its row made the file's row."""
+    if data["type"] == "bug":
+        return _ActorFailed(f"a Ray scoring actor failed: {data['message']}\n{data['traceback']}")
     cls: Any = getattr(errors, data["type"], None)
     if not (isinstance(cls, type) and issubclass(cls, BatchrankError)):
         cls = BatchrankError

@@ -5,8 +5,9 @@ that a bundle it cannot load comes back as data, not as a dead actor), builds it
 :class:`~batchrank.scoring.stage.StageContext`, and runs
 :func:`~batchrank.scoring.stage.score_chunk` on each slice of a batch. Each output batch is the
 batch's partial top-k (at most k rows per user) followed by one *marker row* whose ``_meta``
-column holds the batch's counts, its file segments and any batchrank error (its class and
-fields) as JSON, and whose ``_rejects`` column holds its rejected rows as an Arrow IPC stream.
+column holds the batch's counts, its file segments and any error as JSON (a batchrank error by
+its class and fields, any other exception with its traceback: no exception of ours ever
+crosses Ray), and whose ``_rejects`` column holds its rejected rows as an Arrow IPC stream.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import traceback
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,14 +142,18 @@ class Scorer:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Score one batch of file rows (or blocks of ``--pairs all`` users)."""
-        if self.stage is None:
-            try:
+        try:
+            if self.stage is None:
                 self._setup()
-            except BatchrankError as e:
-                return self._marker(_Batch(), [], error=error_data(e, -1))
-        if BLOCK in batch.column_names:
-            return self._cross(batch)
-        return self._files(batch)
+            if BLOCK in batch.column_names:
+                return self._cross(batch)
+            return self._files(batch)
+        except BatchrankError as e:
+            return self._marker(_Batch(), [], error=error_data(e, -1))
+        except Exception as e:
+            # a bug: sent back as data too, so that every exception Ray raises is Ray's own
+            bug = {"type": "bug", "message": f"{type(e).__name__}: {e}", "seg": -1}
+            return self._marker(_Batch(), [], error={**bug, "traceback": traceback.format_exc()})
 
     def _file_index(self, path: str) -> int:
         for name in (path, os.path.normpath(path), os.path.normpath("/" + path.lstrip("/"))):
