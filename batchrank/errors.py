@@ -43,9 +43,45 @@ class ConfigError(BatchrankError):
 
 
 class DataError(BatchrankError):
-    """Input data that cannot be used: missing columns, corrupt files, bad ids or ratings."""
+    """Input data that cannot be used: missing columns, corrupt files, bad ids or ratings.
+
+    Attributes:
+        file: the file at fault, when one is (as named in the message).
+        row: its 1-based data row, when one is known.
+        detail: the message after ``"FILE row ROW: "``, for errors built by :meth:`at`.
+    """
 
     exit_code = 3
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        file: str | None = None,
+        row: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.file = file
+        self.row = row
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # keep the fields across pickling (Ray sends errors between processes)
+        fields = {"file": self.file, "row": self.row, "detail": self.detail}
+        return (_rebuild, (type(self), str(self), fields))
+
+    @classmethod
+    def at(cls, file: object, row: int | None, detail: str) -> DataError:
+        """An error about one row of a file: ``"FILE row ROW: DETAIL"`` (``"FILE: DETAIL"``)."""
+        where = f"{file} row {row}" if row is not None else f"{file}"
+        return cls(f"{where}: {detail}", file=str(file), row=row, detail=detail)
+
+    def shifted(self, rows: int) -> DataError:
+        """The same error ``rows`` rows further down its file (a slice's row made the file's)."""
+        if self.file is None or self.row is None or self.detail is None:
+            return self
+        return type(self).at(self.file, self.row + rows, self.detail)
 
 
 class ModelError(BatchrankError):
@@ -64,6 +100,10 @@ class LockedError(BatchrankError):
     """Another run of the same job holds its lock."""
 
     exit_code = 6
+
+
+def _rebuild(cls: type[DataError], message: str, fields: dict[str, object]) -> DataError:
+    return cls(message, **fields)  # type: ignore[arg-type]
 
 
 def first_line(e: object) -> str:

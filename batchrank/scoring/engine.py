@@ -1,14 +1,15 @@
 """The local streaming engine: one process, chunk by chunk, I/O overlapped with compute.
 
-A reader thread decodes and maps the next chunk while JAX computes the current one. Scored
-chunks feed a streaming top-k state. With a work folder, each input fragment's partial top-k is
-recorded once it is finished, so a re-run after a crash resumes instead of starting over.
+A reader thread decodes and maps the next chunk (:func:`batchrank.scoring.stage.map_chunk`)
+while JAX computes the current one (:func:`~batchrank.scoring.stage.finish_chunk`); each
+chunk's partial top-k feeds the run's streaming top-k state. Rejected rows are spooled per
+fragment and handed to the commit step as files. With a work folder, each fragment's partial,
+rejects and counts are recorded once it is finished (:mod:`batchrank.scoring.workdir`), so a
+re-run after a crash resumes instead of starting over.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import queue
 import threading
@@ -19,16 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from batchrank.atomic import atomic_file
-from batchrank.scoring.ids import MappedChunk, map_ids
-from batchrank.scoring.predict import Predictor, TablePredictor
-from batchrank.scoring.prepare import Prepared
+from batchrank.scoring.context import Fragment, RunContext, fragment_chunks, fragment_work, new_topk
 from batchrank.scoring.progress import make_progress
-from batchrank.scoring.topk import TopK, partial_schema
+from batchrank.scoring.schema import PARTIAL_COLUMNS, partial_schema
+from batchrank.scoring.stage import StageContext, finish_chunk, map_chunk, stage_for_run
+from batchrank.scoring.topk import TopK
+from batchrank.scoring.workdir import FragmentStore, RejectsPart
 
-__all__ = ["Fragment", "Scored", "run_local", "score_mapped"]
+__all__ = ["Scored", "rejects_spool", "run_local"]
 
 log = logging.getLogger("batchrank.score")
 
@@ -41,33 +41,15 @@ class Scored:
     counts: Counter[str] = field(default_factory=Counter)
     fragments_resumed: int = 0
     fragments_total: int = 0
+    rejects: list[Path] = field(default_factory=list)
+    """Spooled rejects (Arrow IPC streams), in the order the rejects file lists them."""
+    device: str | None = None
+    predictor: str | None = None
 
 
-@dataclass(frozen=True)
-class Fragment:
-    """A unit of resumable work: one input file, or one block of users of ``--pairs all``."""
-
-    key: str
-    chunks: Any
-    """A zero-argument callable returning the fragment's raw chunks."""
-    work: Any
-    """A callable mapping a raw chunk to its progress increment."""
-
-
-def score_mapped(mapped: MappedChunk, predictor: Predictor | TablePredictor) -> pa.Table:
-    """Predict a mapped chunk: ``user_id, movie_id, score, stars``."""
-    t = mapped.table
-    u = t.column("u").to_numpy()
-    i = t.column("i").to_numpy()
-    scores, stars = predictor.predict(u, i)
-    return pa.table(
-        {
-            "user_id": t.column("user_id"),
-            "movie_id": t.column("movie_id"),
-            "score": pa.array(scores, pa.float32()),
-            "stars": pa.array(stars, pa.float32()),
-        }
-    )
+def rejects_spool(ctx: RunContext) -> Path:
+    """Scratch folder for a run's rejects without a work folder (removed after the commit)."""
+    return ctx.spill_dir.with_name(ctx.spill_dir.name + "-rejects")
 
 
 _DONE = object()
@@ -107,82 +89,97 @@ def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
                 t.join(timeout=0.05)
 
 
-def _fragment_paths(work_dir: Path, key: str) -> tuple[Path, Path]:
-    return work_dir / f"fragment-{key}.parquet", work_dir / f"fragment-{key}.json"
-
-
-def run_local(prep: Prepared) -> Scored:
+def run_local(ctx: RunContext) -> Scored:
     """Score every fragment of a prepared run into a streaming top-k state."""
-    spec = prep.spec
-    predictor = prep.predictor()
-    topk = prep.new_topk()
-    result = Scored(topk=topk)
-    fragments = prep.fragments()
-    result.fragments_total = len(fragments)
-    total, unit = prep.total_work()
-    work_dir = spec.work_dir
-    if work_dir is not None:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    with make_progress(spec.progress, total, unit) as progress:
-        for frag in fragments:
-            if work_dir is not None:
-                data_path, meta_path = _fragment_paths(work_dir, frag.key)
-                if data_path.exists() and meta_path.exists():
-                    meta = json.loads(meta_path.read_text())
-                    topk.add(pq.read_table(data_path))
-                    result.counts.update(meta["counts"])
-                    result.fragments_resumed += 1
-                    progress.advance(int(meta.get("work", 0)), int(meta["counts"].get("read", 0)))
-                    log.info(
-                        "resumed fragment %s from %s",
-                        frag.key,
-                        data_path,
-                        extra={"event": "fragment_resumed", "counts": meta["counts"]},
-                    )
+    spec = ctx.spec
+    stage = stage_for_run(ctx)
+    topk = new_topk(ctx)
+    result = Scored(
+        topk=topk,
+        fragments_total=len(ctx.fragments),
+        device=stage.predictor.device,
+        predictor=stage.predictor.path,
+    )
+    store = FragmentStore(spec.work_dir) if spec.work_dir is not None else None
+    try:
+        with make_progress(spec.progress, ctx.total_work, ctx.work_unit) as progress:
+            for frag in ctx.fragments:
+                if store is not None and _resume(store, frag, result, progress):
                     continue
-                local = TopK(spec.top_k, user_type=prep.user_type, item_type=prep.item_type)
-            else:
-                local = topk
-            counts: Counter[str] = Counter()
-            work_done = 0
-            mapped_iter = _prefetch(
-                (raw, map_ids(raw, prep.bundle.users, prep.bundle.items, unknown=spec.unknown))
-                for raw in frag.chunks()
-            )
-            for raw, mapped in mapped_iter:
-                counts.update(mapped.counts)
-                if mapped.rejects is not None and mapped.rejects.num_rows:
-                    prep.record_rejects(mapped.rejects)
-                if mapped.table.num_rows:
-                    local.add(score_mapped(mapped, predictor))
-                w = frag.work(raw)
-                work_done += w
-                progress.advance(w, raw.table.num_rows)
-            if work_dir is not None:
-                partial = _collect(local)
-                data_path, meta_path = _fragment_paths(work_dir, frag.key)
-                with atomic_file(data_path) as tmp:
-                    pq.write_table(partial, tmp)
-                with atomic_file(meta_path) as tmp:
-                    tmp.write_text(json.dumps({"counts": dict(counts), "work": work_done}))
-                local.close()
-                topk.add(partial)
-            result.counts.update(counts)
+                _run_fragment(ctx, stage, frag, store, result, progress)
+    except BaseException:
+        topk.close()
+        raise
     return result
+
+
+def _resume(store: FragmentStore, frag: Fragment, result: Scored, progress: Any) -> bool:
+    done = store.load(frag.key)
+    if done is None:
+        return False
+    result.topk.add(done.partial)
+    result.counts.update(done.counts)
+    result.rejects.append(done.rejects)
+    result.fragments_resumed += 1
+    progress.advance(done.work, done.counts.get("read", 0))
+    log.info(
+        "resumed fragment %s from %s",
+        frag.key,
+        store.folder,
+        extra={"event": "fragment_resumed", "counts": done.counts},
+    )
+    return True
+
+
+def _run_fragment(
+    ctx: RunContext,
+    stage: StageContext,
+    frag: Fragment,
+    store: FragmentStore | None,
+    result: Scored,
+    progress: Any,
+) -> None:
+    """Score one fragment; record it in the work folder, or spool its rejects."""
+    spec = ctx.spec
+    if store is not None:
+        rejects = store.rejects_part(frag.key)
+        local = TopK(spec.top_k, user_type=ctx.user_type, item_type=ctx.item_type)
+    else:
+        rejects = RejectsPart(rejects_spool(ctx) / f"rejects-{frag.index:08d}.arrow")
+        local = result.topk
+    keep_rejects = store is not None or spec.rejects is not None
+    counts: Counter[str] = Counter()
+    work_done = 0
+    try:
+        mapped_iter = _prefetch((raw, map_chunk(raw, stage)) for raw in fragment_chunks(ctx, frag))
+        for raw, mapped in mapped_iter:
+            chunk = finish_chunk(mapped, stage)
+            counts.update(chunk.counts)
+            if keep_rejects:
+                rejects.write(chunk.rejects)
+            if chunk.partial.num_rows:
+                local.add(chunk.partial)
+            w = fragment_work(ctx, frag, raw)
+            work_done += w
+            progress.advance(w, raw.table.num_rows)
+        if store is not None:
+            partial = _collect(local)
+            local.close()
+            result.rejects.append(store.save(frag.key, partial, rejects, dict(counts), work_done))
+            result.topk.add(partial)
+        else:
+            path = rejects.commit()
+            if path is not None:
+                result.rejects.append(path)
+    except BaseException:
+        rejects.discard()
+        raise
+    result.counts.update(counts)
 
 
 def _collect(topk: TopK) -> pa.Table:
     """The full content of a (small, per-fragment) top-k state as one table."""
-    tables = [t.select(["user_id", "movie_id", "score", "stars"]) for t in topk.results()]
+    tables = [t.select(list(PARTIAL_COLUMNS)) for t in topk.results()]
     if not tables:
         return partial_schema(topk.user_type, topk.item_type).empty_table()
     return pa.concat_tables(tables)
-
-
-def fragment_key(*parts: object) -> str:
-    """A short stable key for a fragment from the things that define its partial result."""
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(repr(p).encode())
-        h.update(b"\0")
-    return h.hexdigest()[:20]

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from batchrank.errors import DataError
 from batchrank.scoring.reader import ITEM, USER, RawChunk
+from batchrank.scoring.schema import REJECTS_SCHEMA
 from batchrank.vocab import OOV_INDEX, Vocabulary, coerce_ids
 
 __all__ = [
@@ -50,17 +51,6 @@ COUNT_KEYS = (
     "kept",
 )
 """Keys of :attr:`MappedChunk.counts`, always all present."""
-
-REJECTS_SCHEMA = pa.schema(
-    [
-        pa.field("file", pa.string()),
-        pa.field("row", pa.int64()),
-        pa.field(USER, pa.string()),
-        pa.field(ITEM, pa.string()),
-        pa.field("reason", pa.string()),
-    ]
-)
-"""Columns of a rejects table: the file, its 1-based data row, the raw ids and the reason."""
 
 _ID_TYPES = {"int": pa.int64(), "str": pa.string()}
 
@@ -213,9 +203,11 @@ def map_ids(
         if unk.any():
             k = int(np.flatnonzero(unk)[0])
             what, value = ("user", uid[k]) if unk_u[k] else ("movie", iid[k])
-            raise DataError(
-                f"{chunk.path} row {chunk.first_row + int(rows[k])}: unknown {what} id "
-                f"{_show(value.as_py())} (not in the model's vocabulary; --unknown fail)"
+            raise DataError.at(
+                chunk.path,
+                chunk.first_row + int(rows[k]),
+                f"unknown {what} id {_show(value.as_py())} "
+                "(not in the model's vocabulary; --unknown fail)",
             )
     elif unknown == "skip":
         counts["unknown_user"] = int(unk_u.sum())

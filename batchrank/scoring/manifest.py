@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-import json
+import datetime as dt
 import platform
-from pathlib import Path
-from typing import Any
+from collections import Counter
+from typing import TYPE_CHECKING, Any
 
-from batchrank.atomic import atomic_file
-from batchrank.errors import OutputError
+if TYPE_CHECKING:
+    from batchrank.scoring.context import RunContext
+    from batchrank.scoring.engine import Scored
 
-__all__ = ["versions", "write_manifest"]
+__all__ = ["REJECT_KEYS", "build_manifest", "versions"]
+
+REJECT_KEYS = (
+    "rejected_null_user_id",
+    "rejected_null_movie_id",
+    "rejected_bad_user_id",
+    "rejected_bad_movie_id",
+)
+"""Count keys of rejected rows, one per reason."""
 
 
 def versions() -> dict[str, str]:
@@ -30,10 +39,90 @@ def versions() -> dict[str, str]:
     return out
 
 
-def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
-    """Write ``manifest`` as indented JSON, atomically."""
-    try:
-        with atomic_file(path) as tmp:
-            tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write the manifest ({e.strerror or e})") from e
+def _counts(counts: Counter[str], written: dict[str, Any], missing_titles: int) -> dict[str, Any]:
+    rejected = {k.removeprefix("rejected_"): counts.get(k, 0) for k in REJECT_KEYS}
+    return {
+        "rows_read": counts.get("read", 0),
+        "rows_scored": counts.get("kept", 0),
+        "rows_skipped_unknown_user": counts.get("unknown_user", 0),
+        "rows_skipped_unknown_movie": counts.get("unknown_movie", 0),
+        "rows_oov_user": counts.get("oov_user", 0),
+        "rows_oov_movie": counts.get("oov_movie", 0),
+        "rows_rejected": sum(rejected.values()),
+        "rejected_by_reason": rejected,
+        "users_written": written["users"],
+        "rows_written": written["rows"],
+        "missing_titles": missing_titles,
+    }
+
+
+def build_manifest(
+    ctx: RunContext,
+    scored: Scored,
+    *,
+    written: dict[str, Any],
+    missing_titles: int,
+    started: dt.datetime,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The manifest of a committed run.
+
+    Args:
+        ctx: the run.
+        scored: the engine's result.
+        written: what the output writer reported (``users``, ``rows``, ``bytes``, ``sha256``).
+        missing_titles: output rows without a title.
+        started: when the run started (UTC).
+        timings: seconds per phase, added to the preparation's.
+    """
+    from batchrank.scoring.predict import round_batch
+
+    spec, bundle = ctx.spec, ctx.bundle
+    if spec.is_cross_join:
+        users = len(ctx.cross_users) if ctx.cross_users is not None else 0
+        inputs: list[Any] = [{"pairs": "all", "users": users, "movies": len(bundle.items)}]
+    else:
+        inputs = [f.to_manifest() for f in ctx.files]
+    return {
+        "batchrank_manifest": 1,
+        "run_id": ctx.run_id,
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "engine": spec.engine,
+        "model": {
+            "path": str(spec.model),
+            "fingerprint": bundle.fingerprint,
+            "preset": bundle.metadata.get("preset"),
+            "rating_scale": [bundle.transform.low, bundle.transform.high],
+        },
+        "inputs": inputs,
+        "options": {
+            "top_k": spec.top_k,
+            "format": spec.format,
+            "layout": spec.layout,
+            "unknown": spec.unknown,
+            "chunk_rows": spec.chunk_rows,
+            "batch_size": round_batch(spec.batch_size),
+            "max_reject_fraction": spec.max_reject_fraction,
+            "compression": spec.compression,
+            "csv_formulas": spec.csv_formulas,
+            "items": str(spec.items) if spec.items else None,
+        },
+        "counts": _counts(scored.counts, written, missing_titles),
+        "resume": {
+            "fragments": scored.fragments_total,
+            "fragments_resumed": scored.fragments_resumed,
+        },
+        "topk": scored.topk.stats,
+        "output": {
+            "path": str(spec.out),
+            "bytes": written["bytes"],
+            "sha256": written["sha256"],
+            "rejects": str(spec.rejects) if spec.rejects else None,
+        },
+        "timings_s": {k: round(v, 3) for k, v in {**ctx.timings, **timings}.items()},
+        "device": scored.device,
+        "predictor": scored.predictor,
+        "versions": versions(),
+        **spec.extra_manifest,
+    }

@@ -352,13 +352,14 @@ def _csv_tables(
 def _stream_error(file: InputFile, e: BaseException, bad_row: list[Any]) -> DataError:
     if bad_row:
         row = bad_row[-1]
-        where = f"{file.path} row {row.number - 1}" if row.number else f"{file.path}"
-        return DataError(
-            f"{where}: expected {row.expected_columns} fields, found {row.actual_columns} "
-            f"({row.text[:80]!r})"
+        return DataError.at(
+            file.path,
+            row.number - 1 if row.number else None,
+            f"expected {row.expected_columns} fields, found {row.actual_columns} "
+            f"({row.text[:80]!r})",
         )
     what = "csv" if file.format == "csv" else "parquet"
-    return DataError(f"{file.path}: cannot read {what} data ({first_line(e)})")
+    return DataError(f"{file.path}: cannot read {what} data ({first_line(e)})", file=str(file.path))
 
 
 def iter_chunks(

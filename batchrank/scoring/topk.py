@@ -27,6 +27,8 @@ import polars as pl
 import pyarrow as pa
 
 from batchrank.errors import OutputError
+from batchrank.scoring.schema import PARTIAL_COLUMNS, RESULT_COLUMNS, partial_schema
+from batchrank.scoring.schema import result_schema as _result_schema
 
 __all__ = [
     "PARTIAL_COLUMNS",
@@ -37,12 +39,6 @@ __all__ = [
     "partial_schema",
     "partial_topk",
 ]
-
-PARTIAL_COLUMNS = ("user_id", "movie_id", "score", "stars")
-"""Columns of a partial top-k table, in order."""
-
-RESULT_COLUMNS = ("user_id", "rank", "movie_id", "stars", "score")
-"""Columns of the tables :meth:`TopK.results` yields, in order."""
 
 DEFAULT_MEMORY_BUDGET = 512 << 20
 DEFAULT_COMPACT_ROWS = 1 << 20
@@ -55,30 +51,6 @@ _NEG_INF = float("-inf")
 def _check_k(k: int) -> None:
     if k < 1:
         raise ValueError(f"top-k needs k >= 1; received {k}")
-
-
-def partial_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
-    """Columns of a partial top-k: ``user_id, movie_id, score, stars``."""
-    return pa.schema(
-        [
-            pa.field("user_id", user_type),
-            pa.field("movie_id", item_type),
-            pa.field("score", pa.float32()),
-            pa.field("stars", pa.float32()),
-        ]
-    )
-
-
-def _result_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("user_id", user_type),
-            pa.field("rank", pa.int32()),
-            pa.field("movie_id", item_type),
-            pa.field("stars", pa.float32()),
-            pa.field("score", pa.float32()),
-        ]
-    )
 
 
 def _select(table: pa.Table | pa.RecordBatch) -> pa.Table:
@@ -308,11 +280,14 @@ class _SpillFile:
             yield pl.from_arrow(batch)  # type: ignore[misc]
 
     def close(self) -> None:
+        """Drop the spill file (cleanup: a full disk's flush error here must not hide the
+        error that is being reported)."""
         with contextlib.suppress(Exception):
             if self.writer is not None:
                 self.writer.close()
                 self.writer = None
-        self.file.close()
+        with contextlib.suppress(OSError):
+            self.file.close()
 
 
 def _quantile_boundaries(users: pl.Series, parts: int) -> pl.Series:

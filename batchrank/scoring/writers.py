@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from batchrank.errors import ConfigError, OutputError
 from batchrank.formats import Compression, check_format_layout
+from batchrank.scoring.schema import LONG_COLUMNS, long_schema
 from batchrank.storage import LOCAL, LocalStorage, Staged, sha256_file
 
 __all__ = [
@@ -35,10 +36,6 @@ __all__ = [
 
 Format = Literal["parquet", "csv", "jsonl"]
 Layout = Literal["long", "nested"]
-
-LONG_COLUMNS = ("user_id", "rank", "movie_id", "title", "stars", "score")
-"""Columns of the long layout (and of :func:`join_titles`' output), in order."""
-
 ITEM_COLUMNS = LONG_COLUMNS[1:]
 ROW_GROUP_ROWS = 65_536
 """Rows per Parquet row group in the long layout."""
@@ -260,16 +257,7 @@ class OutputWriter:
             it = self._item_type or (
                 _norm_type(table.schema.field("movie_id").type) if table is not None else pa.int64()
             )
-            self._schema = pa.schema(
-                [
-                    pa.field("user_id", ut),
-                    pa.field("rank", pa.int32()),
-                    pa.field("movie_id", it),
-                    pa.field("title", pa.string()),
-                    pa.field("stars", pa.float32()),
-                    pa.field("score", pa.float32()),
-                ]
-            )
+            self._schema = long_schema(ut, it)
         return self._schema
 
     def _item_struct(self) -> pa.StructType:

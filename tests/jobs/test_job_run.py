@@ -292,15 +292,15 @@ def test_fresh_discards_earlier_progress(
 
 SLOW_RUN = """
 import sys, time
-import batchrank.scoring.engine as engine
+import batchrank.scoring.stage as stage
 
-real = engine.map_ids
+real = stage.map_ids
 
 def slow(*args, **kwargs):
     time.sleep(0.3)
     return real(*args, **kwargs)
 
-engine.map_ids = slow  # each chunk takes a while, so the test can kill the run mid-way
+stage.map_ids = slow  # each chunk takes a while, so the test can kill the run mid-way
 from batchrank.cli.main import main
 main(sys.argv[1:])
 """

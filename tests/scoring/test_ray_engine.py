@@ -6,6 +6,7 @@ and are skipped when ``ray`` is not importable. The others test the engine's pur
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -21,8 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrank.errors import ConfigError, DataError, ModelError
-from batchrank.scoring import ray_engine
 from batchrank.scoring.api import score
+from batchrank.scoring.ray import driver, session, worker
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 
@@ -131,7 +132,7 @@ def test_sample_data_matches_local_engine_even_when_a_worker_dies(
 ) -> None:
     marker = tmp_path / "crashed"
 
-    class CrashOnce(ray_engine._Scorer):
+    class CrashOnce(worker.Scorer):
         """Kills its actor's process in the middle of the run's first batch, once."""
 
         def __call__(self, batch: pa.Table) -> pa.Table:
@@ -140,7 +141,7 @@ def test_sample_data_matches_local_engine_even_when_a_worker_dies(
                 os._exit(1)
             return super().__call__(batch)
 
-    monkeypatch.setattr(ray_engine, "_Scorer", CrashOnce)
+    monkeypatch.setattr(worker, "Scorer", CrashOnce)
     pairs = [str(SAMPLE / "candidates.parquet")]
     local, ray, paths = _run_both(tmp_path, bundle, pairs, chunk_rows=6000, concurrency=1)
     assert marker.exists()  # the actor died, was restarted, and its batch was retried
@@ -218,6 +219,19 @@ def test_unknown_fail_names_the_file_row_and_commits_nothing(
 
 
 @pytest.mark.ray
+def test_a_csv_ray_cannot_parse_is_a_data_error(
+    ray_session: Any, bundle: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user_id,movie_id\n1000,12\n1003,14,99\n")
+    with pytest.raises(DataError, match="cannot read the input files on Ray"):
+        score(
+            model=bundle, pairs=[str(bad)], out=tmp_path / "top.csv", engine="ray", progress="none"
+        )
+    assert not (tmp_path / "top.csv").exists()
+
+
+@pytest.mark.ray
 @pytest.mark.slow
 def test_bucket_combine_matches_driver_combine(
     ray_session: Any,
@@ -229,7 +243,7 @@ def test_bucket_combine_matches_driver_combine(
     from batchrank.scoring import api
 
     monkeypatch.setattr(
-        api, "_run_engine", lambda prep: ray_engine.run_ray(prep, combine="buckets", buckets=4)
+        api, "_run_engine", lambda ctx: driver.run_ray(ctx, combine="buckets", buckets=4)
     )
     local, ray, paths = _run_both(tmp_path, bundle, [str(mixed_inputs)], chunk_rows=4000)
     _assert_same(local, ray, paths)
@@ -242,46 +256,59 @@ def test_bucket_combine_matches_driver_combine(
 def test_missing_ray_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ConfigError, match=r"batchrank\[ray\]"):
-        ray_engine.run_ray(SimpleNamespace(spec=None))  # type: ignore[arg-type]
+        driver.run_ray(SimpleNamespace(spec=None))  # type: ignore[arg-type]
 
 
 def test_a_fixed_pool_leaves_a_cpu_for_reading() -> None:
-    assert ray_engine._actor_cpus(None, 2) is None
-    assert ray_engine._actor_cpus(3, 16) is None
-    assert ray_engine._actor_cpus(2, 2) == 0.5
-    assert ray_engine._actor_cpus(1, 1) == 0.0
-    assert ray_engine._actor_cpus(4, 0) is None
+    assert session.actor_cpus(None, 2) is None
+    assert session.actor_cpus(3, 16) is None
+    assert session.actor_cpus(2, 2) == 0.5
+    assert session.actor_cpus(1, 1) == 0.0
+    assert session.actor_cpus(4, 0) is None
 
 
-def test_shift_row_turns_segment_rows_into_file_rows() -> None:
-    msg = "/d/a.csv row 3: unknown user id 7 (not in the model's vocabulary; --unknown fail)"
-    assert ray_engine._shift_row(msg, "/d/a.csv", 100).startswith("/d/a.csv row 103: unknown")
-    assert ray_engine._shift_row(msg, "/d/b.csv", 100) == msg
-    assert ray_engine._shift_row("no row here", "/d/a.csv", 5) == "no row here"
+def test_an_actors_data_error_comes_back_with_the_files_row() -> None:
+    error = DataError.at("/d/a.csv", 3, "unknown user id 7 (--unknown fail)")
+    assert (error.file, error.row) == ("/d/a.csv", 3)
+    data = worker.error_data(error, seg=1)
+    rebuilt = driver._error(json.loads(json.dumps(data)), bases=[0, 100])
+    assert isinstance(rebuilt, DataError)
+    assert str(rebuilt) == "/d/a.csv row 103: unknown user id 7 (--unknown fail)"
+    assert (rebuilt.file, rebuilt.row) == ("/d/a.csv", 103)
+    model = driver._error(worker.error_data(ModelError("/m: differs"), seg=-1), bases=[])
+    assert type(model) is ModelError and str(model) == "/m: differs"
 
 
-def test_rejects_are_written_file_by_file_in_input_order() -> None:
-    written: list[str] = []
-    prep = SimpleNamespace(
-        files=[0, 1, 2, 3],
-        record_rejects=lambda t: written.append(t.column("tag")[0].as_py()),
+def test_rejects_are_spooled_and_listed_file_by_file_in_input_order(tmp_path: Path) -> None:
+    ctx = SimpleNamespace(
+        files=[SimpleNamespace(path=tmp_path / f"f{i}") for i in range(4)],
+        spec=SimpleNamespace(rejects=tmp_path / "rejects.csv"),
+        spill_dir=tmp_path / "spill",
     )
+    collect = driver._Collector(ctx, SimpleNamespace(counts={}), None)  # type: ignore[arg-type]
+
+    def rejects(file: int, row: int) -> pa.Table:
+        return pa.table(
+            {
+                "file": [f"f{file}"],
+                "row": pa.array([row], pa.int64()),
+                "user_id": ["x"],
+                "movie_id": ["1"],
+                "reason": ["bad_user_id"],
+                "_seg": pa.array([0], pa.int32()),
+            }
+        )
+
     # files 0 and 2 are Parquet (one read), 1 and 3 CSV (another); the reads interleave
-    order = ray_engine._Rejects(prep, [[0, 2], [1, 3]])  # type: ignore[arg-type]
-    for fi in (1, 0, 3):
-        order.seen(fi)
-        order.add(fi, pa.table({"tag": [f"f{fi}"]}))
-        order.flush()
-    assert written == []  # file 0 may still have rows to come
-    order.seen(2)
-    order.flush()
-    assert written == ["f0", "f1"]
-    order.flush(final=True)
-    assert written == ["f0", "f1", "f3"]
+    for fi, row, base in ((1, 1, 0), (0, 2, 10), (3, 1, 0), (0, 1, 20), (2, 5, 0)):
+        collect._rejects(rejects(fi, row), [[fi, 1]], [base])
+    tables = [pa.ipc.open_stream(p.read_bytes()).read_all() for p in collect.reject_parts()]
+    got = [(t.column("file")[0].as_py(), t.column("row")[0].as_py()) for t in tables]
+    assert got == [("f0", 12), ("f0", 21), ("f1", 1), ("f2", 5), ("f3", 1)]
 
 
 def test_merge_group_keeps_markers_and_reduces_buckets() -> None:
-    schema = ray_engine._output_schema(pa.int64(), pa.int64())
+    schema = worker.output_schema(pa.int64(), pa.int64())
     rows = pa.table(
         {
             "user_id": [1, 1, 1, 2],
@@ -294,43 +321,37 @@ def test_merge_group_keeps_markers_and_reduces_buckets() -> None:
         },
         schema=schema,
     )
-    merged = ray_engine._merge_group(rows, 1)
+    merged = worker.merge_group(rows, 1)
     assert merged.schema == schema
     assert merged.select(["user_id", "movie_id"]).to_pylist() == [
         {"user_id": 1, "movie_id": 11},
         {"user_id": 2, "movie_id": 10},
     ]
     marker = rows.slice(0, 1).set_column(4, "_bucket", pa.array([-1], pa.int32()))
-    assert ray_engine._merge_group(marker, 1) is marker
-    buckets = ray_engine._bucket_of(pa.array(["a", "b", "a"]), 8).to_pylist()
+    assert worker.merge_group(marker, 1) is marker
+    buckets = worker.bucket_of(pa.array(["a", "b", "a"]), 8).to_pylist()
     assert buckets[0] == buckets[2] and all(0 <= b < 8 for b in buckets)
-    assert ray_engine._bucket_of(pa.array([3, 10, -1]), 4).to_pylist() == [3, 2, 3]
+    assert worker.bucket_of(pa.array([3, 10, -1]), 4).to_pylist() == [3, 2, 3]
 
 
-def test_unwrap_finds_the_batchrank_error_under_ray_wrappers() -> None:
-    inner = DataError("x.csv: bad")
+def test_read_errors_become_data_errors_by_exception_type() -> None:
+    exceptions = pytest.importorskip("ray.exceptions")
+
+    def task_error(cause: Exception) -> BaseException:
+        return exceptions.RayTaskError("f", "tb", cause, "ray::T", 1, "127.0.0.1")
+
+    found = driver.read_error(task_error(pa.ArrowInvalid("Parquet magic bytes not found")))
+    assert isinstance(found, DataError) and "magic bytes" in str(found)
     try:
         try:
-            raise inner
-        except DataError as e:
-            raise RuntimeError("ray task failed") from e
+            raise task_error(ValueError("Failed to read CSV file: /d/x.csv."))
+        except Exception as e:
+            raise RuntimeError("wrapped") from e
     except RuntimeError as outer:
-        assert ray_engine._unwrap(outer) is inner
-    wrapped = RuntimeError("wrapper")
-    wrapped.cause = pa.ArrowInvalid("Parquet magic bytes not found")  # type: ignore[attr-defined]
-    found = ray_engine._unwrap(wrapped)
-    assert isinstance(found, DataError) and "magic bytes" in str(found)
-    read_failed = RuntimeError("\x1b[36mray::ReadCSV->SplitBlocks(4)()\x1b[39m (pid=1)\n...")
-    read_failed.cause = ValueError("Failed to read CSV file: /d/x.csv. Please check ...")  # type: ignore[attr-defined]
-    found = ray_engine._unwrap(read_failed)
+        found = driver.read_error(outer)
     assert isinstance(found, DataError)
-    assert str(found).startswith(
-        "cannot read the input files on Ray: Failed to read CSV file: /d/x.csv;"
-    )
-    actor_died = RuntimeError(
-        "The actor died because of an error raised in its creation task\n  File ...\n"
-        "batchrank.errors.ModelError: /m: the bundle a Ray worker loaded differs"
-    )
-    found = ray_engine._unwrap(actor_died)
-    assert isinstance(found, ModelError) and str(found).startswith("/m: the bundle")
-    assert ray_engine._unwrap(RuntimeError("plain")) is None
+    assert str(found).startswith("cannot read the input files on Ray (Failed to read CSV file")
+    assert driver.read_error(task_error(KeyError("x"))) is None
+    assert driver.read_error(RuntimeError("plain")) is None
+    bug = driver._error({"type": "bug", "message": "KeyError: 'x'", "traceback": "tb"}, [])
+    assert not isinstance(bug, DataError) and "a Ray scoring actor failed: KeyError" in str(bug)
