@@ -103,8 +103,7 @@ class Bundle:
         target = Path(target)
         with atomic_dir(target) as tmp:
             self.model.save(tmp / MODEL_FILE)
-            from batchrank.model import RankingModel
-            from batchrank.scoring.predict import ranking_weights
+            from batchrank.model import RankingModel, ranking_weights
 
             if isinstance(self.model, RankingModel):
                 np.savez(tmp / WEIGHTS_FILE, **ranking_weights(self.model))  # type: ignore[arg-type]
