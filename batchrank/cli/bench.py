@@ -85,7 +85,7 @@ def command(
     and wall seconds per variant and the ratios.
     """
     from batchrank.bench.report import render_table
-    from batchrank.bench.runner import BenchOptions, run_bench
+    from batchrank.bench.harness import BenchOptions, run_bench
     from batchrank.errors import ConfigError
 
     try:
