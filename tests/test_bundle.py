@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -311,3 +312,39 @@ def test_tampered_weights_file_is_refused(tiny_bundle: Path, tmp_path: Path) -> 
     (copy / "weights.npz").write_bytes(bytes(data))
     with pytest.raises(ModelError, match="fingerprint"):
         load_bundle(copy, model=False)
+
+
+# --- integrity behind a matching fingerprint -----------------------------------------------------
+
+
+def test_keras_load_checks_the_model_against_the_vocabularies(
+    tiny_bundle: Path, tmp_path: Path, refingerprint: Callable[[Path], None]
+) -> None:
+    """The Keras path (``model=True``) checks the model's tables as the scorer's path does."""
+    import pyarrow.parquet as pq
+
+    bundle = _copy(tiny_bundle, tmp_path)
+    table = pq.read_table(bundle / "items.parquet")
+    pq.write_table(table.slice(0, table.num_rows - 1), bundle / "items.parquet")
+    refingerprint(bundle)
+    with pytest.raises(
+        ModelError,
+        match=r"model\.keras: array `item_embedding` has shape \(41, 32\); expected \(40, 32\)",
+    ):
+        load_bundle(bundle)
+
+
+def test_fingerprint_covers_the_label_transform_not_the_history(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    bundle = _copy(tiny_bundle, tmp_path)
+    meta = json.loads((bundle / "metadata.json").read_text())
+    meta["history"]["loss"] = [9.0, 9.0]
+    meta["metrics"]["test_rmse"] = 0.0
+    (bundle / "metadata.json").write_text(json.dumps(meta))
+    assert load_bundle(bundle, model=False).metadata["metrics"]["test_rmse"] == 0.0
+    meta["label_transform"]["high"] = 50.0
+    meta["rating_scale"] = [1.0, 50.0]
+    (bundle / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="do not match their fingerprint"):
+        load_bundle(bundle, model=False)
