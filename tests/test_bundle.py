@@ -16,6 +16,7 @@ from batchrank.atomic import TMP_MARK
 from batchrank.bundle import (
     BUNDLE_FORMAT,
     BUNDLE_KIND,
+    DEFAULT_COLUMNS,
     Bundle,
     load_bundle,
     read_metadata,
@@ -348,3 +349,42 @@ def test_fingerprint_covers_the_label_transform_not_the_history(
     (bundle / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="do not match their fingerprint"):
         load_bundle(bundle, model=False)
+
+
+# --- the training data's column names ------------------------------------------------------------
+
+
+def test_bundle_records_its_training_columns(tiny_ratings: TinyData, tmp_path: Path) -> None:
+    import polars as pl
+
+    from batchrank.sources import Columns
+    from batchrank.training import train
+
+    ratings = tmp_path / "ratings.csv"
+    tiny_ratings.frame.rename(
+        {"user_id": "userId", "movie_id": "movieId", "rating": "stars"}
+    ).write_csv(ratings)
+    items = tmp_path / "movies.csv"
+    pl.DataFrame(
+        {"movieId": list(tiny_ratings.titles), "name": list(tiny_ratings.titles.values())}
+    ).write_csv(items)
+    columns = Columns(user="userId", item="movieId", rating="stars", title="name")
+    train(ratings, tmp_path / "b", preset="seed", items=items, columns=columns, epochs=1, verbose=0)
+    bundle = load_bundle(tmp_path / "b", model=False)
+    expected = {"user": "userId", "item": "movieId", "rating": "stars", "title": "name"}
+    assert bundle.columns == expected
+    assert json.loads((tmp_path / "b" / "metadata.json").read_text())["columns"] == expected
+
+
+def test_columns_default_for_bundles_without_them(
+    tiny_bundle: Path, tmp_path: Path, refingerprint: Callable[[Path], None]
+) -> None:
+    assert load_bundle(tiny_bundle, model=False).columns == DEFAULT_COLUMNS
+    bundle = _copy(tiny_bundle, tmp_path)
+    meta = json.loads((bundle / "metadata.json").read_text())
+    del meta["columns"]
+    (bundle / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="fingerprint"):  # the names are fingerprinted
+        load_bundle(bundle, model=False)
+    refingerprint(bundle)  # as a bundle that never recorded them
+    assert load_bundle(bundle, model=False).columns == DEFAULT_COLUMNS
