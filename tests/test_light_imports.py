@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 HEAVY = ("keras", "tensorflow")
 

@@ -25,8 +25,8 @@ from batchrank.atomic import atomic_file
 from batchrank.errors import OutputError
 from batchrank.jobs.lock import JobLock
 from batchrank.jobs.publish import clear_success, update_latest, write_success
-from batchrank.jobs.spec import JobSpec
 from batchrank.jobs.retrain import decide, train_step
+from batchrank.jobs.spec import JobSpec
 from batchrank.logs import set_context
 
 __all__ = ["STATE_FILE", "RunResult", "new_run_id", "run_job"]
