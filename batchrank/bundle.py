@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrank.atomic import atomic_dir
+from batchrank.atomic import atomic_dir, atomic_file
 from batchrank.bundle_checks import check_metadata, check_vocabulary, check_weights, titles_of
 from batchrank.errors import DataError, ModelError, first_line
 from batchrank.vocab import Vocabulary, id_kind_of
@@ -32,6 +32,7 @@ __all__ = [
     "LabelTransform",
     "load_bundle",
     "read_metadata",
+    "upgrade_bundle",
 ]
 
 BUNDLE_FORMAT = 2
@@ -188,7 +189,10 @@ def _plot_curve(history: dict[str, list[float]], path: Path, title: str) -> None
 
 def read_metadata(path: Path) -> dict[str, Any]:
     """Read and check a bundle's metadata without loading the model."""
-    path = Path(path)
+    return _read_metadata(Path(path), (BUNDLE_FORMAT,))
+
+
+def _read_metadata(path: Path, versions: tuple[int, ...]) -> dict[str, Any]:
     if not path.exists():
         raise ModelError(f"{path}: model bundle not found")
     if not path.is_dir():
@@ -205,11 +209,16 @@ def read_metadata(path: Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("kind") != BUNDLE_KIND:
         raise ModelError(f"{meta_path}: not a batchrank model bundle (kind is not {BUNDLE_KIND!r})")
     version = meta.get("format_version")
-    if version != BUNDLE_FORMAT:
-        why = " (its metadata is not fingerprinted)" if version == 1 else ""
+    if version not in versions or isinstance(version, bool):
+        how = " (its metadata is not fingerprinted)" if version == 1 else ""
+        fix = (
+            "retrain, or upgrade it in place with batchrank.bundle.upgrade_bundle()"
+            if version == 1
+            else "retrain with this batchrank"
+        )
         raise ModelError(
-            f"{meta_path}: bundle format version {version!r} is not supported{why}; "
-            f"expected {BUNDLE_FORMAT} (retrain with this batchrank)"
+            f"{meta_path}: bundle format version {version!r} is not supported{how}; "
+            f"expected {BUNDLE_FORMAT} ({fix})"
         )
     listed = meta.get("files")
     needed = [MODEL_FILE, USERS_FILE, ITEMS_FILE]
@@ -275,6 +284,47 @@ def load_bundle(path: str | Path, *, verify: bool = True, model: bool = True) ->
     return Bundle(
         model=model_obj, users=users, items=items, titles=titles, metadata=meta, path=path
     )
+
+
+def _fingerprint_v1(folder: Path) -> str:
+    """Format 1's fingerprint: the files only."""
+    h = hashlib.sha256()
+    for name in (MODEL_FILE, USERS_FILE, ITEMS_FILE, WEIGHTS_FILE):
+        if name == WEIGHTS_FILE and not (folder / name).exists():
+            continue
+        h.update(name.encode())
+        h.update((folder / name).read_bytes())
+    return "sha256:" + h.hexdigest()
+
+
+def upgrade_bundle(path: str | Path) -> dict[str, Any]:
+    """Re-save a format-1 bundle as format 2, in place, and return its new metadata.
+
+    Format 1 fingerprinted the files but not ``metadata.json``. The files are checked against
+    that old fingerprint and the whole bundle against the load-time checks; then the metadata
+    as it now stands (label transform included: calling this vouches for it) is fingerprinted
+    and written atomically. A format-2 bundle is returned unchanged.
+
+    Raises:
+        ModelError: the bundle is not format 1 or 2, or fails its old fingerprint or a check.
+    """
+    path = Path(path)
+    meta = _read_metadata(path, (1, BUNDLE_FORMAT))
+    if meta["format_version"] == BUNDLE_FORMAT:
+        return meta
+    check_metadata(meta, path / META_FILE)
+    if _fingerprint_v1(path) != meta.get("model_fingerprint"):
+        raise ModelError(f"{path}: bundle files do not match their format-1 fingerprint")
+    users, items, _ = _vocabularies(path, meta)
+    if (path / WEIGHTS_FILE).exists():
+        check_weights(
+            _read_weights(path / WEIGHTS_FILE), users.size, items.size, path / WEIGHTS_FILE
+        )
+    meta = {**meta, "format_version": BUNDLE_FORMAT}
+    meta["model_fingerprint"] = _fingerprint(path, meta)
+    with atomic_file(path / META_FILE) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
 
 
 def _read_weights(file: Path) -> dict[str, np.ndarray]:

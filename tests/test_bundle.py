@@ -388,3 +388,45 @@ def test_columns_default_for_bundles_without_them(
         load_bundle(bundle, model=False)
     refingerprint(bundle)  # as a bundle that never recorded them
     assert load_bundle(bundle, model=False).columns == DEFAULT_COLUMNS
+
+
+# --- format-1 bundles ----------------------------------------------------------------------------
+
+
+def _as_format_1(bundle: Path) -> None:
+    from batchrank.bundle import _fingerprint_v1
+
+    meta = json.loads((bundle / "metadata.json").read_text())
+    meta["format_version"] = 1
+    meta["model_fingerprint"] = _fingerprint_v1(bundle)
+    (bundle / "metadata.json").write_text(json.dumps(meta))
+
+
+def test_format_1_bundle_is_refused_then_upgraded(tiny_bundle: Path, tmp_path: Path) -> None:
+    from batchrank.bundle import upgrade_bundle
+
+    bundle = _copy(tiny_bundle, tmp_path)
+    _as_format_1(bundle)
+    with pytest.raises(ModelError, match=r"version 1 is not supported .*upgrade_bundle"):
+        load_bundle(bundle, model=False)
+    meta = upgrade_bundle(bundle)
+    assert meta["format_version"] == BUNDLE_FORMAT
+    # same files, same score-relevant metadata: the fingerprint a fresh save gives
+    original = load_bundle(tiny_bundle, model=False)
+    assert load_bundle(bundle, model=False).fingerprint == original.fingerprint
+    assert upgrade_bundle(bundle) == read_metadata(bundle)  # a format-2 bundle: unchanged
+
+
+def test_upgrade_refuses_a_format_1_bundle_with_edited_files(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    from batchrank.bundle import upgrade_bundle
+
+    bundle = _copy(tiny_bundle, tmp_path)
+    _as_format_1(bundle)
+    data = bytearray((bundle / "weights.npz").read_bytes())
+    data[-100] ^= 0xFF
+    (bundle / "weights.npz").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="do not match their format-1 fingerprint"):
+        upgrade_bundle(bundle)
+    assert json.loads((bundle / "metadata.json").read_text())["format_version"] == 1
