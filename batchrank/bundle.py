@@ -18,14 +18,31 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrank.atomic import atomic_dir
-from batchrank.errors import ModelError, first_line
-from batchrank.vocab import Vocabulary
+from batchrank.bundle_checks import check_metadata, check_vocabulary, check_weights, titles_of
+from batchrank.errors import DataError, ModelError, first_line
+from batchrank.storage import atomic_dir, atomic_file
+from batchrank.vocab import Vocabulary, id_kind_of
 
-__all__ = ["BUNDLE_FORMAT", "BUNDLE_KIND", "Bundle", "LabelTransform", "load_bundle"]
+__all__ = [
+    "BUNDLE_FORMAT",
+    "BUNDLE_KIND",
+    "DEFAULT_COLUMNS",
+    "SCORED_METADATA",
+    "Bundle",
+    "LabelTransform",
+    "load_bundle",
+    "read_metadata",
+    "upgrade_bundle",
+]
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2
+"""Version 2 fingerprints the score-relevant metadata too; version 1 bundles are refused."""
 BUNDLE_KIND = "batchrank-bundle"
+SCORED_METADATA = ("kind", "format_version", "label_transform", "rating_scale", "columns")
+"""Metadata entries inside the fingerprint: those that change scores or how inputs are read
+(not the training curve, metrics or timestamps)."""
+DEFAULT_COLUMNS = {"user": "user_id", "item": "movie_id", "rating": "rating", "title": "title"}
+"""Column names of bundles that do not record their training data's (``batchrank``'s own)."""
 MODEL_FILE, USERS_FILE, ITEMS_FILE, META_FILE, CURVE_FILE, WEIGHTS_FILE = (
     "model.keras",
     "users.parquet",
@@ -88,6 +105,15 @@ class Bundle:
         return LabelTransform(float(lt["low"]), float(lt["high"]))
 
     @property
+    def columns(self) -> dict[str, str]:
+        """The training data's column names: keys ``user``, ``item``, ``rating``, ``title``.
+
+        Bundles that do not record them get batchrank's defaults (:data:`DEFAULT_COLUMNS`).
+        """
+        recorded = self.metadata.get("columns")
+        return dict(recorded) if isinstance(recorded, dict) else dict(DEFAULT_COLUMNS)
+
+    @property
     def fingerprint(self) -> str:
         """Fingerprint of the model weights and vocabularies."""
         return str(self.metadata["model_fingerprint"])
@@ -103,8 +129,7 @@ class Bundle:
         target = Path(target)
         with atomic_dir(target) as tmp:
             self.model.save(tmp / MODEL_FILE)
-            from batchrank.model import RankingModel
-            from batchrank.scoring.predict import ranking_weights
+            from batchrank.model import RankingModel, ranking_weights
 
             if isinstance(self.model, RankingModel):
                 np.savez(tmp / WEIGHTS_FILE, **ranking_weights(self.model))  # type: ignore[arg-type]
@@ -113,7 +138,7 @@ class Bundle:
             meta = dict(self.metadata)
             meta["format_version"] = BUNDLE_FORMAT
             meta["kind"] = BUNDLE_KIND
-            meta["model_fingerprint"] = _fingerprint(tmp)
+            meta["model_fingerprint"] = _fingerprint(tmp, meta)
             if self.history:
                 _plot_curve(self.history, tmp / CURVE_FILE, meta.get("preset", ""))
             meta["files"] = sorted([*(p.name for p in tmp.iterdir()), META_FILE])
@@ -123,13 +148,18 @@ class Bundle:
         return target
 
 
-def _fingerprint(folder: Path) -> str:
-    h = hashlib.sha256()
+def _fingerprint(folder: Path, meta: dict[str, Any]) -> str:
+    """sha256 over everything that determines scores: the model, its arrays, the vocabularies
+    (titles included) and the metadata entries in :data:`SCORED_METADATA`."""
+    h = hashlib.sha256(b"batchrank-bundle-fingerprint-v2\n")
     for name in (MODEL_FILE, USERS_FILE, ITEMS_FILE, WEIGHTS_FILE):
         if name == WEIGHTS_FILE and not (folder / name).exists():
             continue
-        h.update(name.encode())
-        h.update((folder / name).read_bytes())
+        data = (folder / name).read_bytes()
+        h.update(f"{name}\n{len(data)}\n".encode())
+        h.update(data)
+    scored = {key: meta.get(key) for key in SCORED_METADATA}
+    h.update(json.dumps(scored, sort_keys=True, separators=(",", ":")).encode())
     return "sha256:" + h.hexdigest()
 
 
@@ -159,7 +189,10 @@ def _plot_curve(history: dict[str, list[float]], path: Path, title: str) -> None
 
 def read_metadata(path: Path) -> dict[str, Any]:
     """Read and check a bundle's metadata without loading the model."""
-    path = Path(path)
+    return _read_metadata(Path(path), (BUNDLE_FORMAT,))
+
+
+def _read_metadata(path: Path, versions: tuple[int, ...]) -> dict[str, Any]:
     if not path.exists():
         raise ModelError(f"{path}: model bundle not found")
     if not path.is_dir():
@@ -168,45 +201,65 @@ def read_metadata(path: Path) -> dict[str, Any]:
     if not meta_path.exists():
         raise ModelError(f"{path}: not a batchrank model bundle (no {META_FILE})")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelError(f"{meta_path}: corrupt metadata ({e})") from e
+        raise ModelError(f"{meta_path}: corrupt metadata ({first_line(e)})") from e
     except OSError as e:
         raise ModelError(f"{meta_path}: cannot read metadata ({e.strerror or e})") from e
     if not isinstance(meta, dict) or meta.get("kind") != BUNDLE_KIND:
         raise ModelError(f"{meta_path}: not a batchrank model bundle (kind is not {BUNDLE_KIND!r})")
     version = meta.get("format_version")
-    if version != BUNDLE_FORMAT:
-        raise ModelError(
-            f"{meta_path}: bundle format version {version!r} is not supported; "
-            f"expected {BUNDLE_FORMAT} (retrain with this batchrank)"
+    if version not in versions or isinstance(version, bool):
+        how = " (its metadata is not fingerprinted)" if version == 1 else ""
+        fix = (
+            "retrain, or upgrade it in place with batchrank.bundle.upgrade_bundle()"
+            if version == 1
+            else "retrain with this batchrank"
         )
-    for name in (MODEL_FILE, USERS_FILE, ITEMS_FILE):
-        if not (path / name).exists():
+        raise ModelError(
+            f"{meta_path}: bundle format version {version!r} is not supported{how}; "
+            f"expected {BUNDLE_FORMAT} ({fix})"
+        )
+    listed = meta.get("files")
+    needed = [MODEL_FILE, USERS_FILE, ITEMS_FILE]
+    if isinstance(listed, list) and WEIGHTS_FILE in listed:
+        needed.append(WEIGHTS_FILE)
+    for name in needed:
+        if not (path / name).is_file():
             raise ModelError(f"{path}: bundle is incomplete ({name} missing)")
     return meta
 
 
 def load_bundle(path: str | Path, *, verify: bool = True, model: bool = True) -> Bundle:
-    """Load a bundle written by :meth:`Bundle.save`.
+    """Load a bundle written by :meth:`Bundle.save`, checking that its parts fit together.
 
     Args:
         path: the bundle folder.
-        verify: recompute the fingerprint and refuse a bundle whose files changed.
+        verify: recompute the fingerprint and refuse a bundle whose files or score-relevant
+            metadata changed. The shape checks run either way.
         model: deserialize the Keras model. With ``False`` and a ``weights.npz`` in the
             bundle, only the arrays are read (no Keras import): what the scorer needs.
+
+    Raises:
+        ModelError: one line naming the bundle file and what was expected.
     """
     path = Path(path)
     meta = read_metadata(path)
-    if verify and _fingerprint(path) != meta.get("model_fingerprint"):
-        raise ModelError(f"{path}: bundle files do not match their fingerprint (corrupt or edited)")
-    if not model and (path / WEIGHTS_FILE).exists():
+    check_metadata(meta, path / META_FILE)
+    if verify:
         try:
-            with np.load(path / WEIGHTS_FILE, allow_pickle=False) as npz:
-                weights = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as e:
-            raise ModelError(f"{path / WEIGHTS_FILE}: cannot read the weights ({e})") from e
-        users, items, titles = _vocabularies(path)
+            actual = _fingerprint(path, meta)
+        except OSError as e:
+            raise ModelError(f"{path}: cannot read the bundle ({e.strerror or e})") from e
+        if actual != meta.get("model_fingerprint"):
+            raise ModelError(
+                f"{path}: bundle files or metadata do not match their fingerprint "
+                "(corrupt or edited; retrain or restore the bundle)"
+            )
+    users, items, titles = _vocabularies(path, meta)
+    if not model and (path / WEIGHTS_FILE).exists():
+        weights = _read_weights(path / WEIGHTS_FILE)
+        check_weights(weights, users.size, items.size, path / WEIGHTS_FILE)
         return Bundle(
             model=None,
             users=users,
@@ -219,32 +272,99 @@ def load_bundle(path: str | Path, *, verify: bool = True, model: bool = True) ->
     from batchrank._backend import keras_module
 
     keras = keras_module()
-    import batchrank.model  # noqa: F401  (registers RankingModel)
+    from batchrank.model import RankingModel, ranking_weights
 
     try:
         model_obj = keras.saving.load_model(path / MODEL_FILE, safe_mode=True, compile=False)
     except Exception as e:
         first = first_line(e)
         raise ModelError(f"{path / MODEL_FILE}: cannot load the model: {first}") from e
-    users, items, titles = _vocabularies(path)
+    if isinstance(model_obj, RankingModel):
+        check_weights(ranking_weights(model_obj), users.size, items.size, path / MODEL_FILE)
     return Bundle(
         model=model_obj, users=users, items=items, titles=titles, metadata=meta, path=path
     )
 
 
-def _vocabularies(path: Path) -> tuple[Vocabulary, Vocabulary, pa.Array | None]:
+def _fingerprint_v1(folder: Path) -> str:
+    """Format 1's fingerprint: the files only."""
+    h = hashlib.sha256()
+    for name in (MODEL_FILE, USERS_FILE, ITEMS_FILE, WEIGHTS_FILE):
+        if name == WEIGHTS_FILE and not (folder / name).exists():
+            continue
+        h.update(name.encode())
+        h.update((folder / name).read_bytes())
+    return "sha256:" + h.hexdigest()
+
+
+def upgrade_bundle(path: str | Path) -> dict[str, Any]:
+    """Re-save a format-1 bundle as format 2, in place, and return its new metadata.
+
+    Format 1 fingerprinted the files but not ``metadata.json``. The files are checked against
+    that old fingerprint and the whole bundle against the load-time checks; then the metadata
+    as it now stands (label transform included: calling this vouches for it) is fingerprinted
+    and written atomically. A format-2 bundle is returned unchanged.
+
+    Raises:
+        ModelError: the bundle is not format 1 or 2, or fails its old fingerprint or a check.
+    """
+    path = Path(path)
+    meta = _read_metadata(path, (1, BUNDLE_FORMAT))
+    if meta["format_version"] == BUNDLE_FORMAT:
+        return meta
+    check_metadata(meta, path / META_FILE)
+    if _fingerprint_v1(path) != meta.get("model_fingerprint"):
+        raise ModelError(f"{path}: bundle files do not match their format-1 fingerprint")
+    users, items, _ = _vocabularies(path, meta)
+    if (path / WEIGHTS_FILE).exists():
+        check_weights(
+            _read_weights(path / WEIGHTS_FILE), users.size, items.size, path / WEIGHTS_FILE
+        )
+    meta = {**meta, "format_version": BUNDLE_FORMAT}
+    meta["model_fingerprint"] = _fingerprint(path, meta)
+    with atomic_file(path / META_FILE) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
+
+
+def _read_weights(file: Path) -> dict[str, np.ndarray]:
     try:
-        users = Vocabulary.load(path / USERS_FILE, "user_id")
-        items_tbl = pq.read_table(path / ITEMS_FILE)
-        items = Vocabulary(
-            ids=items_tbl.column("movie_id").combine_chunks(),
-            kind=Vocabulary.load(path / ITEMS_FILE, "movie_id").kind,
-        )
-        titles = (
-            items_tbl.column("title").combine_chunks()
-            if "title" in items_tbl.column_names
-            else None
-        )
+        with np.load(file, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except Exception as e:  # zipfile, zlib, numpy format errors: all mean a corrupt file
+        raise ModelError(f"{file}: cannot read the weights ({first_line(e)})") from e
+
+
+def _read_ids(file: Path, column: str) -> pa.Table:
+    try:
+        table = pq.read_table(file)
     except Exception as e:
-        raise ModelError(f"{path}: cannot read the vocabularies ({e})") from e
+        raise ModelError(f"{file}: cannot read the vocabulary ({first_line(e)})") from e
+    if column not in table.column_names:
+        found = ", ".join(f"`{c}`" for c in table.column_names) or "no columns"
+        raise ModelError(f"{file}: column `{column}` missing; found {found}")
+    return table
+
+
+def _vocabularies(
+    path: Path, meta: dict[str, Any]
+) -> tuple[Vocabulary, Vocabulary, pa.Array | None]:
+    data = meta.get("data")
+    if not isinstance(data, dict):
+        data = {}
+    vocabs = []
+    for file, column, kind_key in (
+        (path / USERS_FILE, "user_id", "user_id_kind"),
+        (path / ITEMS_FILE, "movie_id", "movie_id_kind"),
+    ):
+        table = _read_ids(file, column)
+        ids = table.column(column).combine_chunks()
+        try:
+            vocab = Vocabulary(ids=ids, kind=id_kind_of(ids, where=f"{file}: column `{column}`"))
+        except DataError as e:
+            raise ModelError(str(e)) from e
+        check_vocabulary(vocab, file, data.get(kind_key))
+        vocabs.append((vocab, table))
+    (users, _), (items, items_tbl) = vocabs
+    titles = titles_of(items_tbl, path / ITEMS_FILE, len(items))
     return users, items, titles

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from batchrank._backend import keras_module
 
 keras = keras_module()
 
-__all__ = ["RankingModel"]
+__all__ = ["RankingModel", "ranking_weights"]
 
 
 @keras.saving.register_keras_serializable(package="batchrank")
@@ -123,6 +125,28 @@ class RankingModel(keras.Model):  # type: ignore[misc,name-defined]
 
     def build_for_inference(self) -> None:
         """Create the weights by calling the model once on a tiny batch."""
-        import numpy as np
-
         self({"user": np.zeros((1,), np.int32), "item": np.zeros((1,), np.int32)})
+
+
+def _weights(layer: Any) -> list[np.ndarray]:
+    return [np.asarray(w.value, dtype=np.float32) for w in layer.weights]
+
+
+def ranking_weights(model: Any) -> dict[str, np.ndarray]:
+    """The arrays of a :class:`batchrank.model.RankingModel`, by name, as float32 numpy.
+
+    Stored in bundles as ``weights.npz`` so the scorer can fold and predict without importing
+    Keras or deserializing the model (cold start; see README "Performance").
+    """
+    out: dict[str, np.ndarray] = {
+        "user_embedding": _weights(model.user_embedding)[0],
+        "item_embedding": _weights(model.item_embedding)[0],
+    }
+    for n, layer in enumerate(model.hidden_layers):
+        out[f"dense_{n}_kernel"], out[f"dense_{n}_bias"] = _weights(layer)
+    out["rating_kernel"], out["rating_bias"] = _weights(model.output_layer)
+    if model.bias_terms:
+        out["user_bias"] = _weights(model.user_bias)[0][:, 0]
+        out["item_bias"] = _weights(model.item_bias)[0][:, 0]
+        out["global_bias"] = np.asarray(model.global_bias.value, dtype=np.float32).reshape(1)
+    return out

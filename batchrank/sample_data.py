@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrank.atomic import atomic_file
+from batchrank.storage import atomic_file
 
 __all__ = ["FILES", "generate"]
 

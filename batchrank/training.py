@@ -14,7 +14,7 @@ import pyarrow as pa
 from batchrank.bundle import Bundle, LabelTransform
 from batchrank.errors import ConfigError, DataError
 from batchrank.presets import TrainConfig
-from batchrank.sources import ITEM, RATING, TITLE, USER, RatingsData
+from batchrank.sources import ITEM, RATING, TITLE, USER, Columns, RatingsData
 from batchrank.vocab import Vocabulary, coerce_ids
 
 __all__ = ["TrainResult", "fit_bundle", "rating_scale_of", "rmse_of"]
@@ -113,8 +113,13 @@ def fit_bundle(
     *,
     rating_scale: tuple[float, float] | None = None,
     verbose: int | str = "auto",
+    columns: Columns | None = None,
 ) -> TrainResult:
-    """Train a model on ``data`` and return the (unsaved) bundle and its metrics."""
+    """Train a model on ``data`` and return the (unsaved) bundle and its metrics.
+
+    ``columns``, the names the ratings and items files used, is recorded in the metadata so the
+    scorer can default to them (see :attr:`batchrank.bundle.Bundle.columns`).
+    """
     from batchrank._backend import keras_module
 
     keras = keras_module()
@@ -219,6 +224,7 @@ def fit_bundle(
             "user_id_kind": users.kind,
             "movie_id_kind": items.kind,
         },
+        **({"columns": _columns_dict(columns)} if columns is not None else {}),
         "metrics": metrics,
         "history": {k: [float(x) for x in v] for k, v in history.history.items()},
         "versions": {
@@ -239,13 +245,22 @@ def fit_bundle(
     return TrainResult(bundle=bundle, metrics=metrics)
 
 
+def _columns_dict(columns: Columns) -> dict[str, str]:
+    return {
+        "user": columns.user,
+        "item": columns.item,
+        "rating": columns.rating,
+        "title": columns.title,
+    }
+
+
 def train(
     ratings: str | Path,
     out: str | Path,
     *,
     preset: str = "default",
     items: str | Path | None = None,
-    columns: Any = None,
+    columns: Columns | None = None,
     rating_scale: tuple[float, float] | None = None,
     epochs: int | None = None,
     test_fraction: float | None = None,
@@ -254,15 +269,14 @@ def train(
 ) -> TrainResult:
     """Load ratings, train a preset, and write the bundle atomically to ``out``."""
     from batchrank.presets import preset as get_preset
-    from batchrank.sources import Columns, load_ratings
+    from batchrank.sources import load_ratings
 
+    columns = columns or Columns()
     config = get_preset(preset).with_overrides(
         epochs=epochs, test_fraction=test_fraction, seed=seed
     )
-    data = load_ratings(
-        ratings, columns=columns or Columns(), items=Path(items) if items is not None else None
-    )
-    result = fit_bundle(data, config, rating_scale=rating_scale, verbose=verbose)
+    data = load_ratings(ratings, columns=columns, items=Path(items) if items is not None else None)
+    result = fit_bundle(data, config, rating_scale=rating_scale, verbose=verbose, columns=columns)
     result.bundle.save(Path(out))
     return result
 

@@ -39,15 +39,40 @@ def id_kind_of(arr: pa.Array | pa.ChunkedArray, *, where: str) -> IdKind:
     raise DataError(f"{where}: ids must be integers or strings; received type {t}")
 
 
+_INT64_MAX = np.iinfo(np.int64).max
+# Significant digits of the largest magnitudes, to compare as text (same length -> same order).
+_INT64_LIMITS = {False: str(_INT64_MAX), True: str(_INT64_MAX + 1)}
+
+
+def _text_fits_int64(text: pa.Array) -> pa.Array:
+    """Where text ids are integers within int64 (leading zeros and a sign allowed)."""
+    syntax = pc.match_substring_regex(text, r"^[+-]?\d+$")
+    digits = pc.replace_substring_regex(text, r"^[+-]?0*", "")
+    length = pc.utf8_length(digits)
+    negative = pc.starts_with(text, "-")
+    limit = pc.if_else(negative, pa.scalar(_INT64_LIMITS[True]), pa.scalar(_INT64_LIMITS[False]))
+    in_range = pc.or_(
+        pc.less(length, 19), pc.and_(pc.equal(length, 19), pc.less_equal(digits, limit))
+    )
+    return pc.fill_null(pc.and_(syntax, in_range), False)
+
+
 def coerce_ids(
-    arr: pa.Array | pa.ChunkedArray, kind: IdKind, *, where: str
+    arr: pa.Array | pa.ChunkedArray,
+    kind: IdKind,
+    *,
+    where: str,
+    overflow: Literal["raise", "bad"] = "raise",
 ) -> tuple[pa.Array, np.ndarray]:
     """Cast an id column to a vocabulary's kind, row by row.
 
     Returns the cast array (null where a value is null or cannot be parsed) and a boolean mask of
-    the rows that were *present but unparsable* (for instance ``"abc"`` for integer ids), so the
-    caller can tell null ids from bad ones. A column of a type that is neither integer nor string
-    (floats, dates, ...) raises :class:`DataError`.
+    the rows that were *present but unparsable* (for instance ``"abc"`` for integer ids, or text
+    beyond the int64 range), so the caller can tell null ids from bad ones. A column of a type
+    that is neither integer nor string (floats, dates, ...) raises :class:`DataError`.
+
+    Unsigned 64-bit ids beyond the int64 range raise :class:`DataError` (row and value named),
+    or with ``overflow="bad"`` are nulled and flagged in the mask like unparsable text.
     """
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -59,9 +84,19 @@ def coerce_ids(
         return pc.cast(arr, pa.string()), no_bad
     # kind == "int"
     if src_kind == "int":
-        return pc.cast(arr, pa.int64()), no_bad
+        if not pa.types.is_uint64(arr.type):
+            return pc.cast(arr, pa.int64()), no_bad
+        over = pc.fill_null(pc.greater(arr, pa.scalar(_INT64_MAX, pa.uint64())), False)
+        bad = np.asarray(over.to_numpy(zero_copy_only=False), dtype=bool)
+        if bad.any() and overflow == "raise":
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{where}: id {arr[row].as_py()} at row {row + 1} is beyond the int64 range; "
+                "expected ids that fit in a signed 64-bit integer"
+            )
+        return pc.cast(pc.if_else(over, pa.scalar(None, arr.type), arr), pa.int64()), bad
     text = pc.utf8_trim_whitespace(pc.cast(arr, pa.string()))
-    ok = pc.fill_null(pc.match_substring_regex(text, r"^[+-]?\d{1,18}$"), False)
+    ok = _text_fits_int64(text)
     present = pc.is_valid(text).to_numpy(zero_copy_only=False)
     bad = present & ~ok.to_numpy(zero_copy_only=False)
     # Arrow's integer cast refuses a leading "+", which the pattern above accepts.

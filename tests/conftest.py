@@ -1,4 +1,4 @@
-"""Shared fixtures: small synthetic ratings made in tmp folders, and a bundle trained on them.
+"""Shared fixtures: small synthetic ratings made in tmp folders, and the bundles trained once.
 
 Everything here is real: the data are written to Parquet / CSV and read back through the
 sources, and the bundle is trained by :func:`batchrank.training.train` and written to disk.
@@ -7,6 +7,7 @@ sources, and the bundle is trained by :func:`batchrank.training.train` and writt
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,15 +111,66 @@ def tiny_ratings(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
     return TinyData(ratings=ratings, items=items, frame=frame, titles=titles)
 
 
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+"""The committed sample data (sample_data/)."""
+
+BundleFactory = Callable[[str], Path]
+
+
 @pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_ratings: TinyData) -> Path:
-    """A bundle trained on the tiny ratings (preset ``seed``, 2 epochs). Do not modify it:
-    copy it first (``shutil.copytree``)."""
+def trained_bundle(
+    tmp_path_factory: pytest.TempPathFactory, tiny_ratings: TinyData
+) -> BundleFactory:
+    """The one bundle fixture: ``trained_bundle(data)`` is a seed-preset bundle (2 epochs,
+    titles included) trained on ``"tiny"`` (:func:`tiny_ratings`) or ``"sample"``
+    (sample_data/), each at most once per session. Do not modify it: copy it first
+    (``shutil.copytree``)."""
     from batchrank.training import train
 
-    out = tmp_path_factory.mktemp("bundles") / "tiny-seed"
-    train(tiny_ratings.ratings, out, preset="seed", items=tiny_ratings.items, epochs=2, verbose=0)
-    return out
+    recipes = {
+        "tiny": (tiny_ratings.ratings, tiny_ratings.items),
+        "sample": (SAMPLE / "ratings.parquet", SAMPLE / "movies.parquet"),
+    }
+    made: dict[str, Path] = {}
+
+    def get(data: str) -> Path:
+        if data not in made:
+            ratings, items = recipes[data]
+            out = tmp_path_factory.mktemp(f"bundle-{data}") / "model"
+            train(ratings, out, preset="seed", items=items, epochs=2, verbose=0)
+            made[data] = out
+        return made[data]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(trained_bundle: BundleFactory) -> Path:
+    """The bundle trained on the tiny ratings (see :func:`trained_bundle`)."""
+    return trained_bundle("tiny")
+
+
+@pytest.fixture(scope="session")
+def sample_bundle(trained_bundle: BundleFactory) -> Path:
+    """The bundle trained on sample_data/ (see :func:`trained_bundle`)."""
+    return trained_bundle("sample")
+
+
+@pytest.fixture
+def refingerprint() -> Callable[[Path], None]:
+    """``refingerprint(folder)``: make a bundle's recorded fingerprint match its (edited) files
+    and metadata, as a careless or foreign writer would, so a test reaches the load-time checks
+    behind the fingerprint."""
+    import json
+
+    from batchrank.bundle import _fingerprint
+
+    def refresh(folder: Path) -> None:
+        meta = json.loads((folder / "metadata.json").read_text())
+        meta["model_fingerprint"] = _fingerprint(folder, meta)
+        (folder / "metadata.json").write_text(json.dumps(meta))
+
+    return refresh
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,16 +12,17 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from batchrank.atomic import TMP_MARK
 from batchrank.bundle import (
     BUNDLE_FORMAT,
     BUNDLE_KIND,
+    DEFAULT_COLUMNS,
     Bundle,
     load_bundle,
     read_metadata,
 )
 from batchrank.errors import ModelError
 from batchrank.sources import load_ratings
+from batchrank.storage import TMP_MARK
 
 if TYPE_CHECKING:  # tests/scoring has a conftest too: import it for types only
     from conftest import TinyData
@@ -311,3 +313,120 @@ def test_tampered_weights_file_is_refused(tiny_bundle: Path, tmp_path: Path) -> 
     (copy / "weights.npz").write_bytes(bytes(data))
     with pytest.raises(ModelError, match="fingerprint"):
         load_bundle(copy, model=False)
+
+
+# --- integrity behind a matching fingerprint -----------------------------------------------------
+
+
+def test_keras_load_checks_the_model_against_the_vocabularies(
+    tiny_bundle: Path, tmp_path: Path, refingerprint: Callable[[Path], None]
+) -> None:
+    """The Keras path (``model=True``) checks the model's tables as the scorer's path does."""
+    import pyarrow.parquet as pq
+
+    bundle = _copy(tiny_bundle, tmp_path)
+    table = pq.read_table(bundle / "items.parquet")
+    pq.write_table(table.slice(0, table.num_rows - 1), bundle / "items.parquet")
+    refingerprint(bundle)
+    with pytest.raises(
+        ModelError,
+        match=r"model\.keras: array `item_embedding` has shape \(41, 32\); expected \(40, 32\)",
+    ):
+        load_bundle(bundle)
+
+
+def test_fingerprint_covers_the_label_transform_not_the_history(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    bundle = _copy(tiny_bundle, tmp_path)
+    meta = json.loads((bundle / "metadata.json").read_text())
+    meta["history"]["loss"] = [9.0, 9.0]
+    meta["metrics"]["test_rmse"] = 0.0
+    (bundle / "metadata.json").write_text(json.dumps(meta))
+    assert load_bundle(bundle, model=False).metadata["metrics"]["test_rmse"] == 0.0
+    meta["label_transform"]["high"] = 50.0
+    meta["rating_scale"] = [1.0, 50.0]
+    (bundle / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="do not match their fingerprint"):
+        load_bundle(bundle, model=False)
+
+
+# --- the training data's column names ------------------------------------------------------------
+
+
+def test_bundle_records_its_training_columns(tiny_ratings: TinyData, tmp_path: Path) -> None:
+    import polars as pl
+
+    from batchrank.sources import Columns
+    from batchrank.training import train
+
+    ratings = tmp_path / "ratings.csv"
+    tiny_ratings.frame.rename(
+        {"user_id": "userId", "movie_id": "movieId", "rating": "stars"}
+    ).write_csv(ratings)
+    items = tmp_path / "movies.csv"
+    pl.DataFrame(
+        {"movieId": list(tiny_ratings.titles), "name": list(tiny_ratings.titles.values())}
+    ).write_csv(items)
+    columns = Columns(user="userId", item="movieId", rating="stars", title="name")
+    train(ratings, tmp_path / "b", preset="seed", items=items, columns=columns, epochs=1, verbose=0)
+    bundle = load_bundle(tmp_path / "b", model=False)
+    expected = {"user": "userId", "item": "movieId", "rating": "stars", "title": "name"}
+    assert bundle.columns == expected
+    assert json.loads((tmp_path / "b" / "metadata.json").read_text())["columns"] == expected
+
+
+def test_columns_default_for_bundles_without_them(
+    tiny_bundle: Path, tmp_path: Path, refingerprint: Callable[[Path], None]
+) -> None:
+    assert load_bundle(tiny_bundle, model=False).columns == DEFAULT_COLUMNS
+    bundle = _copy(tiny_bundle, tmp_path)
+    meta = json.loads((bundle / "metadata.json").read_text())
+    del meta["columns"]
+    (bundle / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="fingerprint"):  # the names are fingerprinted
+        load_bundle(bundle, model=False)
+    refingerprint(bundle)  # as a bundle that never recorded them
+    assert load_bundle(bundle, model=False).columns == DEFAULT_COLUMNS
+
+
+# --- format-1 bundles ----------------------------------------------------------------------------
+
+
+def _as_format_1(bundle: Path) -> None:
+    from batchrank.bundle import _fingerprint_v1
+
+    meta = json.loads((bundle / "metadata.json").read_text())
+    meta["format_version"] = 1
+    meta["model_fingerprint"] = _fingerprint_v1(bundle)
+    (bundle / "metadata.json").write_text(json.dumps(meta))
+
+
+def test_format_1_bundle_is_refused_then_upgraded(tiny_bundle: Path, tmp_path: Path) -> None:
+    from batchrank.bundle import upgrade_bundle
+
+    bundle = _copy(tiny_bundle, tmp_path)
+    _as_format_1(bundle)
+    with pytest.raises(ModelError, match=r"version 1 is not supported .*upgrade_bundle"):
+        load_bundle(bundle, model=False)
+    meta = upgrade_bundle(bundle)
+    assert meta["format_version"] == BUNDLE_FORMAT
+    # same files, same score-relevant metadata: the fingerprint a fresh save gives
+    original = load_bundle(tiny_bundle, model=False)
+    assert load_bundle(bundle, model=False).fingerprint == original.fingerprint
+    assert upgrade_bundle(bundle) == read_metadata(bundle)  # a format-2 bundle: unchanged
+
+
+def test_upgrade_refuses_a_format_1_bundle_with_edited_files(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    from batchrank.bundle import upgrade_bundle
+
+    bundle = _copy(tiny_bundle, tmp_path)
+    _as_format_1(bundle)
+    data = bytearray((bundle / "weights.npz").read_bytes())
+    data[-100] ^= 0xFF
+    (bundle / "weights.npz").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="do not match their format-1 fingerprint"):
+        upgrade_bundle(bundle)
+    assert json.loads((bundle / "metadata.json").read_text())["format_version"] == 1

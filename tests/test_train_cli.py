@@ -19,9 +19,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from batchrank.atomic import TMP_MARK
 from batchrank.bundle import load_bundle
 from batchrank.cli.main import main
+from batchrank.storage import TMP_MARK
 
 if TYPE_CHECKING:  # tests/scoring has a conftest too: import it for types only
     from conftest import TinyData

@@ -7,7 +7,7 @@ Modules:
 - :mod:`batchrank.bench.variants`: each measured variant, run as its own child process
   (``python -m batchrank.bench.variants VARIANT ...``) that reports one JSON line.
 - :mod:`batchrank.bench.process`: runs one command, measuring its wall, CPU and peak RSS.
-- :mod:`batchrank.bench.runner`: runs the variants one at a time and collects their reports.
+- :mod:`batchrank.bench.harness`: runs the variants one at a time and collects their reports.
 - :mod:`batchrank.bench.report`: the ratios, the JSON object and the printed table.
 """
 

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrank.atomic import atomic_file
+from batchrank.storage import atomic_file
 
 __all__ = [
     "N_MOVIES",

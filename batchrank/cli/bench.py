@@ -84,8 +84,8 @@ def command(
     start-up times of `batchrank --help` and of scoring 1,000 pairs. Prints pairs/s, peak RSS
     and wall seconds per variant and the ratios.
     """
+    from batchrank.bench.harness import BenchOptions, run_bench
     from batchrank.bench.report import render_table
-    from batchrank.bench.runner import BenchOptions, run_bench
     from batchrank.errors import ConfigError
 
     try:

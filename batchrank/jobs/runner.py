@@ -24,7 +24,7 @@ from typing import Any
 from batchrank.errors import ConfigError, OutputError
 from batchrank.jobs.jobspec import JobSpec
 from batchrank.jobs.publish import SUCCESS_NAME, stage_success, success_entry, update_latest
-from batchrank.jobs.training import decide, train_step
+from batchrank.jobs.retrain import decide, train_step
 from batchrank.logs import set_context
 from batchrank.scoring.commit import Certificate, PublishedFile, manifest_path_of
 from batchrank.scoring.guards import check_output_paths

@@ -16,7 +16,7 @@ from batchrank.scoring.context import RunContext
 from batchrank.scoring.engine import Scored, rejects_spool, run_local
 from batchrank.scoring.guards import check_output_paths
 from batchrank.scoring.manifest import REJECT_KEYS, build_manifest
-from batchrank.scoring.prepare import prepare
+from batchrank.scoring.prepare import clean_spill_leftovers, prepare
 from batchrank.scoring.spec import ScoreSpec
 from batchrank.scoring.workdir import copy_rejects
 from batchrank.scoring.writers import OutputWriter, join_titles
@@ -115,14 +115,18 @@ def score_spec(spec: ScoreSpec, *, certificates: Sequence[Certificate] = ()) -> 
         items=spec.items,
         users=spec.users,
     )
-    with output_lock(spec.out, spec.run_id or ""):
-        return _score_locked(spec, certificates)
-
-
-def _score_locked(spec: ScoreSpec, certificates: Sequence[Certificate]) -> dict[str, Any]:
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
-    ctx = prepare(spec)
+    ctx = prepare(spec)  # reads only: a bad bundle or input leaves no folder behind
+    with output_lock(spec.out, ctx.run_id):
+        clean_spill_leftovers(spec.out)
+        return _score_locked(ctx, certificates, started, t0)
+
+
+def _score_locked(
+    ctx: RunContext, certificates: Sequence[Certificate], started: dt.datetime, t0: float
+) -> dict[str, Any]:
+    spec = ctx.spec
     log.info(
         "scoring %s into %s (run %s)",
         "every user x movie" if spec.is_cross_join else f"{len(ctx.files)} input files",

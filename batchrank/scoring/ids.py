@@ -169,11 +169,18 @@ def map_ids(
         rows = np.arange(n, dtype=np.int64)
     else:
         raw_u, raw_i = _column(table, USER), _column(table, ITEM)
+        # ids beyond int64 (long text, uint64 Parquet) are rejected rows, as any unparsable id
         uid, bad_u = coerce_ids(
-            _strip_plus(raw_u, users.kind), users.kind, where=f"{chunk.path}: column `{user_col}`"
+            _strip_plus(raw_u, users.kind),
+            users.kind,
+            where=f"{chunk.path}: column `{user_col}`",
+            overflow="bad",
         )
         iid, bad_i = coerce_ids(
-            _strip_plus(raw_i, items.kind), items.kind, where=f"{chunk.path}: column `{item_col}`"
+            _strip_plus(raw_i, items.kind),
+            items.kind,
+            where=f"{chunk.path}: column `{item_col}`",
+            overflow="bad",
         )
         null_u = raw_u.is_null().to_numpy(zero_copy_only=False)
         null_i = raw_i.is_null().to_numpy(zero_copy_only=False)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from batchrank.bundle import Bundle, LabelTransform
+from batchrank.bundle import Bundle, LabelTransform, load_bundle
 
 __all__ = [
     "BATCH_MULTIPLE",
@@ -30,7 +30,6 @@ __all__ = [
     "Predictor",
     "TablePredictor",
     "make_predictor",
-    "ranking_weights",
     "round_batch",
 ]
 
@@ -126,30 +125,6 @@ def _star_constants(t: LabelTransform) -> tuple[np.float32, np.float32, np.float
     return np.float32(t.low), np.float32(t.high - t.low), np.float32(t.clip_high)
 
 
-def _weights(layer: Any) -> list[np.ndarray]:
-    return [np.asarray(w.value, dtype=np.float32) for w in layer.weights]
-
-
-def ranking_weights(model: Any) -> dict[str, np.ndarray]:
-    """The arrays of a :class:`batchrank.model.RankingModel`, by name, as float32 numpy.
-
-    Stored in bundles as ``weights.npz`` so the scorer can fold and predict without importing
-    Keras or deserializing the model (cold start; see README "Performance").
-    """
-    out: dict[str, np.ndarray] = {
-        "user_embedding": _weights(model.user_embedding)[0],
-        "item_embedding": _weights(model.item_embedding)[0],
-    }
-    for n, layer in enumerate(model.hidden_layers):
-        out[f"dense_{n}_kernel"], out[f"dense_{n}_bias"] = _weights(layer)
-    out["rating_kernel"], out["rating_bias"] = _weights(model.output_layer)
-    if model.bias_terms:
-        out["user_bias"] = _weights(model.user_bias)[0][:, 0]
-        out["item_bias"] = _weights(model.item_bias)[0][:, 0]
-        out["global_bias"] = np.asarray(model.global_bias.value, dtype=np.float32).reshape(1)
-    return out
-
-
 def _folded_fn(
     weights: dict[str, np.ndarray], transform: LabelTransform, fold_budget_bytes: int
 ) -> Callable[[Any, Any], tuple[Any, Any]]:
@@ -234,12 +209,10 @@ def make_predictor(
     """
     import jax
 
-    from batchrank.bundle import load_bundle
-
     model = bundle.model
     weights = bundle.weights
     if weights is None and model is not None:
-        from batchrank.model import RankingModel
+        from batchrank.model import RankingModel, ranking_weights
 
         if isinstance(model, RankingModel):
             weights = ranking_weights(model)

@@ -21,7 +21,13 @@ from batchrank.scoring.context import Fragment, RunContext, spill_prefix
 from batchrank.scoring.predict import MAX_TABLE_CELLS
 from batchrank.scoring.spec import ScoreSpec
 
-__all__ = ["CROSS_JOIN_FRAGMENT_PAIRS", "file_identity", "fragment_key", "prepare"]
+__all__ = [
+    "CROSS_JOIN_FRAGMENT_PAIRS",
+    "clean_spill_leftovers",
+    "file_identity",
+    "fragment_key",
+    "prepare",
+]
 
 log = logging.getLogger("batchrank.score")
 
@@ -121,7 +127,7 @@ def _fragments(
     )
 
 
-def _clean_spill_leftovers(out: Path) -> None:
+def clean_spill_leftovers(out: Path) -> None:
     """Remove scratch folders of earlier killed runs (spill files are anonymous; folders stay)."""
     # A plain prefix, never a glob (top[1].csv is a valid name); the run holds the output's
     # lock, so no live run owns these.
@@ -146,7 +152,6 @@ def prepare(spec: ScoreSpec) -> RunContext:
     """Load and check everything a run needs; raise before any scoring work on bad input."""
     t0 = time.perf_counter()
     bundle = load_bundle(spec.model, model=False)
-    _clean_spill_leftovers(spec.out)
     t1 = time.perf_counter()
     files: list[reader.InputFile] = []
     cross_users = None

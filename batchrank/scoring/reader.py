@@ -13,7 +13,6 @@ about 32 MiB, whatever the file size.)
 
 from __future__ import annotations
 
-import glob
 import io
 import os
 from collections import deque
@@ -30,6 +29,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from batchrank.errors import DataError, first_line
+from batchrank.scoring.walk import glob_paths, walk
 from batchrank.vocab import IdKind, coerce_ids, id_kind_of
 
 __all__ = [
@@ -138,7 +138,7 @@ def _format_of(path: Path) -> Literal["parquet", "csv"]:
 
 def _files_in_folder(folder: Path) -> list[Path]:
     found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
+    for root, dirs, files in walk(folder):
         dirs[:] = [d for d in dirs if not _is_hidden(d)]
         for name in files:
             if not _is_hidden(name) and Path(name).suffix.lower() in _SUFFIXES:
@@ -149,6 +149,16 @@ def _files_in_folder(folder: Path) -> list[Path]:
 
 
 def _expand(spec: str | Path) -> list[Path]:
+    paths = _expand_unchecked(spec)
+    for p in paths:
+        try:
+            p.stat()
+        except OSError as e:  # a link loop or a dangling link
+            raise DataError(f"{p}: cannot read file ({e.strerror or e})") from e
+    return paths
+
+
+def _expand_unchecked(spec: str | Path) -> list[Path]:
     path = Path(spec)
     if path.is_dir():
         return _files_in_folder(path)
@@ -156,7 +166,7 @@ def _expand(spec: str | Path) -> list[Path]:
         return [path]
     text = str(spec)
     if _GLOB_CHARS & set(text):
-        matches = sorted(glob.glob(os.path.expanduser(text), recursive=True))
+        matches = glob_paths(os.path.expanduser(text))
         if not matches:
             raise DataError(f"{text}: pattern matches no files")
         out: list[Path] = []
@@ -215,6 +225,13 @@ def discover_inputs(specs: Sequence[str | Path]) -> list[InputFile]:
 
 
 def _require(path: Path, names: Sequence[str], needed: Sequence[str]) -> None:
+    for col in dict.fromkeys(needed):
+        count = list(names).count(col)
+        if count > 1:
+            raise DataError(
+                f"{path}: column `{col}` appears {count} times; ambiguous, expected one column "
+                "of that name"
+            )
     missing = list(dict.fromkeys(c for c in needed if c not in names))
     if missing:
         miss = ", ".join(f"`{c}`" for c in missing)

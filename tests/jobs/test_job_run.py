@@ -20,7 +20,7 @@ import pytest
 
 from batchrank.cli.main import main
 from batchrank.jobs.loader import load_job
-from batchrank.jobs.training import decide
+from batchrank.jobs.retrain import decide
 from batchrank.logs import teardown_logging
 
 N_USERS, N_MOVIES = 60, 40

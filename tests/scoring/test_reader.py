@@ -152,16 +152,39 @@ def test_discover_glob_with_unknown_extension_is_an_error(tmp_path):
 
 
 def test_validate_accepts_good_inputs(tmp_path):
-    p = write_parquet(tmp_path / "a.parquet", ["u1", "u2"], [1, 2])
-    c = write_csv(tmp_path / "b.csv", csv_text(["u1"], [1]))
-    validate_inputs(discover_inputs([tmp_path]), **COLS)
-    assert p.exists() and c.exists()
+    write_parquet(tmp_path / "a.parquet", ["u1", "u2"], [1, 2])
+    write_csv(tmp_path / "b.csv", csv_text(["u3"], [3]))
+    files = discover_inputs([tmp_path])
+    assert validate_inputs(files, **COLS) is None
+    # what was validated streams as it promised: both files, their ids, in file order
+    ids = [(c.table["user_id"].to_pylist(), c.table["movie_id"].to_pylist()) for c in
+           chunks_of(files, 10)]  # fmt: skip
+    assert ids == [(["u1", "u2"], [1, 2]), (["u3"], ["3"])]
+    # and validation does look at every file: one more without a movie column fails it
+    write_csv(tmp_path / "c.csv", "user_id,item\n1,2\n")
+    with pytest.raises(DataError, match=r"c\.csv: column `movie_id` missing"):
+        validate_inputs(discover_inputs([tmp_path]), **COLS)
 
 
 def test_validate_accepts_dictionary_string_ids(tmp_path):
-    users = pa.array(["a", "b"]).dictionary_encode()
-    write_parquet(tmp_path / "a.parquet", users, [1, 2])
-    validate_inputs(discover_inputs([tmp_path]), **COLS)
+    from batchrank.scoring.ids import map_ids
+    from batchrank.vocab import Vocabulary
+
+    users = pa.array(["a", "b", "a"]).dictionary_encode()
+    write_parquet(tmp_path / "a.parquet", users, [1, 2, 1])
+    files = discover_inputs([tmp_path])
+    validate_inputs(files, **COLS)
+    (chunk,) = chunks_of(files, 10)
+    vocab_u = Vocabulary.build(pa.array(["a", "b"]), where="u")
+    vocab_i = Vocabulary.build(pa.array([1, 2]), where="i")
+    mapped = map_ids(chunk, vocab_u, vocab_i, unknown="fail")
+    assert mapped.table["user_id"].to_pylist() == ["a", "b", "a"]
+    assert mapped.table["u"].to_pylist() == [1, 2, 1]
+    # a dictionary of another value type is not an id column
+    floats = pa.array([1.5, 2.5]).dictionary_encode()
+    write_parquet(tmp_path / "b.parquet", floats, [1, 2])
+    with pytest.raises(DataError, match="ids must be integers or strings"):
+        validate_inputs(discover_inputs([tmp_path / "b.parquet"]), **COLS)
 
 
 def test_validate_csv_missing_column_lists_found(tmp_path):
@@ -191,7 +214,11 @@ def test_validate_csv_with_other_header_names(tmp_path):
 def test_validate_csv_header_with_bom_and_quotes(tmp_path):
     c = tmp_path / "b.csv"
     c.write_bytes(b'\xef\xbb\xbf"user_id","movie_id"\n1,2\n')
-    validate_inputs(discover_inputs([c]), **COLS)
+    assert reader._csv_header(c) == ["user_id", "movie_id"]  # no BOM, no quotes in the names
+    files = discover_inputs([c])
+    validate_inputs(files, **COLS)
+    (chunk,) = chunks_of(files, 10)
+    assert chunk.table.to_pydict() == {"user_id": ["1"], "movie_id": ["2"]}
 
 
 def test_validate_parquet_missing_column(tmp_path):

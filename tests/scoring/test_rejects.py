@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from batchrank.atomic import TMP_MARK
 from batchrank.scoring.ids import REJECTS_SCHEMA
 from batchrank.scoring.rejects import RejectsWriter
+from batchrank.storage import TMP_MARK
 
 # ---------------------------------------------------------------------------------------------
 # RejectsWriter

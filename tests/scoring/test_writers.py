@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrank.atomic import TMP_MARK
 from batchrank.errors import ConfigError, OutputError
 from batchrank.scoring import writers as writers_mod
 from batchrank.scoring.writers import LONG_COLUMNS, OutputWriter, join_titles
+from batchrank.storage import TMP_MARK
 
 TRICKY = [
     "Plain",
