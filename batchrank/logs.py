@@ -115,10 +115,10 @@ class HumanFormatter(logging.Formatter):
         finally:
             record.exc_text = cached
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+    def formatMessage(self, record: logging.LogRecord) -> str:
         return printable(super().formatMessage(record))
 
-    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+    def formatException(self, ei: Any) -> str:
         return printable(super().formatException(ei), keep_newlines=True)
 
 

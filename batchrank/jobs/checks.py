@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from batchrank.bundle import read_metadata
-from batchrank.errors import DataError, OutputError, first_line
+from batchrank.errors import ConfigError, DataError, OutputError, first_line
 from batchrank.jobs.lock import lock_holder
 from batchrank.jobs.paths import shown
 from batchrank.jobs.spec import JobSpec, TrainStep
 
-__all__ = ["PEEK_ROWS", "Check", "validate_job"]
+__all__ = ["PEEK_ROWS", "Check", "check_latest", "validate_job"]
 
 PEEK_ROWS = 100
 """Rows read from the start of each input file."""
@@ -34,6 +34,8 @@ class Check:
     """What was checked (``model``, ``pairs``, ...)."""
     detail: str
     """What was found."""
+    warning: bool = False
+    """Not a pass: something that could not be checked (a network source), shown as a warning."""
 
 
 Report = Callable[[Check], None]
@@ -66,9 +68,19 @@ def _peek(path: Path, columns: Sequence[str], what: str) -> Any:
     return df
 
 
-def _ratings_source(step: TrainStep) -> str:
+def _ratings_source(step: TrainStep) -> Check:
     if step.is_tfds:
-        return f"{step.ratings}: not checked (tensorflow-datasets downloads it on first use)"
+        return Check(
+            name="ratings",
+            detail=f"{step.ratings}: NOT CHECKED: a network source (tensorflow-datasets "
+            "downloads it on first use; without network or a cached copy the run fails); "
+            "a local MovieLens folder or file can be checked",
+            warning=True,
+        )
+    return Check(name="ratings", detail=_local_ratings(step))
+
+
+def _local_ratings(step: TrainStep) -> str:
     path = Path(step.ratings)
     if path.is_dir():
         if not (path / "u.data").exists():
@@ -101,6 +113,28 @@ def _writable(folder: Path) -> str:
     return "writable" if probe == folder else f"will be created (in {shown(probe)}, writable)"
 
 
+def check_latest(latest: Path) -> str:
+    """The ``latest`` pointer can be written: not a folder, not under a file, writable.
+
+    Raises:
+        ConfigError: ``latest`` is a folder, or one of its parents is a file.
+        OutputError: its folder is not writable.
+    """
+    if latest.is_dir():
+        raise ConfigError(
+            f"[publish] latest: {latest} is a folder; expected the path of the one-line pointer "
+            "file (remove the folder or set another path)"
+        )
+    probe = latest.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(
+            f"[publish] latest: {latest} cannot be created: {probe} is a file, not a folder"
+        )
+    return f"{shown(latest)}: {_writable(latest.parent)}"
+
+
 def _model(job: JobSpec, report: Report) -> dict[str, Any] | None:
     s, t = job.score, job.train
     if not s.model.exists() and t is not None and s.model == t.out:
@@ -126,7 +160,7 @@ def _train(job: JobSpec, meta: dict[str, Any] | None, report: Report) -> None:
     t = job.train
     if t is None:
         return
-    report(Check(name="ratings", detail=_ratings_source(t)))
+    report(_ratings_source(t))
     if t.items is not None:
         _peek(t.items, [t.item_col, t.title_col], "items")
         report(Check(name="train items", detail=f"{shown(t.items)}: columns ok"))
@@ -203,6 +237,7 @@ def validate_job(job: JobSpec, report: Report) -> None:
         ModelError: the bundle is missing, incomplete or not a batchrank bundle.
         DataError: an input cannot be read, lacks a column or has ids the model cannot use.
         OutputError: an output folder cannot be created or written.
+        ConfigError: ``latest`` is a folder or lies under a file.
     """
     report(Check(name="job file", detail=f"{job.source}: job `{job.name}` for {job.date}"))
     for text in job.overrides:
@@ -229,12 +264,7 @@ def validate_job(job: JobSpec, report: Report) -> None:
             )
         )
     if job.latest_path is not None:
-        report(
-            Check(
-                name="latest",
-                detail=f"{shown(job.latest_path)}: {_writable(job.latest_path.parent)}",
-            )
-        )
+        report(Check(name="latest", detail=check_latest(job.latest_path)))
     holder = lock_holder(job.lock_path)
     if holder is None:
         where = _writable(job.lock_path.parent)
