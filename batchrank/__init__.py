@@ -113,6 +113,10 @@ def run_job(
     job = load_job(
         path, overrides=_override_texts(overrides), environ=environ, date=_run_date(date)
     )
+    if job.latest_path is not None:
+        from batchrank.jobs.checks import check_latest
+
+        check_latest(job.latest_path)  # before any work, not after publishing
     return _run(job, fresh=bool(fresh), progress=progress)
 
 

@@ -117,6 +117,10 @@ def command(
     as_json = current_format() == "json"
     date = parse_date(date_text) if date_text is not None else None
     job = load_job(job_file, overrides=overrides, date=date)
+    if job.latest_path is not None:
+        from batchrank.jobs.checks import check_latest
+
+        check_latest(job.latest_path)  # before any work, not after publishing
     if quiet:
         progress = "none"
     elif as_json or not sys.stderr.isatty():

@@ -180,3 +180,24 @@ def test_validate_log_format_json(project: Path, capsys: pytest.CaptureFixture[s
     records = [json.loads(line) for line in err.splitlines()]
     assert records[-1]["event"] == "run_failed" and records[-1]["exit_code"] == 4
     assert records[-1]["command"] == "validate"
+
+
+def test_run_refuses_a_folder_latest_before_any_work(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import batchrank
+    from batchrank.errors import ConfigError
+
+    (project / "out" / "latest").mkdir(parents=True)
+    path = job(project)
+    try:
+        main(["run", str(path), "--date", "2025-01-31"])
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2, err  # not 4 from loading the fake bundle, nor a crash after publishing
+    assert "is a folder" in err
+    assert not (project / "out" / "2025-01-31").exists()
+    with pytest.raises(ConfigError, match="is a folder"):
+        batchrank.run_job(path, date="2025-01-31", environ={})
