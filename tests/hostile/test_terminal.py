@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchrank.cli.main import main
 from batchrank.logs import setup_logging, teardown_logging
 from batchrank.text import printable
+from tests.jobs.test_job_run import run
 
 CLEAR = "\x1b[2J\x1b[H"  # clear the screen, cursor home
 TITLE = "\x1b]0;pwned\x07"  # OSC: set the window title
@@ -38,14 +38,6 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.delenv(key)
     yield
     teardown_logging()
-
-
-def run(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def assert_clean(text: str) -> None:

@@ -19,21 +19,8 @@ import pytest
 from batchrank.atomic import TMP_MARK
 from batchrank.errors import EXIT_CODES
 from tests.conftest import MOVIE_IDS, USER_IDS
+from tests.jobs.test_job_run import SLOW_RUN  # map_ids slowed down, so a run can be signalled
 
-SLOW_RUN = """
-import sys, time
-import batchrank.scoring.engine as engine
-
-real = engine.map_ids
-
-def slow(*args, **kwargs):
-    time.sleep(0.3)
-    return real(*args, **kwargs)
-
-engine.map_ids = slow  # each chunk takes a while, so the test can signal the run mid-way
-from batchrank.cli.main import main
-main(sys.argv[1:])
-"""
 DATE = "2025-01-31"
 
 
