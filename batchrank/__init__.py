@@ -105,6 +105,7 @@ def run_job(
         BatchrankError: the subclass says what failed (its ``exit_code`` is the CLI's).
     """
     from batchrank.errors import ConfigError
+    from batchrank.jobs.checks import preflight
     from batchrank.jobs.loader import load_job
     from batchrank.jobs.runner import run_job as _run
 
@@ -113,10 +114,7 @@ def run_job(
     job = load_job(
         path, overrides=_override_texts(overrides), environ=environ, date=_run_date(date)
     )
-    if job.latest_path is not None:
-        from batchrank.jobs.checks import check_latest
-
-        check_latest(job.latest_path)  # before any work, not after publishing
+    preflight(job)  # a folder `latest` fails now, not after publishing
     return _run(job, fresh=bool(fresh), progress=progress)
 
 

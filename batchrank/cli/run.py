@@ -111,16 +111,14 @@ def command(
     A second run of the same job while one runs exits at once with code 6. A run that died
     is resumed from the input fragments it had finished when started again for the same date.
     """
+    from batchrank.jobs.checks import preflight
     from batchrank.jobs.loader import load_job, parse_date
     from batchrank.jobs.runner import run_job
 
     as_json = current_format() == "json"
     date = parse_date(date_text) if date_text is not None else None
     job = load_job(job_file, overrides=overrides, date=date)
-    if job.latest_path is not None:
-        from batchrank.jobs.checks import check_latest
-
-        check_latest(job.latest_path)  # before any work, not after publishing
+    preflight(job)  # a folder `latest` fails now, not after publishing
     if quiet:
         progress = "none"
     elif as_json or not sys.stderr.isatty():

@@ -20,7 +20,7 @@ from batchrank.jobs.lock import lock_holder
 from batchrank.jobs.paths import shown
 from batchrank.jobs.spec import JobSpec, TrainStep
 
-__all__ = ["PEEK_ROWS", "Check", "check_latest", "validate_job"]
+__all__ = ["PEEK_ROWS", "Check", "check_latest", "preflight", "validate_job"]
 
 PEEK_ROWS = 100
 """Rows read from the start of each input file."""
@@ -230,6 +230,23 @@ def _pairs(job: JobSpec, meta: dict[str, Any] | None, report: Report) -> None:
     )
 
 
+def _output(job: JobSpec) -> Path:
+    s = job.score
+    return s.out.render("<run_id>") if s.out.uses_run_id else job.output("")
+
+
+def preflight(job: JobSpec) -> None:
+    """What a run checks before any work, so it does not fail only after publishing.
+
+    Raises:
+        OutputError: the output folder cannot be created or written.
+        ConfigError: ``latest`` is a folder or lies under a file.
+    """
+    _writable(_output(job).parent)
+    if job.latest_path is not None:
+        check_latest(job.latest_path)
+
+
 def validate_job(job: JobSpec, report: Report) -> None:
     """Check everything a run of ``job`` needs, reporting each passed check.
 
@@ -249,7 +266,7 @@ def validate_job(job: JobSpec, report: Report) -> None:
     if s.items is not None:
         _peek(s.items, [s.item_col, s.title_col], "items")
         report(Check(name="items", detail=f"{shown(s.items)}: columns ok"))
-    out = s.out.render("<run_id>") if s.out.uses_run_id else job.output("")
+    out = _output(job)
     report(Check(name="output", detail=f"{shown(out.parent)}: {_writable(out.parent)}"))
     rejects = job.rejects("<run_id>")
     if rejects is not None:
