@@ -121,3 +121,34 @@ EXIT_CODES: dict[int, str] = {
     5: "output or I/O error",
     6: "another run of the same job holds the lock",
 }
+
+
+class Interrupted(BaseException):
+    """The process received SIGTERM, SIGINT or SIGHUP; raised by the CLI's signal handlers.
+
+    A ``BaseException`` like :class:`KeyboardInterrupt`, so ``except Exception`` blocks that turn
+    library errors into one-line errors do not swallow it, while ``finally`` blocks and the
+    writers' ``except BaseException`` discard paths still run: temp files are removed and locks
+    released as the stack unwinds. The exit code is the shell's 128 + signal number.
+    """
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+        super().__init__(
+            f"stopped by {self.signal_name} (signal {signum}); temporary files removed, "
+            "nothing published"
+        )
+
+
+EXIT_CODES.update(
+    {
+        129: "stopped by SIGHUP (128 + 1)",
+        130: "stopped by SIGINT, Ctrl-C (128 + 2)",
+        143: "stopped by SIGTERM (128 + 15)",
+    }
+)
+__all__ += ["Interrupted"]

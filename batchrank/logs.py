@@ -20,6 +20,8 @@ import sys
 from collections.abc import Mapping
 from typing import IO, Any, Literal
 
+from batchrank.text import printable
+
 __all__ = [
     "HumanFormatter",
     "JsonFormatter",
@@ -96,10 +98,28 @@ class JsonFormatter(logging.Formatter):
 
 
 class HumanFormatter(logging.Formatter):
-    """``2025-01-31 02:00:04 INFO  message`` with a traceback when one is attached."""
+    """``2025-01-31 02:00:04 INFO  message`` with a traceback when one is attached.
+
+    Control characters in the message (a title or a file name can carry terminal escapes) are
+    shown escaped, see :func:`batchrank.text.printable`; a record stays one line.
+    """
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-5s %(message)s", "%Y-%m-%d %H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        # Not the traceback another handler cached unescaped on the record: format our own.
+        cached, record.exc_text = record.exc_text, None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_text = cached
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return printable(super().formatException(ei), keep_newlines=True)
 
 
 def setup_logging(

@@ -25,11 +25,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchrank.errors import DataError, first_line
+from batchrank.scoring.schema import MOVIE_ID, RATING, TITLE, USER_ID
 from batchrank.vocab import coerce_ids, id_kind_of
 
 __all__ = ["Columns", "RatingsData", "fingerprint_table", "load_items", "load_ratings"]
 
-USER, ITEM, RATING, TITLE = "user_id", "movie_id", "rating", "title"
+USER, ITEM = USER_ID, MOVIE_ID
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,7 +249,8 @@ def _load_movielens_zip(path: Path) -> RatingsData:
 def _load_tfds(spec: str) -> RatingsData:
     from batchrank.tfds_source import load_tfds_ratings
 
-    return load_tfds_ratings(spec)
+    ratings, items = load_tfds_ratings(spec)
+    return RatingsData(ratings=ratings, items=items, source=spec)
 
 
 def load_ratings(

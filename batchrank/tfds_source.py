@@ -6,17 +6,28 @@ TensorFlow and tensorflow-datasets are imported here only, when a ``tfds:`` sour
 
 from __future__ import annotations
 
+import logging
 import re
+import socket
+import threading
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from batchrank.errors import DataError, first_line
+from batchrank.scoring.schema import MOVIE_ID as ITEM
+from batchrank.scoring.schema import RATING, TITLE
+from batchrank.scoring.schema import USER_ID as USER
 
-__all__ = ["load_tfds_ratings"]
+__all__ = ["PROBE_TIMEOUT_S", "load_tfds_ratings", "reachable"]
 
 _MOVIES_FOR = {"movielens/100k-ratings": "movielens/100k-movies"}
+PROBE_TIMEOUT_S = 4.0
+"""How long to wait for the download host before failing (name lookup and TCP connect)."""
+# Where tensorflow-datasets downloads a data set from that is not in its local cache.
+_HOSTS = {"movielens": "files.grouplens.org"}
+_DEFAULT_HOST = "storage.googleapis.com"
 _INT_ID = re.compile(r"[+-]?[0-9]{1,18}")
 
 
@@ -48,15 +59,77 @@ def _load_columns(tfds: Any, name: str, keys: tuple[str, ...], spec: str) -> dic
     return {k: np.concatenate(v) if v else np.zeros((0,), dtype=object) for k, v in parts.items()}
 
 
-def load_tfds_ratings(spec: str):  # type: ignore[no-untyped-def]
-    """Load ``tfds:movielens/...-ratings`` (and the matching movies for titles)."""
-    from batchrank.sources import ITEM, RATING, TITLE, USER, RatingsData
+def reachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """None when a TCP connection to ``host:port`` opens within ``timeout`` seconds, else why not.
+
+    The name lookup runs in a thread too, as a resolver without network can block far longer
+    than the timeout.
+    """
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                outcome.append(None)
+        except OSError as e:
+            outcome.append(e.strerror or type(e).__name__)
+
+    thread = threading.Thread(target=probe, name="batchrank-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else f"no answer within {timeout:g} s"
+
+
+def _download_is_mocked(tfds: Any) -> bool:
+    """Whether ``tfds.testing.mock_data`` replaced the download step (nothing is fetched)."""
+    step = getattr(tfds.core.DatasetBuilder, "download_and_prepare", None)
+    return getattr(step, "__module__", "").startswith("tensorflow_datasets.testing")
+
+
+def _ensure_available(tfds: Any, name: str, spec: str) -> None:
+    """Fail in seconds when ``name`` is neither in the local tfds cache nor downloadable.
+
+    Without this, tensorflow-datasets retries an unreachable download for minutes.
+    """
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # not "Variant folder ... has no dataset_info.json"
+    try:
+        builder = tfds.builder(name)
+        if builder.is_prepared() or _download_is_mocked(tfds):
+            return
+        data_dir = str(builder.data_dir)
+    except Exception:  # an unknown name and the like: tfds.load reports it below
+        return
+    finally:
+        absl.setLevel(level)
+    host = _HOSTS.get(name.split("/", 1)[0], _DEFAULT_HOST)
+    why = reachable(host)
+    if why is not None:
+        raise DataError(
+            f"{spec}: not in the local tensorflow-datasets cache ({data_dir}) and its download "
+            f"host {host} cannot be reached ({why}); run once with network, or train on a local "
+            "MovieLens folder or file instead"
+        )
+
+
+def load_tfds_ratings(spec: str) -> tuple[pa.Table, pa.Table | None]:
+    """Load ``tfds:movielens/...-ratings`` (and the matching movies for titles).
+
+    Returns:
+        The ratings (``user_id, movie_id, rating``) and the titles (``movie_id, title``) when
+        the data set has a movies companion; :mod:`batchrank.sources` wraps them.
+    """
 
     name = spec.removeprefix("tfds:")
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:  # pragma: no cover - a broken install
         raise DataError(f"{spec}: tensorflow-datasets is not importable ({e})") from e
+    _ensure_available(tfds, name, spec)
+    movies_name = _MOVIES_FOR.get(name)
+    if movies_name is not None:
+        _ensure_available(tfds, movies_name, f"tfds:{movies_name}")
     try:
         data = _load_columns(tfds, name, ("user_id", "movie_id", "user_rating"), spec)
     except DataError:
@@ -74,7 +147,6 @@ def load_tfds_ratings(spec: str):  # type: ignore[no-untyped-def]
         }
     )
     items = None
-    movies_name = _MOVIES_FOR.get(name)
     if movies_name is not None:
         try:
             movies = _load_columns(tfds, movies_name, ("movie_id", "movie_title"), movies_name)
@@ -85,4 +157,4 @@ def load_tfds_ratings(spec: str):  # type: ignore[no-untyped-def]
         except Exception as e:
             first = first_line(e)
             raise DataError(f"tfds:{movies_name}: cannot load titles: {first}") from e
-    return RatingsData(ratings=ratings, items=items, source=spec)
+    return ratings, items

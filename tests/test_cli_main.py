@@ -76,7 +76,8 @@ def test_help_imports_no_tensorflow_keras_or_jax() -> None:
         f"""
         import json, sys
         from batchrank.cli.main import main
-        for argv in (["--help"], ["train", "--help"], ["evaluate", "--help"]):
+        for argv in (["--help"], ["train", "--help"], ["evaluate", "--help"],
+                     ["run", "--help"], ["validate", "--help"]):
             try:
                 main(argv)
             except SystemExit as e:
@@ -150,3 +151,26 @@ def test_keras_backend_torch_in_a_fresh_process() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "jax"
     assert "KERAS_BACKEND='torch' is not supported by batchrank; using 'jax' instead" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "train", "evaluate", "validate"])
+def test_commands_take_log_format(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    assert main([command, "--help"]) in (None, 0)
+    out = capsys.readouterr().out
+    assert "--log-format [human|json]" in out and "BATCHRANK_LOG_FORMAT" in out
+
+
+def test_help_documents_the_signal_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) in (None, 0)
+    out = " ".join(capsys.readouterr().out.split())
+    for code, name in ((129, "SIGHUP"), (130, "SIGINT"), (143, "SIGTERM")):
+        assert f"{code} stopped by {name}" in out
+    assert "exits with 128 + the signal's number" in out
+
+
+def test_usage_error_in_json_mode_names_the_value(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad --log-format is a usage error (exit 2) before any logging is set up."""
+    with pytest.raises(SystemExit) as info:
+        main(["validate", "job.toml", "--log-format", "yaml"])
+    assert info.value.code == 2
+    assert "'yaml' is not one of 'human', 'json'" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from batchrank.jobs.loader import KEYS, load_job
 from batchrank.scoring.spec import SCORE_OPTIONS, ScoreSpec, options_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
-PER_RUN_FLAGS = {"quiet", "as_json"}
+PER_RUN_FLAGS = {"quiet", "as_json", "log_format"}
 """Flags of one invocation, not options of the scoring: no job key."""
 CLI_ONLY = {"work_dir"}
 """A job keeps its work folder beside its output (resume per job and date)."""

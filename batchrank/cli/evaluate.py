@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from batchrank.cli.logging_options import log_format_option
 from batchrank.cli.options import column_options
 
 
@@ -19,6 +20,7 @@ from batchrank.cli.options import column_options
 )
 @column_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@log_format_option
 def command(
     model: Path,
     ratings: str,

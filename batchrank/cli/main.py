@@ -7,13 +7,19 @@ Keras, JAX or TensorFlow.
 from __future__ import annotations
 
 import importlib
+import io
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 import click
 
 from batchrank import __version__
-from batchrank.errors import EXIT_CODES, BatchrankError
+from batchrank.errors import EXIT_CODES, BatchrankError, Interrupted
+from batchrank.text import printable
 
 # name -> (module, short help). Short help lives here so `--help` imports no command module.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -29,7 +35,47 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample-data": ("batchrank.cli.sample_data", "Regenerate the synthetic sample_data/ folder."),
 }
 
-EPILOG = "Exit codes:\n\n\b\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+EPILOG = (
+    "Exit codes:\n\n\b\n"
+    + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+    + "\n\nOn SIGTERM, SIGINT or SIGHUP a command stops, removes its temporary files, releases "
+    "its lock and exits with 128 + the signal's number; a second signal ends it at once."
+)
+
+STOP_SIGNALS = tuple(
+    s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None
+)
+"""Signals turned into :class:`batchrank.errors.Interrupted`."""
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    # A second signal while the first unwinds (cleanup that hangs) ends the process at once.
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_DFL)
+    raise Interrupted(signum)
+
+
+@contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """Within the block, SIGTERM / SIGINT / SIGHUP raise :class:`Interrupted` in the main thread.
+
+    The exception unwinds the stack like any other, so ``finally`` blocks and the writers'
+    discard paths remove temporary files and the job lock is released. Outside the main thread
+    (an embedding application) nothing is installed.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    for s in STOP_SIGNALS:
+        signal.signal(s, _raise_interrupted)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class LazyGroup(click.Group):
@@ -62,23 +108,33 @@ def cli() -> None:
     """
 
 
-def fail(err: BatchrankError) -> None:
-    """Print one error line and exit with the error's code."""
-    click.echo(f"batchrank: error: {err}", err=True)
+def fail(err: BatchrankError | Interrupted) -> None:
+    """Print one error line (control characters escaped) and exit with the error's code."""
+    click.echo(f"batchrank: error: {printable(err)}", err=True)
     sys.exit(err.exit_code)
+
+
+def _show_click_error(err: click.ClickException) -> None:
+    """Click's usage error text, with control characters from the arguments escaped."""
+    buffer = io.StringIO()
+    err.show(file=buffer)
+    click.echo(printable(buffer.getvalue().rstrip("\n"), keep_newlines=True), err=True)
 
 
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point: map batchrank errors to exit codes, never a traceback."""
     try:
-        return cli.main(args=argv, prog_name="batchrank", standalone_mode=False)
+        with stop_signals_raise():
+            return cli.main(args=argv, prog_name="batchrank", standalone_mode=False)
+    except Interrupted as err:
+        fail(err)
     except BatchrankError as err:
         fail(err)
     except click.exceptions.Abort:
         click.echo("batchrank: aborted", err=True)
         sys.exit(130)
     except click.ClickException as err:
-        err.show()
+        _show_click_error(err)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         click.echo("batchrank: interrupted", err=True)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from batchrank.errors import BatchrankError
+from batchrank.cli.logging_options import current_format, log_format_option
+from batchrank.text import printable
 
 if TYPE_CHECKING:
     from batchrank.jobs.runner import RunResult
-
-log = logging.getLogger("batchrank.jobs")
 
 SET_HELP = (
     "Override a job-file key, such as score.top_k=20; repeatable. Values are TOML "
@@ -29,19 +27,22 @@ def _stars(value: float, high: float) -> str:
 
 
 def _summary(result: RunResult, preview_users: int) -> None:
-    from batchrank.jobs.paths import shown as _show
+    from batchrank.jobs.paths import shown
+
+    def _show(path: Path) -> str:
+        return printable(shown(path))
 
     m: dict[str, Any] = result.manifest
     c = m["counts"]
     options = m.get("options", {})
     skipped = c["rows_skipped_unknown_user"] + c["rows_skipped_unknown_movie"]
     lines = [
-        f"job {result.job}, {result.date}, run {result.run_id}"
+        f"job {printable(result.job)}, {result.date}, run {result.run_id}"
         + (" (resumed)" if result.resumed else ""),
     ]
     if result.train_reason:
         done = "trained a new bundle" if result.trained else "skipped"
-        lines.append(f"  train: {done}: {result.train_reason}")
+        lines.append(f"  train: {done}: {printable(result.train_reason)}")
     resume = m.get("resume", {})
     resumed = (
         f"; {resume['fragments_resumed']} of {resume['fragments']} fragments resumed"
@@ -65,9 +66,9 @@ def _summary(result: RunResult, preview_users: int) -> None:
             users=preview_users,
             top_k=int(options.get("top_k", 10)),
         ):
-            click.echo(f"\ntop {len(user.rows)} for user {user.user_id}:")
+            click.echo(f"\ntop {len(user.rows)} for user {printable(user.user_id)}:")
             for row in user.rows:
-                title = row.get("title") or f"movie {row['movie_id']}"
+                title = printable(row.get("title") or f"movie {row['movie_id']}")
                 click.echo(
                     f"  {row['rank']:>3}. {row['stars']:4.2f} {_stars(row['stars'], high)}  {title}"
                 )
@@ -82,7 +83,7 @@ def _summary(result: RunResult, preview_users: int) -> None:
     if result.latest is not None:
         target = result.latest.read_text(encoding="utf-8").strip() if result.latest.exists() else ""
         note = "" if result.latest_updated else " (kept: it names a later date)"
-        click.echo(f"{'latest:':<{width}}{_show(result.latest)} -> {target}{note}")
+        click.echo(f"{'latest:':<{width}}{_show(result.latest)} -> {printable(target)}{note}")
 
 
 @click.command("run")
@@ -96,22 +97,13 @@ def _summary(result: RunResult, preview_users: int) -> None:
     is_flag=True,
     help="Discard what an interrupted run of this job and date finished; start over.",
 )
-@click.option(
-    "--log-format",
-    type=click.Choice(["human", "json"]),
-    default="human",
-    show_default=True,
-    envvar="BATCHRANK_LOG_FORMAT",
-    show_envvar=True,
-    help="json: one JSON object per line on stderr, for log collectors.",
-)
+@log_format_option
 @click.option("--quiet", is_flag=True, help="Only warnings and errors; no progress and no summary.")
 def command(
     job_file: Path,
     overrides: tuple[str, ...],
     date_text: str | None,
     fresh: bool,
-    log_format: str,
     quiet: bool,
 ) -> None:
     """Run JOB.toml: train when its policy says so, score, publish _SUCCESS and latest.
@@ -121,40 +113,16 @@ def command(
     """
     from batchrank.jobs.loader import load_job, parse_date
     from batchrank.jobs.runner import run_job
-    from batchrank.logs import setup_logging
 
-    setup_logging(
-        "json" if log_format == "json" else "human",
-        level=logging.WARNING if quiet else logging.INFO,
-    )
-    try:
-        date = parse_date(date_text) if date_text is not None else None
-        job = load_job(job_file, overrides=overrides, date=date)
-        if quiet:
-            progress = "none"
-        elif log_format == "json" or not sys.stderr.isatty():
-            progress = "log"
-        else:
-            progress = "auto"
-        result = run_job(job, fresh=fresh, progress=progress)
-    except BatchrankError as err:
-        if log_format != "json":
-            raise
-        log.error(
-            str(err),
-            extra={"event": "run_failed", "exit_code": err.exit_code, "error": type(err).__name__},
-        )
-        sys.stderr.flush()
-        sys.exit(err.exit_code)
-    except Exception as err:
-        if log_format != "json":
-            raise
-        log.exception(
-            "unexpected error (a bug; please report it with this traceback): %s",
-            err,
-            extra={"event": "run_failed", "exit_code": 1, "error": type(err).__name__},
-        )
-        sys.stderr.flush()
-        sys.exit(1)
-    if not quiet and log_format != "json":
+    as_json = current_format() == "json"
+    date = parse_date(date_text) if date_text is not None else None
+    job = load_job(job_file, overrides=overrides, date=date)
+    if quiet:
+        progress = "none"
+    elif as_json or not sys.stderr.isatty():
+        progress = "log"
+    else:
+        progress = "auto"
+    result = run_job(job, fresh=fresh, progress=progress)
+    if not quiet and not as_json:
         _summary(result, job.job.preview_users)

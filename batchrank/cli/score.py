@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 import click
 
+from batchrank.cli.logging_options import log_format_option
 from batchrank.cli.options import flag_named, spec_options
 from batchrank.errors import ConfigError
 from batchrank.options import OptionError
 from batchrank.scoring.spec import SCORE_OPTIONS, ScoreSpec
+from batchrank.text import printable
 
 
 @click.command("score")
+@log_format_option
 @spec_options(SCORE_OPTIONS, "score")
 @click.option("--quiet", is_flag=True, help="No progress bar or log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
@@ -22,9 +24,6 @@ def command(quiet: bool, as_json: bool, **options: Any) -> None:
     """Score candidate pairs and write ranked top-k lists per user, with titles and stars."""
     from batchrank.scoring.api import score
 
-    if not quiet:
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-        logging.getLogger("batchrank").setLevel(logging.INFO)
     try:
         spec = ScoreSpec(**options, progress="none" if quiet else "auto")
     except OptionError as e:
@@ -39,7 +38,7 @@ def command(quiet: bool, as_json: bool, **options: Any) -> None:
             f"scored {c['rows_scored']:,} of {c['rows_read']:,} pairs "
             f"({skipped:,} unknown skipped, "
             f"{c['rows_rejected']:,} rejected); wrote top {spec.top_k} for {c['users_written']:,} "
-            f"users to {spec.out}",
+            f"users to {printable(str(spec.out))}",
             err=True,
         )
-        click.echo(f"manifest: {spec.manifest_path}", err=True)
+        click.echo(f"manifest: {printable(str(spec.manifest_path))}", err=True)

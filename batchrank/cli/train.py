@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
+from batchrank.cli.logging_options import log_format_option
 from batchrank.cli.options import column_options, local_path, local_path_or_source, parse_scale
+from batchrank.text import printable
 
 
 @click.command("train")
@@ -33,6 +35,7 @@ from batchrank.cli.options import column_options, local_path, local_path_or_sour
 @click.option("--seed", type=int, help="Seed of the split and initialisation (default 42).")
 @click.option("--out", required=True, callback=local_path, help="Bundle folder to write.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@log_format_option
 def command(
     ratings: str,
     items: Path | None,
@@ -69,4 +72,4 @@ def command(
         f"held-out RMSE: {m['test_rmse']:.4f} stars, {m['test_rmse_normalized']:.4f} label units "
         f"({m['test_count']} ratings; global mean: {m['test_rmse_global_mean']:.4f} stars)"
     )
-    click.echo(f"bundle written to {out}")
+    click.echo(f"bundle written to {printable(out)}")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
 
+from batchrank.cli.logging_options import current_format, log_format_option
 from batchrank.cli.run import SET_HELP
+from batchrank.text import printable
+
+log = logging.getLogger("batchrank.jobs")
 
 
 @click.command("validate")
@@ -15,6 +20,7 @@ from batchrank.cli.run import SET_HELP
 @click.option(
     "--date", "date_text", metavar="YYYY-MM-DD", help="Run date, fills {date} (default: today)."
 )
+@log_format_option
 def command(job_file: Path, overrides: tuple[str, ...], date_text: str | None) -> None:
     """Check JOB.toml, its model bundle, its inputs' schemas and that its outputs are writable.
 
@@ -26,11 +32,26 @@ def command(job_file: Path, overrides: tuple[str, ...], date_text: str | None) -
 
     date = parse_date(date_text) if date_text is not None else None
     job = load_job(job_file, overrides=overrides, date=date)
+    as_json = current_format() == "json"
     for warning in job.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        if as_json:
+            log.warning(warning, extra={"event": "job_warning"})
+        else:
+            click.echo(f"warning: {printable(warning)}", err=True)
+
+    skipped: list[str] = []
 
     def report(check: Check) -> None:
-        click.echo(f"ok  {check.name:<12}{check.detail}")
+        if check.warning:
+            skipped.append(check.name)
+            if as_json:
+                log.warning("%s: %s", check.name, check.detail, extra={"event": "validate_warning"})
+            else:
+                click.echo(f"warning: {check.name}: {printable(check.detail)}", err=True)
+            click.echo(f"--  {check.name:<12}{printable(check.detail)}")
+        else:
+            click.echo(f"ok  {check.name:<12}{printable(check.detail)}")
 
     validate_job(job, report)
-    click.echo(f"{job_file}: valid; nothing was run")
+    note = f" except {', '.join(skipped)} (not checked, see the warning)" if skipped else ""
+    click.echo(f"{printable(job_file)}: valid{note}; nothing was run")

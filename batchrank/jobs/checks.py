@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from batchrank.bundle import read_metadata
-from batchrank.errors import DataError, OutputError, first_line
+from batchrank.errors import ConfigError, DataError, OutputError, first_line
 from batchrank.jobs.jobspec import JobSpec, TrainStep
 from batchrank.jobs.paths import shown
+from batchrank.scoring.spec import ScoreSpec
+from batchrank.storage import check_target
 from batchrank.storage.lock import lock_holder
 
-__all__ = ["PEEK_ROWS", "Check", "validate_job"]
+__all__ = ["PEEK_ROWS", "Check", "check_latest", "preflight", "validate_job"]
 
 PEEK_ROWS = 100
 """Rows read from the start of each input file."""
@@ -34,6 +36,8 @@ class Check:
     """What was checked (``model``, ``pairs``, ...)."""
     detail: str
     """What was found."""
+    warning: bool = False
+    """Not a pass: something that could not be checked (a network source), shown as a warning."""
 
 
 Report = Callable[[Check], None]
@@ -66,9 +70,19 @@ def _peek(path: Path, columns: Sequence[str], what: str) -> Any:
     return df
 
 
-def _ratings_source(step: TrainStep) -> str:
+def _ratings_source(step: TrainStep) -> Check:
     if step.is_tfds:
-        return f"{step.ratings}: not checked (tensorflow-datasets downloads it on first use)"
+        return Check(
+            name="ratings",
+            detail=f"{step.ratings}: NOT CHECKED: a network source (tensorflow-datasets "
+            "downloads it on first use; without network or a cached copy the run fails); "
+            "a local MovieLens folder or file can be checked",
+            warning=True,
+        )
+    return Check(name="ratings", detail=_local_ratings(step))
+
+
+def _local_ratings(step: TrainStep) -> str:
     path = Path(step.ratings)
     if path.is_dir():
         if not (path / "u.data").exists():
@@ -101,6 +115,29 @@ def _writable(folder: Path) -> str:
     return "writable" if probe == folder else f"will be created (in {shown(probe)}, writable)"
 
 
+def check_latest(latest: Path) -> str:
+    """The ``latest`` pointer can be written: not a folder, not under a file, writable.
+
+    Raises:
+        ConfigError: ``latest`` is a folder, or one of its parents is a file.
+        OutputError: its folder is not writable.
+    """
+    if latest.is_dir():
+        raise ConfigError(
+            f"[publish] latest: {latest} is a folder; expected the path of the one-line pointer "
+            "file (remove the folder or set another path)"
+        )
+    probe = latest.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(
+            f"[publish] latest: {latest} cannot be created: {probe} is a file, not a folder"
+        )
+    check_target(latest, "[publish] latest", ConfigError)  # a link, device or FIFO
+    return f"{shown(latest)}: {_writable(latest.parent)}"
+
+
 def _model(job: JobSpec, report: Report) -> dict[str, Any] | None:
     s, t = job.score, job.train
     if not s.model.exists() and t is not None and s.model == t.out:
@@ -126,7 +163,7 @@ def _train(job: JobSpec, meta: dict[str, Any] | None, report: Report) -> None:
     t = job.train
     if t is None:
         return
-    report(Check(name="ratings", detail=_ratings_source(t)))
+    report(_ratings_source(t))
     if t.items is not None:
         _peek(t.items, [t.item_col, t.title_col], "items")
         report(Check(name="train items", detail=f"{shown(t.items)}: columns ok"))
@@ -143,12 +180,18 @@ def _train(job: JobSpec, meta: dict[str, Any] | None, report: Report) -> None:
     report(Check(name="train", detail=f"preset {t.preset} into {shown(t.out)}: {plan}"))
 
 
+def _score_options(job: JobSpec, meta: dict[str, Any] | None) -> ScoreSpec:
+    """The job's score options with unset columns taken from the bundle, as a run takes them."""
+    columns = meta.get("columns") if meta is not None else None
+    return job.score.options.with_columns(columns if isinstance(columns, dict) else None)
+
+
 def _pairs(job: JobSpec, meta: dict[str, Any] | None, report: Report) -> None:
-    s = job.score
+    s = _score_options(job, meta)
     if s.is_cross_join:
         detail = "all: every movie for every user of the model"
         if s.users is not None:
-            _peek(s.users, [s.user_col], "users")
+            _peek(s.users, [s.user_column], "users")
             detail += f", limited to the users in {shown(s.users)}"
         report(Check(name="pairs", detail=detail))
         return
@@ -156,7 +199,7 @@ def _pairs(job: JobSpec, meta: dict[str, Any] | None, report: Report) -> None:
     from batchrank.vocab import coerce_ids
 
     files = reader.discover_inputs(s.pairs)
-    reader.validate_inputs(files, user_col=s.user_col, item_col=s.item_col)
+    reader.validate_inputs(files, user_col=s.user_column, item_col=s.item_column)
     kinds = (
         {"user_id": meta["data"].get("user_id_kind"), "movie_id": meta["data"].get("movie_id_kind")}
         if meta is not None and isinstance(meta.get("data"), dict)
@@ -166,14 +209,14 @@ def _pairs(job: JobSpec, meta: dict[str, Any] | None, report: Report) -> None:
         chunk = next(
             iter(
                 reader.iter_chunks(
-                    [f], user_col=s.user_col, item_col=s.item_col, chunk_rows=PEEK_ROWS
+                    [f], user_col=s.user_column, item_col=s.item_column, chunk_rows=PEEK_ROWS
                 )
             ),
             None,
         )
         if chunk is None:
             continue
-        for col, source in (("user_id", s.user_col), ("movie_id", s.item_col)):
+        for col, source in (("user_id", s.user_column), ("movie_id", s.item_column)):
             kind = kinds.get(col)
             if kind not in ("int", "str"):
                 continue
@@ -196,6 +239,23 @@ def _pairs(job: JobSpec, meta: dict[str, Any] | None, report: Report) -> None:
     )
 
 
+def _output(job: JobSpec) -> Path:
+    s = job.score
+    return s.out.render("<run_id>") if s.out.uses_run_id else job.output("")
+
+
+def preflight(job: JobSpec) -> None:
+    """What a run checks before any work, so it does not fail only after publishing.
+
+    Raises:
+        OutputError: the output folder cannot be created or written.
+        ConfigError: ``latest`` is a folder or lies under a file.
+    """
+    _writable(_output(job).parent)
+    if job.latest_path is not None:
+        check_latest(job.latest_path)
+
+
 def validate_job(job: JobSpec, report: Report) -> None:
     """Check everything a run of ``job`` needs, reporting each passed check.
 
@@ -203,6 +263,7 @@ def validate_job(job: JobSpec, report: Report) -> None:
         ModelError: the bundle is missing, incomplete or not a batchrank bundle.
         DataError: an input cannot be read, lacks a column or has ids the model cannot use.
         OutputError: an output folder cannot be created or written.
+        ConfigError: ``latest`` is a folder or lies under a file.
     """
     report(Check(name="job file", detail=f"{job.source}: job `{job.name}` for {job.date}"))
     for text in job.overrides:
@@ -210,11 +271,11 @@ def validate_job(job: JobSpec, report: Report) -> None:
     meta = _model(job, report)
     _train(job, meta, report)
     _pairs(job, meta, report)
-    s = job.score
+    s = _score_options(job, meta)
     if s.items is not None:
-        _peek(s.items, [s.item_col, s.title_col], "items")
+        _peek(s.items, [s.item_column, s.title_column], "items")
         report(Check(name="items", detail=f"{shown(s.items)}: columns ok"))
-    out = s.out.render("<run_id>") if s.out.uses_run_id else job.output("")
+    out = _output(job)
     report(Check(name="output", detail=f"{shown(out.parent)}: {_writable(out.parent)}"))
     rejects = job.rejects("<run_id>")
     if rejects is not None:
@@ -229,12 +290,7 @@ def validate_job(job: JobSpec, report: Report) -> None:
             )
         )
     if job.latest_path is not None:
-        report(
-            Check(
-                name="latest",
-                detail=f"{shown(job.latest_path)}: {_writable(job.latest_path.parent)}",
-            )
-        )
+        report(Check(name="latest", detail=check_latest(job.latest_path)))
     holder = lock_holder(job.lock_path)
     if holder is None:
         where = _writable(job.lock_path.parent)

@@ -111,6 +111,17 @@ def train_step(
 
     if data is None:
         data = _load(step)
-    result = fit_bundle(data, train_config(step), rating_scale=step.rating_scale, verbose=verbose)
+    from batchrank.sources import Columns
+
+    columns = Columns(
+        user=step.user_col, item=step.item_col, rating=step.rating_col, title=step.title_col
+    )
+    result = fit_bundle(
+        data,
+        train_config(step),
+        rating_scale=step.rating_scale,
+        verbose=verbose,
+        columns=columns,  # so score defaults to the ratings' column names
+    )
     result.bundle.save(Path(step.out))
     return result.bundle.metadata

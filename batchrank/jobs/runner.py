@@ -21,14 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchrank.errors import ConfigError, OutputError
+from batchrank.errors import OutputError
+from batchrank.jobs.checks import preflight
 from batchrank.jobs.jobspec import JobSpec
 from batchrank.jobs.publish import SUCCESS_NAME, stage_success, success_entry, update_latest
 from batchrank.jobs.retrain import decide, train_step
 from batchrank.logs import set_context
 from batchrank.scoring.commit import Certificate, PublishedFile, manifest_path_of
 from batchrank.scoring.guards import check_output_paths
-from batchrank.storage import Staged, atomic_file, check_target, ensure_folder
+from batchrank.storage import Staged, atomic_file, ensure_folder
 from batchrank.storage.lock import JobLock
 
 __all__ = ["STATE_FILE", "RunResult", "new_run_id", "run_job"]
@@ -112,7 +113,9 @@ _PROBE_RUN_ID = "0" * 12
 
 
 def _check_paths(job: JobSpec, output: Path, run_id: str) -> None:
-    """The scorer's output-path checks, and the ``latest`` pointer's, before any training."""
+    """Before any work: the scorer's output-path checks, then that the output folder and
+    ``latest`` can be written (:func:`batchrank.jobs.checks.preflight`), so a run never fails
+    only after training or publishing."""
     s = job.score
     check_output_paths(
         out=output,
@@ -122,8 +125,7 @@ def _check_paths(job: JobSpec, output: Path, run_id: str) -> None:
         items=s.items,
         users=s.users,
     )
-    if job.latest_path is not None:
-        check_target(job.latest_path, "[publish] latest", ConfigError)
+    preflight(job)
 
 
 def _train(job: JobSpec, state: dict[str, Any], work: Path, verbose: int | str) -> tuple[bool, str]:

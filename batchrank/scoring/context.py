@@ -112,8 +112,8 @@ def fragment_chunks(ctx: RunContext, frag: Fragment) -> Iterator[reader.RawChunk
     if frag.file_index is not None:
         for chunk in reader.iter_chunks(
             [ctx.files[frag.file_index]],
-            user_col=spec.user_col,
-            item_col=spec.item_col,
+            user_col=spec.user_column,
+            item_col=spec.item_column,
             chunk_rows=spec.chunk_rows,
         ):
             chunk.file_index = frag.file_index

@@ -111,7 +111,7 @@ def _fragments(
     policy, id columns); a file's key adds its content identity (:func:`file_identity`), a
     block of ``--pairs all`` users the digest of its users and of the whole user list.
     """
-    common = (bundle.fingerprint, spec.top_k, spec.unknown, spec.user_col, spec.item_col)
+    common = (bundle.fingerprint, spec.top_k, spec.unknown, spec.user_column, spec.item_column)
     if cross_users is not None:
         per_block = max(1, CROSS_JOIN_FRAGMENT_PAIRS // max(len(bundle.items), 1))
         everyone = _ids_digest(cross_users)
@@ -145,19 +145,20 @@ def _load_titles(spec: ScoreSpec, bundle: Bundle) -> pa.Table | None:
         return pa.table({"movie_id": bundle.items.ids, "title": bundle.titles})
     from batchrank.sources import Columns, load_items
 
-    return load_items(spec.items, Columns(item=spec.item_col, title=spec.title_col))
+    return load_items(spec.items, Columns(item=spec.item_column, title=spec.title_column))
 
 
 def prepare(spec: ScoreSpec) -> RunContext:
     """Load and check everything a run needs; raise before any scoring work on bad input."""
     t0 = time.perf_counter()
     bundle = load_bundle(spec.model, model=False)
+    spec = spec.with_columns(bundle.columns)  # unset columns: the training data's names
     t1 = time.perf_counter()
     files: list[reader.InputFile] = []
     cross_users = None
     if spec.is_cross_join:
         if spec.users is not None:
-            raw = reader.read_user_subset(spec.users, spec.user_col)
+            raw = reader.read_user_subset(spec.users, spec.user_column)
             cross_users = _known_users(raw, bundle, spec)
         else:
             cross_users = bundle.users.ids
@@ -165,7 +166,7 @@ def prepare(spec: ScoreSpec) -> RunContext:
         unit: reader.WorkUnit = "rows"
     else:
         files = reader.discover_inputs(spec.pairs)
-        reader.validate_inputs(files, user_col=spec.user_col, item_col=spec.item_col)
+        reader.validate_inputs(files, user_col=spec.user_column, item_col=spec.item_column)
         total, unit = reader.total_work(files)
     titles = _load_titles(spec, bundle)
     return RunContext(
@@ -190,7 +191,7 @@ def _known_users(raw: pa.Array, bundle: Bundle, spec: ScoreSpec) -> pa.Array:
 
     from batchrank.vocab import coerce_ids
 
-    where = f"{spec.users}: column `{spec.user_col}`"
+    where = f"{spec.users}: column `{spec.user_column}`"
     ids, bad = coerce_ids(raw, bundle.users.kind, where=where)
     if bad.any() or ids.null_count:
         row = int(np.argmax(bad | ~np.asarray(pc.is_valid(ids).to_numpy(zero_copy_only=False))))

@@ -60,9 +60,9 @@ class LogProgress(Progress):
             eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
             extra = f", {100 * frac:.1f}% done, eta {eta:.0f}s"
         log.info(
-            "progress: %d rows scored, %.0f rows/s%s",
-            self.rows,
-            rate,
+            "progress: %s rows scored, %s rows/s%s",
+            f"{self.rows:,}",
+            f"{rate:,.0f}",
             extra,
             extra={"event": "progress", "counts": {"rows": self.rows}},
         )

@@ -16,6 +16,7 @@ __all__ = [
     "MOVIE_ID",
     "PARTIAL_COLUMNS",
     "RANK",
+    "RATING",
     "REJECTS_SCHEMA",
     "RESULT_COLUMNS",
     "SCORE",
@@ -41,6 +42,8 @@ SCORE = "score"
 STARS = "stars"
 """The prediction rescaled to the rating scale and clipped (what is shown)."""
 RANK = "rank"
+RATING = "rating"
+"""The rating column of training data."""
 TITLE = "title"
 
 PARTIAL_COLUMNS = (USER_ID, MOVIE_ID, SCORE, STARS)

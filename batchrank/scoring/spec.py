@@ -10,7 +10,8 @@ construction.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,13 +79,27 @@ class ScoreSpec:
         default="long",
         metadata=doc("`long`: a row per recommendation; `nested`: a row per user with a list."),
     )
-    user_col: str = field(
-        default="user_id", metadata=doc("User id column of the pairs and the users file.")
+    user_col: str | None = field(
+        default=None,
+        metadata=doc(
+            "User id column of the pairs and the users file (default: the one the model was "
+            "trained with, else `user_id`)."
+        ),
     )
-    item_col: str = field(
-        default="movie_id", metadata=doc("Movie id column of the pairs and the items file.")
+    item_col: str | None = field(
+        default=None,
+        metadata=doc(
+            "Movie id column of the pairs and the items file (default: the one the model was "
+            "trained with, else `movie_id`)."
+        ),
     )
-    title_col: str = field(default="title", metadata=doc("Title column of the items file."))
+    title_col: str | None = field(
+        default=None,
+        metadata=doc(
+            "Title column of the items file (default: the one the model was trained with, "
+            "else `title`)."
+        ),
+    )
     chunk_rows: int = field(
         default=DEFAULT_CHUNK_ROWS,
         metadata=doc(
@@ -219,6 +234,34 @@ class ScoreSpec:
                 f"suffix names {kind.format}; make them agree or drop the format",
             )  # fmt: skip
         return kind.format
+
+    def with_columns(self, columns: Mapping[str, str] | None) -> ScoreSpec:
+        """This spec with the id and title columns it leaves unset taken from ``columns`` (a
+        bundle's :attr:`~batchrank.bundle.Bundle.columns`), else batchrank's defaults."""
+        from batchrank.bundle import DEFAULT_COLUMNS
+
+        cols = {**DEFAULT_COLUMNS, **(columns or {})}
+        return replace(
+            self,
+            user_col=self.user_col or cols["user"],
+            item_col=self.item_col or cols["item"],
+            title_col=self.title_col or cols["title"],
+        )
+
+    @property
+    def user_column(self) -> str:
+        """The user id column (after :meth:`with_columns`, the bundle's when unset)."""
+        return self.user_col or "user_id"
+
+    @property
+    def item_column(self) -> str:
+        """The movie id column (after :meth:`with_columns`, the bundle's when unset)."""
+        return self.item_col or "movie_id"
+
+    @property
+    def title_column(self) -> str:
+        """The title column (after :meth:`with_columns`, the bundle's when unset)."""
+        return self.title_col or "title"
 
     @property
     def compression(self) -> Compression:

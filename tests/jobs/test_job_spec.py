@@ -93,7 +93,7 @@ def test_the_sample_jobs_of_the_repository_load() -> None:
         job = load_job(root / "jobs" / name, environ={}, date=DATE)
         assert job.score.out.template.endswith(".parquet" if name == "sample.toml" else ".jsonl")
     nightly = load_job(root / "jobs" / "movielens_nightly.toml", environ={}, date=DATE)
-    assert nightly.train is not None and nightly.train.is_tfds
+    assert nightly.train is not None and not nightly.train.is_tfds
     assert nightly.train.retrain == "if-data-changed"
     assert nightly.score.model == nightly.train.out
     assert (nightly.score.pairs, nightly.score.top_k, nightly.score.layout) == (

@@ -137,3 +137,67 @@ def test_lock_held_by_a_running_job_is_reported(
         code, out, _ = validate(capsys, str(path))
     assert code == 0
     assert "held by a running job" in out and "busy-run" in out
+
+
+def test_latest_that_is_a_folder_or_under_a_file_is_refused(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "out" / "latest").mkdir(parents=True)  # default latest: out/latest
+    code, out, err = validate(capsys, str(job(project)), "--date", "2025-01-31")
+    assert code == 2, out + err
+    assert "latest" in err and "is a folder" in err and "out/latest" in err
+    assert len(err.strip().splitlines()) == 1
+    (project / "pointer-parent").write_text("a file\n")
+    path = job(project, score="")
+    path.write_text(path.read_text() + '\n[publish]\nlatest = "pointer-parent/latest"\n')
+    code, out, err = validate(capsys, str(path), "--date", "2025-01-31")
+    assert code == 2, out + err
+    assert "pointer-parent is a file" in err
+
+
+def test_network_ratings_source_is_reported_not_checked(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train = '[train]\nratings = "tfds:movielens/100k-ratings"\nout = "model"\n'
+    code, out, err = validate(capsys, str(job(project, train=train)), "--date", "2025-01-31")
+    assert code == 0, out + err
+    assert "ok  ratings" not in out
+    assert "--  ratings" in out and "NOT CHECKED" in out
+    assert "warning: ratings: tfds:movielens/100k-ratings: NOT CHECKED" in err
+    assert "valid except ratings (not checked" in out
+
+
+def test_validate_log_format_json(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    train = '[train]\nratings = "tfds:movielens/100k-ratings"\nout = "model"\n'
+    path = job(project, train=train)
+    code, out, err = validate(capsys, str(path), "--date", "2025-01-31", "--log-format", "json")
+    assert code == 0 and "--  ratings" in out
+    (warning,) = [json.loads(line) for line in err.splitlines()]
+    assert warning["event"] == "validate_warning" and warning["level"] == "warning"
+    (project / "model" / "metadata.json").unlink()
+    code, _, err = validate(capsys, str(path), "--log-format", "json")
+    assert code == 4
+    records = [json.loads(line) for line in err.splitlines()]
+    assert records[-1]["event"] == "run_failed" and records[-1]["exit_code"] == 4
+    assert records[-1]["command"] == "validate"
+
+
+def test_run_refuses_a_folder_latest_before_any_work(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import batchrank
+    from batchrank.errors import ConfigError
+
+    (project / "out" / "latest").mkdir(parents=True)
+    path = job(project)
+    try:
+        main(["run", str(path), "--date", "2025-01-31"])
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2, err  # not 4 from loading the fake bundle, nor a crash after publishing
+    assert "is a folder" in err
+    assert not (project / "out" / "2025-01-31").exists()
+    with pytest.raises(ConfigError, match="is a folder"):
+        batchrank.run_job(path, date="2025-01-31", environ={})

@@ -68,7 +68,7 @@ def run_ray(
             "--work-dir (resume) is not supported by the Ray engine; a re-run starts over",
             extra={"event": "ray_no_resume"},
         )
-    if ctx.cross_users is None and PATH in (spec.user_col, spec.item_col):
+    if ctx.cross_users is None and PATH in (spec.user_column, spec.item_column):
         raise ConfigError(
             f"the Ray engine cannot read an id column named `{PATH}` (Ray's readers use that "
             "name for the file path); rename the column or use --engine local"
@@ -153,7 +153,7 @@ def _file_dataset(ctx: RunContext, paths: Sequence[str], groups: list[list[int]]
     import ray.data
 
     spec = ctx.spec
-    columns = list(dict.fromkeys([spec.user_col, spec.item_col]))
+    columns = list(dict.fromkeys([spec.user_column, spec.item_column]))
     datasets = []
     for group in groups:
         group_paths = [paths[i] for i in group]
@@ -187,8 +187,8 @@ def _config(ctx: RunContext, paths: list[str], buckets: int, per_block: int) -> 
         batch_size=spec.batch_size,
         top_k=spec.top_k,
         unknown=spec.unknown,
-        user_col=spec.user_col,
-        item_col=spec.item_col,
+        user_col=spec.user_column,
+        item_col=spec.item_column,
         files=tuple(paths),
         chunk_rows=spec.chunk_rows,
         buckets=buckets,
@@ -216,7 +216,7 @@ def _run(ctx: RunContext, combine: Combine, buckets: int) -> tuple[Scored, float
         total: int | None = ctx.total_work
         fragments = blocks
     else:
-        ds = _file_dataset(ctx, paths, read_groups(ctx.files, spec.user_col, spec.item_col))
+        ds = _file_dataset(ctx, paths, read_groups(ctx.files, spec.user_column, spec.item_column))
         batch_size = None
         total = ctx.total_work if ctx.work_unit == "rows" else None
         fragments = len(ctx.files)
