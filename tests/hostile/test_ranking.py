@@ -49,3 +49,33 @@ def test_ties_on_raw_score_break_by_movie_id() -> None:
         }
     )
     assert partial_topk(table, 3).column("movie_id").to_pylist() == [4, 6, 9]
+
+
+def test_end_to_end_a_model_predicting_beyond_the_scale_ranks_by_raw_score(
+    sample_bundle, tmp_path
+) -> None:
+    """A bundle whose predictions overshoot the top of the scale: many items show 5.00 stars;
+    their order must follow the raw score (before the fix it followed the movie id)."""
+    from pathlib import Path
+
+    import numpy as np
+    import polars as pl
+
+    from batchrank.bundle import load_bundle
+    from batchrank.cli.main import main
+
+    bundle = load_bundle(sample_bundle)
+    kernel, bias = bundle.model.output_layer.get_weights()
+    bundle.model.output_layer.set_weights([kernel, bias + np.float32(0.6)])
+    hot = bundle.save(tmp_path / "overshoot")
+    out = tmp_path / "top.parquet"
+    cands = Path(__file__).resolve().parents[2] / "sample_data" / "candidates.parquet"
+    try:
+        main(["score", "--model", str(hot), "--pairs", str(cands), "--out", str(out), "--quiet"])
+    except SystemExit as e:
+        assert e.code in (0, None)
+    top = pl.read_parquet(out)
+    clipped = top.filter(pl.col("stars") == 5.0).group_by("user_id").len()
+    assert clipped.filter(pl.col("len") >= 2).height > 0, "the test needs ties at 5.00 stars"
+    expected = top.sort(["user_id", "score", "movie_id"], descending=[False, True, False])
+    assert top.select("user_id", "movie_id").equals(expected.select("user_id", "movie_id"))
