@@ -195,10 +195,10 @@ def _pairs(job: JobSpec, meta: dict[str, Any] | None, report: Report) -> None:
             detail += f", limited to the users in {shown(s.users)}"
         report(Check(name="pairs", detail=detail))
         return
-    from batchrank.scoring import reader
+    from batchrank.scoring import discover, reader
     from batchrank.vocab import coerce_ids
 
-    files = reader.discover_inputs(s.pairs)
+    files = discover.discover_inputs(s.pairs)
     reader.validate_inputs(files, user_col=s.user_column, item_col=s.item_column)
     kinds = (
         {"user_id": meta["data"].get("user_id_kind"), "movie_id": meta["data"].get("movie_id_kind")}

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from batchrank.bundle import Bundle
-from batchrank.scoring import reader
+from batchrank.scoring import cross, reader
 from batchrank.scoring.schema import id_type
 from batchrank.scoring.spec import ScoreSpec
 from batchrank.scoring.topk import TopK
@@ -122,7 +122,7 @@ def fragment_chunks(ctx: RunContext, frag: Fragment) -> Iterator[reader.RawChunk
     assert ctx.cross_users is not None
     users = ctx.cross_users.slice(frag.user_start, frag.user_count)
     items = ctx.bundle.items
-    yield from reader.iter_cross_join(
+    yield from cross.iter_cross_join(
         users,
         len(items),
         items.ids,

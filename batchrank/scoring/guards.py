@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +27,8 @@ from batchrank.storage import check_target
 __all__ = ["MANIFEST_SUFFIX", "check_output_paths", "is_own_artifact", "own_artifacts"]
 
 MANIFEST_SUFFIX = ".manifest.json"
+
+log = logging.getLogger("batchrank.score")
 
 
 def _abs(p: Path | str) -> Path:
@@ -128,9 +131,8 @@ def own_artifacts(folder: Path) -> set[str]:
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(rejects, str):
-            rp = Path(rejects)
-            if rp.parent == Path(".") or _abs(rp).parent == _abs(folder):
-                names.add(rp.name)
+            # by name: an export copied or synced elsewhere keeps the names, not the folders
+            names.add(Path(rejects).name)
     return names
 
 
@@ -138,7 +140,14 @@ def is_own_artifact(path: Path, cache: dict[Path, set[str]] | None = None) -> bo
     """Whether ``path`` is an output or rejects file batchrank wrote (see :func:`own_artifacts`)."""
     folder = path.parent
     if cache is None:
-        return path.name in own_artifacts(folder)
+        cache = {}
     if folder not in cache:
         cache[folder] = own_artifacts(folder)
-    return path.name in cache[folder]
+    own = path.name in cache[folder]
+    if own:
+        log.info(
+            "skipped %s: batchrank wrote it (a manifest beside it names it), not an input",
+            path,
+            extra={"event": "input_skipped"},
+        )
+    return own

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from batchrank.bundle import Bundle, load_bundle
 from batchrank.errors import DataError
-from batchrank.scoring import reader
+from batchrank.scoring import cross, discover, reader
 from batchrank.scoring.context import Fragment, RunContext, spill_prefix
 from batchrank.scoring.predict import MAX_TABLE_CELLS
 from batchrank.scoring.spec import ScoreSpec
@@ -158,14 +158,14 @@ def prepare(spec: ScoreSpec) -> RunContext:
     cross_users = None
     if spec.is_cross_join:
         if spec.users is not None:
-            raw = reader.read_user_subset(spec.users, spec.user_column)
+            raw = cross.read_user_subset(spec.users, spec.user_column)
             cross_users = _known_users(raw, bundle, spec)
         else:
             cross_users = bundle.users.ids
         total: int = len(cross_users) * len(bundle.items)
         unit: reader.WorkUnit = "rows"
     else:
-        files = reader.discover_inputs(spec.pairs)
+        files = discover.discover_inputs(spec.pairs)
         reader.validate_inputs(files, user_col=spec.user_column, item_col=spec.item_column)
         total, unit = reader.total_work(files)
     titles = _load_titles(spec, bundle)

@@ -1,4 +1,7 @@
-"""Input stage of the scorer: find the input files, check their headers, stream them in chunks.
+"""Input stage of the scorer: check the input files' headers, stream them in chunks.
+
+Finding the files is :mod:`batchrank.scoring.discover`; the ``--pairs all`` source is
+:mod:`batchrank.scoring.cross`.
 
 Everything here is a pure function over files and Arrow tables, so the local streaming engine
 and the Ray Data engine share it. Chunks carry the *raw* id values renamed to ``user_id`` and
@@ -14,7 +17,6 @@ about 32 MiB, whatever the file size.)
 from __future__ import annotations
 
 import io
-import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,15 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from batchrank.errors import DataError, first_line
-from batchrank.scoring.walk import glob_paths, walk
-from batchrank.vocab import IdKind, coerce_ids, id_kind_of
+from batchrank.vocab import id_kind_of
 
 __all__ = [
     "ALL_PAIRS_PATH",
@@ -41,10 +40,10 @@ __all__ = [
     "RawChunk",
     "WorkUnit",
     "chunk_work",
-    "discover_inputs",
+    "csv_header",
     "iter_chunks",
-    "iter_cross_join",
-    "read_user_subset",
+    "parquet_file",
+    "require_columns",
     "total_work",
     "validate_inputs",
 ]
@@ -56,8 +55,6 @@ ALL_PAIRS_PATH = Path("<all>")
 CSV_BLOCK_BYTES = 1 << 20
 """Bytes Arrow's CSV reader parses at a time (a CSV line must fit in one block)."""
 _HEADER_MAX_BYTES = 1 << 20
-_SUFFIXES: dict[str, Literal["parquet", "csv"]] = {".parquet": "parquet", ".csv": "csv"}
-_GLOB_CHARS = frozenset("*?[")
 
 WorkUnit = Literal["rows", "bytes"]
 
@@ -119,112 +116,10 @@ class RawChunk:
 
 
 # ---------------------------------------------------------------------------------------------
-# discovery
-
-
-def _is_hidden(name: str) -> bool:
-    return name.startswith((".", "_"))
-
-
-def _format_of(path: Path) -> Literal["parquet", "csv"]:
-    fmt = _SUFFIXES.get(path.suffix.lower())
-    if fmt is None:
-        raise DataError(
-            f"{path}: unknown file type {path.suffix or '(no extension)'!r}; "
-            "expected .parquet or .csv"
-        )
-    return fmt
-
-
-def _files_in_folder(folder: Path) -> list[Path]:
-    found = []
-    for root, dirs, files in walk(folder):
-        dirs[:] = [d for d in dirs if not _is_hidden(d)]
-        for name in files:
-            if not _is_hidden(name) and Path(name).suffix.lower() in _SUFFIXES:
-                found.append(Path(root) / name)
-    if not found:
-        raise DataError(f"{folder}: folder holds no .parquet or .csv files")
-    return found
-
-
-def _expand(spec: str | Path) -> list[Path]:
-    paths = _expand_unchecked(spec)
-    for p in paths:
-        try:
-            p.stat()
-        except OSError as e:  # a link loop or a dangling link
-            raise DataError(f"{p}: cannot read file ({e.strerror or e})") from e
-    return paths
-
-
-def _expand_unchecked(spec: str | Path) -> list[Path]:
-    path = Path(spec)
-    if path.is_dir():
-        return _files_in_folder(path)
-    if path.exists():
-        return [path]
-    text = str(spec)
-    if _GLOB_CHARS & set(text):
-        matches = glob_paths(os.path.expanduser(text))
-        if not matches:
-            raise DataError(f"{text}: pattern matches no files")
-        out: list[Path] = []
-        for m in matches:
-            out.extend(_files_in_folder(Path(m)) if Path(m).is_dir() else [Path(m)])
-        return out
-    raise DataError(f"{text}: no such file or folder")
-
-
-def _describe(path: Path) -> InputFile:
-    fmt = _format_of(path)
-    try:
-        st = path.stat()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read file ({e.strerror})") from e
-    if st.st_size == 0:
-        raise DataError(f"{path}: empty file")
-    rows = None
-    if fmt == "parquet":
-        try:
-            rows = pq.read_metadata(path).num_rows
-        except Exception:  # reported by validate_inputs
-            rows = None
-    return InputFile(path=path, format=fmt, size=st.st_size, mtime=st.st_mtime, rows=rows)
-
-
-def discover_inputs(specs: Sequence[str | Path]) -> list[InputFile]:
-    """Find the input files named by ``specs``.
-
-    Each spec is a file, a folder (every ``*.parquet`` / ``*.csv`` file under it, recursively,
-    skipping files and folders whose names start with ``.`` or ``_``, such as ``_SUCCESS``), or
-    a glob pattern (``*``, ``?``, ``[``; ``**`` recurses). A pattern's matches are taken like
-    specs of their own: files must be .parquet or .csv, folders are searched.
-
-    Args:
-        specs: files, folders or patterns.
-
-    Returns:
-        The files sorted by resolved path, each once.
-
-    Raises:
-        DataError: a spec matches nothing, a folder holds no input files, a file has another
-            extension, or a file is empty (zero bytes).
-    """
-    if not specs:
-        raise DataError("no input files given")
-    by_path: dict[Path, Path] = {}
-    for spec in specs:
-        for p in _expand(spec):
-            by_path.setdefault(p.resolve(), p)
-    return [_describe(p) for p in sorted(by_path)]
-
-
-# ---------------------------------------------------------------------------------------------
 # validation
 
 
-def _require(path: Path, names: Sequence[str], needed: Sequence[str]) -> None:
+def require_columns(path: Path, names: Sequence[str], needed: Sequence[str]) -> None:
     for col in dict.fromkeys(needed):
         count = list(names).count(col)
         if count > 1:
@@ -239,7 +134,7 @@ def _require(path: Path, names: Sequence[str], needed: Sequence[str]) -> None:
         raise DataError(f"{path}: column {miss} missing; found {found}")
 
 
-def _csv_header(path: Path) -> list[str]:
+def csv_header(path: Path) -> list[str]:
     try:
         with path.open("rb") as f:
             head = f.readline(_HEADER_MAX_BYTES)
@@ -251,7 +146,7 @@ def _csv_header(path: Path) -> list[str]:
         raise DataError(f"{path}: not a readable CSV file ({first_line(e)})") from e
 
 
-def _parquet_file(path: Path) -> pq.ParquetFile:
+def parquet_file(path: Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(path)
     except (pa.ArrowException, OSError, ValueError) as e:
@@ -272,10 +167,10 @@ def validate_inputs(files: Sequence[InputFile], *, user_col: str, item_col: str)
     needed = [user_col, item_col]
     for f in files:
         if f.format == "csv":
-            _require(f.path, _csv_header(f.path), needed)
+            require_columns(f.path, csv_header(f.path), needed)
             continue
-        schema = _parquet_file(f.path).schema_arrow
-        _require(f.path, schema.names, needed)
+        schema = parquet_file(f.path).schema_arrow
+        require_columns(f.path, schema.names, needed)
         for col in dict.fromkeys(needed):
             id_kind_of(pa.array([], type=schema.field(col).type), where=f"{f.path}: column `{col}`")
 
@@ -333,7 +228,7 @@ def _rename(table: pa.Table, user_col: str, item_col: str) -> pa.Table:
 def _parquet_tables(
     file: InputFile, user_col: str, item_col: str, chunk_rows: int
 ) -> Iterator[tuple[pa.Table, int]]:
-    pf = _parquet_file(file.path)
+    pf = parquet_file(file.path)
     total = pf.metadata.num_rows
     columns = list(dict.fromkeys([user_col, item_col]))
     batches = pf.iter_batches(batch_size=chunk_rows, columns=columns, use_threads=False)
@@ -472,124 +367,3 @@ def chunk_work(chunk: RawChunk, file: InputFile, unit: WorkUnit | None = None) -
     if file.rows:
         return file.size * chunk.table.num_rows // file.rows
     return 0
-
-
-# ---------------------------------------------------------------------------------------------
-# --pairs all
-
-
-def iter_cross_join(
-    users: pa.Array,
-    n_items: int,
-    item_ids: pa.Array,
-    *,
-    chunk_rows: int,
-    user_index: np.ndarray | None = None,
-    item_index: np.ndarray | None = None,
-) -> Iterator[RawChunk]:
-    """Every (user, movie) pair, user-major, generated chunk by chunk (never materialised).
-
-    Args:
-        users: user ids, in output order, of the user vocabulary's kind.
-        n_items: number of movies, ``len(item_ids)``.
-        item_ids: movie ids (normally the items vocabulary's ``ids``), of its kind.
-        chunk_rows: rows per chunk, at least 1 (the last chunk may be shorter).
-        user_index: optional vocabulary indices of ``users`` (0 for unknown users, for instance
-            ``users_vocab.lookup(users)``).
-        item_index: optional vocabulary indices of ``item_ids`` (``1..n`` for the whole
-            vocabulary). Give both or neither: with both, every chunk also carries int32 ``u``
-            and ``i`` columns and :func:`batchrank.scoring.ids.map_ids` skips the id cast and
-            lookup (it still applies the unknown-id policy to index 0). Without them the chunks
-            go through the same checks as file input.
-
-    Yields:
-        Chunks with ``path`` ``<all>``, ``file_index`` 0 and ``first_row`` the 1-based pair
-        number.
-    """
-    if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be at least 1; received {chunk_rows}")
-    if (user_index is None) != (item_index is None):
-        raise ValueError("give both user_index and item_index, or neither")
-    if isinstance(users, pa.ChunkedArray):
-        users = users.combine_chunks()
-    items = item_ids.combine_chunks() if isinstance(item_ids, pa.ChunkedArray) else item_ids
-    if n_items != len(items):
-        raise ValueError(f"n_items is {n_items} but {len(items)} item ids were given")
-    n_users = len(users)
-    if user_index is not None and item_index is not None:
-        user_index = np.asarray(user_index, dtype=np.int32)
-        item_index = np.asarray(item_index, dtype=np.int32)
-        if len(user_index) != n_users or len(item_index) != n_items:
-            raise ValueError("user_index and item_index must match users and items in length")
-    total = n_users * n_items
-    for start in range(0, total, chunk_rows):
-        pos = np.arange(start, min(start + chunk_rows, total), dtype=np.int64)
-        u_pos, i_pos = np.divmod(pos, n_items)
-        cols: dict[str, pa.Array] = {
-            USER: users.take(pa.array(u_pos)),
-            ITEM: items.take(pa.array(i_pos)),
-        }
-        if user_index is not None and item_index is not None:
-            cols["u"] = pa.array(user_index[u_pos], type=pa.int32())
-            cols["i"] = pa.array(item_index[i_pos], type=pa.int32())
-        yield RawChunk(table=pa.table(cols), file_index=0, path=ALL_PAIRS_PATH, first_row=start + 1)
-
-
-def read_user_subset(path: Path, user_col: str = USER, *, kind: IdKind | None = None) -> pa.Array:
-    """Read a ``--users`` file: a small .csv or .parquet file with a user id column.
-
-    Args:
-        path: the file (read whole).
-        user_col: its user id column.
-        kind: when given, cast the ids to this vocabulary kind and reject unparsable ones.
-
-    Returns:
-        The distinct user ids in file order (strings for CSV unless ``kind`` says otherwise).
-
-    Raises:
-        DataError: the file is missing, empty, of another type, unreadable, lacks the column,
-            has ids of another type, a null id, or (with ``kind``) an unparsable id.
-    """
-    files = discover_inputs([path])
-    if len(files) != 1:
-        raise DataError(f"{path}: expected one .csv or .parquet file of user ids")
-    file = files[0]
-    try:
-        if file.format == "csv":
-            _require(file.path, _csv_header(file.path), [user_col])
-            table = pacsv.read_csv(
-                file.path,
-                convert_options=pacsv.ConvertOptions(
-                    include_columns=[user_col],
-                    column_types={user_col: pa.string()},
-                    strings_can_be_null=True,
-                    null_values=[""],
-                ),
-            )
-        else:
-            schema = _parquet_file(file.path).schema_arrow
-            _require(file.path, schema.names, [user_col])
-            table = pq.read_table(file.path, columns=[user_col])
-    except DataError:
-        raise
-    except (pa.ArrowException, OSError, ValueError) as e:
-        raise DataError(f"{file.path}: cannot read {file.format} data ({first_line(e)})") from e
-    ids = table.column(user_col).combine_chunks()
-    where = f"{file.path}: column `{user_col}`"
-    id_kind_of(ids, where=where)
-    if pa.types.is_dictionary(ids.type):
-        ids = ids.dictionary_decode()
-    if len(ids) == 0:
-        raise DataError(f"{file.path}: no user ids in column `{user_col}`")
-    if ids.null_count:
-        row = pc.index(pc.is_null(ids), True).as_py() + 1
-        raise DataError(f"{file.path} row {row}: missing user id in column `{user_col}`")
-    if kind is not None:
-        cast, bad = coerce_ids(ids, kind, where=where)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise DataError(
-                f"{file.path} row {row + 1}: bad user id {ids[row].as_py()!r}; expected an integer"
-            )
-        ids = cast
-    return pc.unique(ids)

@@ -13,8 +13,9 @@ import pytest
 
 import batchrank
 from batchrank.errors import DataError
+from batchrank.scoring.discover import discover_inputs
 from batchrank.scoring.ids import map_ids
-from batchrank.scoring.reader import discover_inputs, iter_chunks, validate_inputs
+from batchrank.scoring.reader import iter_chunks, validate_inputs
 from batchrank.sources import load_ratings
 from batchrank.vocab import Vocabulary, coerce_ids
 

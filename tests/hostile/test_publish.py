@@ -231,3 +231,25 @@ def test_manifest_and_success_share_one_digest_format(sample_bundle: Path, tmp_p
     assert len(digest) == 64 and int(digest, 16) >= 0
     on_disk = json.loads(out.with_name(out.name + ".manifest.json").read_text())
     assert on_disk["output"]["sha256"] == digest
+
+
+def test_a_pairs_folder_never_feeds_batchranks_own_exports_back(
+    sample_bundle: Path, tmp_path: Path
+) -> None:
+    """Yesterday's export and rejects copied into the candidates folder are not candidates."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "cands.parquet").write_bytes(CANDS.read_bytes())
+    elsewhere = tmp_path / "exports"
+    first = elsewhere / "top.csv"
+    assert (
+        _score(sample_bundle, first, "--rejects", str(elsewhere / "rejects.csv"), pairs=str(data))
+        == 0
+    )
+    for name in ("top.csv", "top.csv.manifest.json", "rejects.csv"):
+        (data / name).write_bytes((elsewhere / name).read_bytes())
+    again = tmp_path / "again" / "top.csv"
+    assert _score(sample_bundle, again, pairs=str(data)) == 0
+    assert again.read_bytes() == first.read_bytes()
+    manifest = json.loads(again.with_name("top.csv.manifest.json").read_text())
+    assert [Path(i["path"]).name for i in manifest["inputs"]] == ["cands.parquet"]

@@ -11,13 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrank.errors import DataError
+from batchrank.scoring.cross import iter_cross_join
+from batchrank.scoring.discover import discover_inputs
 from batchrank.scoring.ids import (
     COUNT_KEYS,
     REJECTS_SCHEMA,
     empty_counts,
     map_ids,
 )
-from batchrank.scoring.reader import RawChunk, discover_inputs, iter_chunks, iter_cross_join
+from batchrank.scoring.reader import RawChunk, iter_chunks
 from batchrank.scoring.rejects import RejectsWriter
 from batchrank.vocab import Vocabulary
 

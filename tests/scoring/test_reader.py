@@ -15,13 +15,12 @@ from hypothesis import strategies as st
 
 from batchrank.errors import DataError
 from batchrank.scoring import reader
+from batchrank.scoring.cross import iter_cross_join, read_user_subset
+from batchrank.scoring.discover import discover_inputs
 from batchrank.scoring.reader import (
     InputFile,
     chunk_work,
-    discover_inputs,
     iter_chunks,
-    iter_cross_join,
-    read_user_subset,
     total_work,
     validate_inputs,
 )
@@ -214,7 +213,7 @@ def test_validate_csv_with_other_header_names(tmp_path):
 def test_validate_csv_header_with_bom_and_quotes(tmp_path):
     c = tmp_path / "b.csv"
     c.write_bytes(b'\xef\xbb\xbf"user_id","movie_id"\n1,2\n')
-    assert reader._csv_header(c) == ["user_id", "movie_id"]  # no BOM, no quotes in the names
+    assert reader.csv_header(c) == ["user_id", "movie_id"]  # no BOM, no quotes in the names
     files = discover_inputs([c])
     validate_inputs(files, **COLS)
     (chunk,) = chunks_of(files, 10)

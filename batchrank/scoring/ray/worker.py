@@ -209,7 +209,7 @@ class Scorer:
 
     def _cross(self, batch: pa.Table) -> pa.Table:
         """Blocks of ``--pairs all`` users: generate their pairs chunk by chunk and score them."""
-        from batchrank.scoring.reader import iter_cross_join
+        from batchrank.scoring.cross import iter_cross_join
         from batchrank.scoring.stage import score_chunk
 
         cfg = self.config
