@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from batchrank.scoring.ids import MappedChunk, UnknownPolicy, map_ids
+from batchrank.scoring.ranking import partial_topk
 from batchrank.scoring.reader import RawChunk
 from batchrank.scoring.schema import MOVIE_ID, SCORE, STARS, USER_ID, I, U, partial_schema
-from batchrank.scoring.topk import partial_topk
 
 if TYPE_CHECKING:
     from batchrank.bundle import Bundle

@@ -1,15 +1,9 @@
-"""Exact top-k per user over scored rows: a pure table function and a streaming state.
+"""The streaming top-k state: exact top-k per user over any number of scored chunks.
 
-Ranking order (docs/DESIGN.md): the raw ``score`` descending, then ``movie_id`` ascending; NaN
-or null scores rank last, like -inf. Never the displayed ``stars``: they are clipped to the
-rating scale, so every item predicted above the top of the scale would tie there and be ordered
-by id. A ``(user_id, movie_id)`` pair seen several times is kept once: its copies carry the same
-score (docs/DESIGN.md), which the de-duplication relies on; copies with different scores would
-be kept apart.
-
-:class:`TopK` keeps the best k rows per user in memory. Past its memory budget it spills to
-anonymous temporary files, one per user range, and reduces them one range at a time at the end,
-so its output stays globally sorted by user and identical to the in-memory result.
+:class:`TopK` keeps the best k rows per user in memory (ranked as :mod:`batchrank.scoring.ranking`
+says). Past its memory budget it spills to anonymous temporary files, one per user range, and
+reduces them one range at a time at the end, so its output stays globally sorted by user and
+identical to the in-memory result.
 """
 
 from __future__ import annotations
@@ -18,7 +12,7 @@ import contextlib
 import itertools
 import math
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,218 +21,24 @@ import polars as pl
 import pyarrow as pa
 
 from batchrank.errors import OutputError
-from batchrank.scoring.schema import PARTIAL_COLUMNS, RESULT_COLUMNS, partial_schema
+from batchrank.scoring.ranking import (
+    DEFAULT_COMPACT_ROWS,
+    DEFAULT_MEMORY_BUDGET,
+    Accumulator,
+    check_k,
+    ranked,
+    reduce_topk,
+    select_partial,
+    user_chunks,
+)
+from batchrank.scoring.schema import partial_schema
 from batchrank.scoring.schema import result_schema as _result_schema
 
-__all__ = [
-    "PARTIAL_COLUMNS",
-    "RESULT_COLUMNS",
-    "TopK",
-    "add_rank",
-    "merge_partials",
-    "partial_schema",
-    "partial_topk",
-]
+__all__ = ["SPILL_PARTITIONS", "TopK"]
 
-DEFAULT_MEMORY_BUDGET = 512 << 20
-DEFAULT_COMPACT_ROWS = 1 << 20
 SPILL_PARTITIONS = 64
 _MAX_SPLIT_DEPTH = 8
 _OUT_ROWS = 1 << 20
-_NEG_INF = float("-inf")
-
-
-def _check_k(k: int) -> None:
-    if k < 1:
-        raise ValueError(f"top-k needs k >= 1; received {k}")
-
-
-def _select(table: pa.Table | pa.RecordBatch) -> pa.Table:
-    missing = [c for c in PARTIAL_COLUMNS if c not in table.schema.names]
-    if missing:
-        raise ValueError(f"top-k input lacks columns {missing}; has {table.schema.names}")
-    if isinstance(table, pa.RecordBatch):
-        table = pa.Table.from_batches([table])
-    return table.select(list(PARTIAL_COLUMNS))
-
-
-def _position_in_user() -> pl.Expr:
-    """0-based position of each row within its run of equal ``user_id`` (rows sorted by user)."""
-    idx = pl.int_range(pl.len(), dtype=pl.Int64)
-    new_user = pl.col("user_id").ne_missing(pl.col("user_id").shift(1))
-    return idx - pl.when(new_user).then(idx).otherwise(None).forward_fill()
-
-
-def _reduce(df: pl.DataFrame, k: int) -> pl.DataFrame:
-    """Sort by (user asc, score desc, movie asc), drop duplicate pairs, keep k.
-
-    Duplicates of a pair carry the same score (docs/DESIGN.md), so the sort makes them
-    adjacent and a shift comparison drops them (a hash ``unique`` costs more than the sort
-    itself).
-    """
-    if df.height == 0:
-        return df
-    ordered = df.sort(
-        [
-            pl.col("user_id"),
-            pl.col("score").fill_nan(_NEG_INF).fill_null(_NEG_INF),
-            pl.col("movie_id"),
-        ],
-        descending=[False, True, False],
-    )
-    repeat = (
-        pl.col("user_id").eq_missing(pl.col("user_id").shift(1))
-        & pl.col("movie_id").eq_missing(pl.col("movie_id").shift(1))
-        & pl.int_range(pl.len()).gt(0)
-    )
-    return ordered.filter(~repeat).filter(_position_in_user() < k)
-
-
-def partial_topk(table: pa.Table, k: int) -> pa.Table:
-    """The best ``k`` rows per user of a scored table.
-
-    Exact and deterministic, so it can be applied to any split of the rows and the partial
-    results merged with :func:`merge_partials` (or fed to :class:`TopK`).
-
-    Args:
-        table: Scored rows with ``user_id``, ``movie_id``, ``score``, ``stars`` (other
-            columns are dropped). Id types are kept.
-        k: How many rows to keep per user (>= 1).
-
-    Returns:
-        Columns ``user_id, movie_id, score, stars``, duplicates of ``(user_id, movie_id)``
-        removed, at most ``k`` rows per user, sorted by user_id asc, score desc, movie_id asc.
-
-    Raises:
-        ValueError: ``k`` < 1 or a column is missing.
-    """
-    _check_k(k)
-    selected = _select(table)
-    out = _reduce(pl.from_arrow(selected), k)  # type: ignore[arg-type]
-    return out.to_arrow().cast(selected.schema)
-
-
-def add_rank(table: pa.Table) -> pa.Table:
-    """Add a 1-based int32 ``rank`` to a partial top-k table (as sorted by :func:`partial_topk`).
-
-    Returns:
-        Columns ``user_id, rank, movie_id, stars, score``.
-    """
-    selected = _select(table)
-    schema = _result_schema(
-        selected.schema.field("user_id").type, selected.schema.field("movie_id").type
-    )
-    return _ranked(pl.from_arrow(selected), schema)  # type: ignore[arg-type]
-
-
-def _ranked(df: pl.DataFrame, schema: pa.Schema) -> pa.Table:
-    out = df.select(
-        "user_id",
-        (_position_in_user() + 1).cast(pl.Int32).alias("rank"),
-        "movie_id",
-        "stars",
-        "score",
-    )
-    return out.to_arrow().cast(schema)
-
-
-def _user_chunks(table: pa.Table, target_rows: int) -> Iterator[pa.Table]:
-    """Slices of about ``target_rows`` rows that never cut a user's rows apart."""
-    n = table.num_rows
-    if n <= target_rows:
-        if n:
-            yield table
-        return
-    users = pl.from_arrow(table.select(["user_id"]))["user_id"]  # type: ignore[index]
-    starts = np.flatnonzero(users.ne_missing(users.shift(1)).to_numpy())
-    cuts = starts[np.searchsorted(starts, np.arange(target_rows, n, target_rows), side="right") - 1]
-    edges = [0, *sorted({int(c) for c in cuts if c > 0}), n]
-    for lo, hi in itertools.pairwise(edges):
-        yield table.slice(lo, hi - lo)
-
-
-class _Accumulator:
-    """Buffered exact reduction: compacts when the buffer outgrows the state (amortised)."""
-
-    def __init__(self, k: int, empty: pl.DataFrame, budget_bytes: int, compact_rows: int) -> None:
-        self.k = k
-        self.state = empty
-        self.buffer: list[pl.DataFrame] = []
-        self.buffer_rows = 0
-        self.buffer_bytes = 0
-        self.budget_bytes = budget_bytes
-        self.compact_rows = compact_rows
-        self.peak_rows = 0
-
-    def push(self, df: pl.DataFrame) -> None:
-        """Buffer rows without compacting."""
-        self.buffer.append(df)
-        self.buffer_rows += df.height
-        self.buffer_bytes += int(df.estimated_size())
-
-    def add(self, df: pl.DataFrame) -> None:
-        if df.height == 0:
-            return
-        self.push(df)
-        if self.buffer_rows >= max(4 * self.state.height, self.compact_rows) or (
-            self.buffer_bytes >= self.budget_bytes // 2
-        ):
-            self.compact()
-
-    def compact(self) -> pl.DataFrame:
-        if self.buffer:
-            frames = [self.state, *self.buffer] if self.state.height else self.buffer
-            self.state = _reduce(pl.concat(frames, how="vertical", rechunk=True), self.k)
-            self.buffer, self.buffer_rows, self.buffer_bytes = [], 0, 0
-            self.peak_rows = max(self.peak_rows, self.state.height)
-        return self.state
-
-    def take_buffer(self) -> pl.DataFrame | None:
-        """Reduce and return the buffered rows alone, leaving the state untouched."""
-        if not self.buffer:
-            return None
-        out = _reduce(pl.concat(self.buffer, how="vertical", rechunk=True), self.k)
-        self.buffer, self.buffer_rows, self.buffer_bytes = [], 0, 0
-        return out
-
-
-def merge_partials(
-    tables: Iterable[pa.Table],
-    k: int,
-    *,
-    user_type: pa.DataType | None = None,
-    item_type: pa.DataType | None = None,
-) -> pa.Table:
-    """Merge partial top-k tables (or any scored tables) into one exact partial top-k.
-
-    Args:
-        tables: Tables with the :data:`PARTIAL_COLUMNS`; streamed, buffered and compacted.
-        k: Rows to keep per user.
-        user_type: Arrow type of ``user_id``; defaults to the first table's.
-        item_type: Arrow type of ``movie_id``; defaults to the first table's.
-
-    Returns:
-        As :func:`partial_topk` of the concatenation of ``tables`` (int64 ids when both the
-        types and the tables are absent).
-    """
-    _check_k(k)
-    acc: _Accumulator | None = None
-    schema: pa.Schema | None = None
-    for table in tables:
-        selected = _select(table)
-        if schema is None:
-            schema = partial_schema(
-                user_type or selected.schema.field("user_id").type,
-                item_type or selected.schema.field("movie_id").type,
-            )
-            empty = pl.from_arrow(schema.empty_table())
-            acc = _Accumulator(k, empty, DEFAULT_MEMORY_BUDGET, DEFAULT_COMPACT_ROWS)  # type: ignore[arg-type]
-        assert acc is not None
-        acc.add(pl.from_arrow(selected.cast(schema)))  # type: ignore[arg-type]
-    if acc is None or schema is None:
-        schema = partial_schema(user_type or pa.int64(), item_type or pa.int64())
-        return schema.empty_table()
-    return acc.compact().to_arrow().cast(schema)
 
 
 class _SpillFile:
@@ -354,7 +154,7 @@ class TopK:
                 spill time, into :data:`SPILL_PARTITIONS` ranges.
             compact_rows: Minimum buffered rows before the buffer is merged into the state.
         """
-        _check_k(k)
+        check_k(k)
         self.k = k
         self.user_type = user_type
         self.item_type = item_type
@@ -370,7 +170,7 @@ class TopK:
         if boundaries is not None:
             b = pl.from_arrow(pa.table({"b": pa.array(boundaries).cast(user_type)}))["b"]  # type: ignore[index]
             self._boundaries = b.drop_nulls().unique().sort()
-        self._acc = _Accumulator(k, self._empty, self.memory_budget_bytes, self.compact_rows)
+        self._acc = Accumulator(k, self._empty, self.memory_budget_bytes, self.compact_rows)
         self._parts: list[_SpillFile | None] = []
         self._rows_in = 0
         self._spilled = False
@@ -394,7 +194,7 @@ class TopK:
         """
         if self._done or self._closed:
             raise RuntimeError("top-k state already read or closed; cannot add rows")
-        selected = _select(table)
+        selected = select_partial(table)
         if selected.num_rows == 0:
             return
         self._rows_in += selected.num_rows
@@ -495,7 +295,7 @@ class TopK:
             state = self._acc.compact()
             self._peak_rows = max(self._peak_rows, state.height)
             self._acc.state = self._empty
-            yield from _user_chunks(_ranked(state, self._result_schema), _OUT_ROWS)
+            yield from user_chunks(ranked(state, self._result_schema), _OUT_ROWS)
             return
         self._flush_buffer()
         for i, spill in enumerate(self._parts):
@@ -503,7 +303,7 @@ class TopK:
                 continue
             self._parts[i] = None
             for df in self._drain(spill, 0):
-                yield from _user_chunks(_ranked(df, self._result_schema), _OUT_ROWS)
+                yield from user_chunks(ranked(df, self._result_schema), _OUT_ROWS)
 
     def _drain(self, spill: _SpillFile, depth: int) -> Iterator[pl.DataFrame]:
         """Reduce one spilled range, splitting it first when it exceeds the budget."""
@@ -519,7 +319,7 @@ class TopK:
                     subs: list[_SpillFile | None] = [None] * (bounds.len() + 1)
                     try:
                         for batch in spill.batches():
-                            for part, rows in _split_by_users(_reduce(batch, self.k), bounds):
+                            for part, rows in _split_by_users(reduce_topk(batch, self.k), bounds):
                                 sub = subs[part]
                                 if sub is None:
                                     sub = subs[part] = _SpillFile(self._folder(), self._schema)
@@ -535,7 +335,7 @@ class TopK:
                             if sub is not None:
                                 sub.close()
                     return
-            acc = _Accumulator(self.k, self._empty, self.memory_budget_bytes, self.compact_rows)
+            acc = Accumulator(self.k, self._empty, self.memory_budget_bytes, self.compact_rows)
             for batch in spill.batches():
                 acc.add(batch)
             spill.close()
@@ -566,7 +366,7 @@ class TopK:
             if spill is not None:
                 spill.close()
                 self._parts[i] = None
-        self._acc = _Accumulator(self.k, self._empty, self.memory_budget_bytes, self.compact_rows)
+        self._acc = Accumulator(self.k, self._empty, self.memory_budget_bytes, self.compact_rows)
         if self._spill_folder is not None and self._created_folder:
             with contextlib.suppress(OSError):
                 self._spill_folder.rmdir()

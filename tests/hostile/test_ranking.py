@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from batchrank.scoring.topk import TopK, partial_topk
+from batchrank.scoring.ranking import partial_topk
+from batchrank.scoring.topk import TopK
 
 
 def _clipped_rows() -> pa.Table:

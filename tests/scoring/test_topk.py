@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchrank.scoring import topk as topk_mod
-from batchrank.scoring.topk import TopK, add_rank, merge_partials, partial_topk
+from batchrank.scoring.ranking import add_rank, merge_partials, partial_topk
+from batchrank.scoring.topk import TopK
 
 Row = tuple[object, object, float, float]
 

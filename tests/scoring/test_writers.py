@@ -399,7 +399,8 @@ def test_join_titles_mixed_key_types_and_none() -> None:
 def test_live_topk_spill_survives_leftover_cleaning(tmp_path: Path) -> None:
     """The writer's leftover cleaning may remove a live spill folder named like a temporary:
     spill files are anonymous, so the results survive, and nothing is left behind."""
-    from batchrank.scoring.topk import TopK, partial_topk
+    from batchrank.scoring.ranking import partial_topk
+    from batchrank.scoring.topk import TopK
 
     rng = np.random.default_rng(1)
     n = 3_000

@@ -284,7 +284,7 @@ class _Batch:
 
     def partial(self, stage: Any) -> pa.Table | None:
         """The batch's partial top-k (None when nothing was kept)."""
-        from batchrank.scoring.topk import merge_partials
+        from batchrank.scoring.ranking import merge_partials
 
         if not self.partials:
             return None
@@ -309,7 +309,7 @@ def bucket_of(users: pa.ChunkedArray | pa.Array, buckets: int) -> pa.Array:
 
 def merge_group(group: pa.Table, k: int) -> pa.Table:
     """``map_groups`` function: the exact top-k of one bucket (marker rows pass through)."""
-    from batchrank.scoring.topk import partial_topk
+    from batchrank.scoring.ranking import partial_topk
 
     bucket = group.column(BUCKET)
     if group.num_rows == 0 or bucket[0].as_py() == META_BUCKET:
