@@ -18,8 +18,9 @@ from batchrank.scoring.guards import check_output_paths
 from batchrank.scoring.manifest import REJECT_KEYS, build_manifest
 from batchrank.scoring.prepare import clean_spill_leftovers, prepare
 from batchrank.scoring.spec import ScoreSpec
+from batchrank.scoring.titles import join_titles
 from batchrank.scoring.workdir import copy_rejects
-from batchrank.scoring.writers import OutputWriter, join_titles
+from batchrank.scoring.writers import OutputWriter
 from batchrank.storage import Staged
 from batchrank.storage.lock import output_lock
 

@@ -5,17 +5,9 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from batchrank.cli.main import main
+from tests.jobs.test_job_run import run
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
-
-
-def _run(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def test_export_under_the_pairs_folder_fails_before_training(tmp_path: Path, capsys) -> None:
@@ -37,7 +29,7 @@ def test_export_under_the_pairs_folder_fails_before_training(tmp_path: Path, cap
             """
         )
     )
-    assert _run("run", str(job), "--date", "2025-01-31") == 2
+    assert run("run", str(job), "--date", "2025-01-31") == 2
     err = capsys.readouterr().err
     assert "lies under the --pairs folder" in err
     assert not (tmp_path / "model").exists()  # nothing was trained
@@ -61,6 +53,6 @@ def test_latest_that_is_a_folder_fails_before_work(
             """
         )
     )
-    assert _run("run", str(job), "--date", "2025-01-31") == 2
+    assert run("run", str(job), "--date", "2025-01-31") == 2
     assert "latest" in capsys.readouterr().err
     assert not (tmp_path / "exports" / "2025-01-31" / "top.parquet").exists()

@@ -13,26 +13,18 @@ import polars as pl
 import pytest
 
 import batchrank
-from batchrank.cli.main import main
 from batchrank.errors import ConfigError, LockedError, OutputError
 from batchrank.storage import LOCAL, CommitUnit, clean_leftovers
 from batchrank.storage.lock import output_lock
+from tests.jobs.test_job_run import run
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 CANDS = SAMPLE / "candidates.parquet"
 
 
-def _cli(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
 def _score(bundle: Path, out: Path, *extra: str, pairs: str = str(CANDS)) -> int:
-    return _cli(
-        ["score", "--model", str(bundle), "--pairs", pairs, "--out", str(out), "--quiet", *extra]
+    return run(
+        *["score", "--model", str(bundle), "--pairs", pairs, "--out", str(out), "--quiet", *extra]
     )
 
 

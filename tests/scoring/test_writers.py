@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from batchrank.errors import ConfigError, OutputError
 from batchrank.scoring import writers as writers_mod
-from batchrank.scoring.writers import LONG_COLUMNS, OutputWriter, join_titles
+from batchrank.scoring.titles import join_titles
+from batchrank.scoring.writers import LONG_COLUMNS, OutputWriter
 from batchrank.storage import TMP_MARK
 
 TRICKY = [
