@@ -7,9 +7,10 @@ sources, and the bundle is trained by :func:`batchrank.training.train` and writt
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -188,3 +189,19 @@ def _jax_compilation_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
         jax.config.update("jax_compilation_cache_dir", str(folder))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[Any]:
+    """One small local Ray instance for every Ray test (skips them when ray is not importable)."""
+    import logging
+
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
+        )
+    yield ray
+    if started:
+        ray.shutdown()

@@ -14,8 +14,6 @@ Cases: the sample candidates as long Parquet; the same candidates as CSV with a 
 from __future__ import annotations
 
 import hashlib
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,20 +49,6 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     subset = folder / "users.csv"
     subset.write_text("user_id\n1299\n1000\n1003\n1010\n1100\n1200\n")
     return {"parquet": SAMPLE / "candidates.parquet", "csv": csv, "users": subset}
-
-
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[Any]:
-    """A small local Ray instance (skips when ray is not importable)."""
-    ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
-        )
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 def _digest(path: Path, inputs: dict[str, Path], fingerprint: str) -> str:

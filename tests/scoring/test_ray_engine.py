@@ -7,10 +7,8 @@ and are skipped when ``ray`` is not importable. The others test the engine's pur
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -30,23 +28,6 @@ SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 
 # ---------------------------------------------------------------------------------------------
 # fixtures
-
-
-@pytest.fixture(scope="session")
-def ray_session() -> Iterator[Any]:
-    """One local Ray instance for every Ray test (skips them when ray is not importable)."""
-    ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-        )
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
