@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrank.errors import OutputError
+from batchrank.scoring.commit import Certificate, PublishedFile
 from batchrank.storage import LOCAL, Staged, atomic_file, sha256_file
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "read_latest",
     "sha256_of",
     "stage_success",
+    "success_certificate",
     "success_entry",
     "update_latest",
     "write_success",
@@ -83,6 +85,16 @@ def stage_success(
         staged.discard()
         raise OutputError(f"{folder / SUCCESS_NAME}: cannot write ({e.strerror})") from e
     return staged
+
+
+def success_certificate(folder: Path, *, job: str, date: dt.date, run_id: str) -> Certificate:
+    """``folder/_SUCCESS`` as the last file of a run's commit unit, listing the unit's files."""
+
+    def make(published: Sequence[PublishedFile]) -> Staged:
+        entries = [success_entry(f.path, folder, sha256=f.sha256, size=f.bytes) for f in published]
+        return stage_success(folder, entries, job=job, date=date, run_id=run_id)
+
+    return Certificate(folder / SUCCESS_NAME, make)
 
 
 def write_success(

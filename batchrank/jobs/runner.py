@@ -24,12 +24,12 @@ from typing import Any
 from batchrank.errors import OutputError
 from batchrank.jobs.checks import preflight
 from batchrank.jobs.jobspec import JobSpec
-from batchrank.jobs.publish import SUCCESS_NAME, stage_success, success_entry, update_latest
+from batchrank.jobs.publish import SUCCESS_NAME, success_certificate, update_latest
 from batchrank.jobs.retrain import decide, train_step
 from batchrank.logs import set_context
-from batchrank.scoring.commit import Certificate, PublishedFile, manifest_path_of
+from batchrank.scoring.commit import Certificate, manifest_path_of
 from batchrank.scoring.guards import check_output_paths
-from batchrank.storage import Staged, atomic_file, ensure_folder
+from batchrank.storage import atomic_file, ensure_folder
 from batchrank.storage.lock import JobLock
 
 __all__ = ["STATE_FILE", "RunResult", "new_run_id", "run_job"]
@@ -246,16 +246,11 @@ def run_job(
             "train_reason": reason,
         }
         folder = output.parent
-        certificates: list[Certificate] = []
-        if job.publish.success_marker:
-
-            def make_success(published: Sequence[PublishedFile]) -> Staged:
-                entries = [
-                    success_entry(f.path, folder, sha256=f.sha256, size=f.bytes) for f in published
-                ]
-                return stage_success(folder, entries, job=job.name, date=job.date, run_id=run_id)
-
-            certificates.append(Certificate(folder / SUCCESS_NAME, make_success))
+        certificates = (
+            [success_certificate(folder, job=job.name, date=job.date, run_id=run_id)]
+            if job.publish.success_marker
+            else []
+        )
         manifest = _score(job, run_id, work, progress, extra, certificates)
         manifest_path = manifest_path_of(output)
         rejects = job.rejects(run_id)
