@@ -18,6 +18,7 @@ __all__ = [
     "OUTPUT_SUFFIXES",
     "Compression",
     "InputFormat",
+    "Layout",
     "OutputFormat",
     "OutputKind",
     "check_format_layout",
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 OutputFormat = Literal["parquet", "csv", "jsonl"]
+Layout = Literal["long", "nested"]
 InputFormat = Literal["parquet", "csv"]
 Compression = Literal["gzip", "zstd"] | None
 
@@ -90,7 +92,7 @@ def check_format_layout(fmt: str, layout: str) -> None:
 
     if fmt not in get_args(OutputFormat):
         raise ConfigError(f"unknown output format {fmt!r}; expected parquet, csv or jsonl")
-    if layout not in ("long", "nested"):
+    if layout not in get_args(Layout):
         raise ConfigError(f"unknown output layout {layout!r}; expected long or nested")
     if fmt == "csv" and layout == "nested":
         raise ConfigError("the nested layout needs parquet or jsonl; received csv")

@@ -20,6 +20,7 @@ from batchrank.formats import (
     COMPRESSIONS,
     OUTPUT_SUFFIXES,
     Compression,
+    Layout,
     OutputFormat,
     output_kind_of,
 )
@@ -37,7 +38,6 @@ __all__ = [
 ]
 
 Format = OutputFormat
-Layout = Literal["long", "nested"]
 Unknown = Literal["skip", "oov", "fail"]
 Engine = Literal["local", "ray"]
 Progress = Literal["auto", "bar", "log", "none"]

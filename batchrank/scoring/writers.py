@@ -11,7 +11,7 @@ import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 import numpy as np
 import polars as pl
@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrank.errors import ConfigError, OutputError
-from batchrank.formats import Compression, check_format_layout
+from batchrank.formats import Compression, Layout, OutputFormat, check_format_layout
 from batchrank.scoring.schema import LONG_COLUMNS, long_schema
 from batchrank.scoring.titles import escape_formulas
 from batchrank.storage import LOCAL, LocalStorage, Staged, sha256_file
@@ -33,8 +33,7 @@ __all__ = [
     "OutputWriter",
 ]
 
-Format = Literal["parquet", "csv", "jsonl"]
-Layout = Literal["long", "nested"]
+Format = OutputFormat
 ITEM_COLUMNS = LONG_COLUMNS[1:]
 ROW_GROUP_ROWS = 65_536
 """Rows per Parquet row group in the long layout."""
