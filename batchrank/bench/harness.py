@@ -26,6 +26,7 @@ from batchrank.bench.data import N_MOVIES, N_USERS, ensure_catalogue, ensure_pai
 from batchrank.bench.process import spawn, tail
 from batchrank.bench.variants import MARKER, SWEEP, peak_rss_bytes
 from batchrank.errors import BatchrankError, ConfigError
+from batchrank.scoring.commit import manifest_path_of
 
 __all__ = ["BenchError", "BenchOptions", "run_bench"]
 
@@ -272,7 +273,7 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = lambda _m: None) 
                 continue
             say(f"{name}: {opts.pairs:,} pairs")
             out = work / f"out-{name}.parquet"
-            outputs += [out, out.with_name(out.name + ".manifest.json")]
+            outputs += [out, manifest_path_of(out)]
             args = [*common, "--movies", str(movies), "--out", str(out)]
             if name.startswith("batchrank"):
                 if opts.batch_size is not None:
@@ -285,7 +286,8 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = lambda _m: None) 
         if "startup" in opts.variants:
             say("startup: batchrank --help, and batchrank score on 1,000 pairs")
             small = ensure_pairs(work, STARTUP_PAIRS, seed=opts.seed)
-            outputs += [work / "out-startup.parquet", work / "out-startup.parquet.manifest.json"]
+            startup_out = work / "out-startup.parquet"
+            outputs += [startup_out, manifest_path_of(startup_out)]
             results["startup"] = _run_startup(model, small, movies, work)
         agreement = _agreement(work / "out-naive.parquet", work / "out-batchrank.parquet")
         machine["load_avg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None

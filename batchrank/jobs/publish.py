@@ -28,29 +28,22 @@ from pathlib import Path
 from typing import Any
 
 from batchrank.errors import OutputError
-from batchrank.scoring.commit import Certificate, PublishedFile
-from batchrank.storage import LOCAL, Staged, atomic_file, sha256_file
+from batchrank.scoring.commit import Certificate, PublishedFile, manifest_path_of
+from batchrank.storage import LOCAL, Staged, atomic_file
 
 __all__ = [
     "SUCCESS_NAME",
     "read_latest",
-    "sha256_of",
     "stage_success",
     "success_certificate",
     "success_entry",
     "update_latest",
-    "write_success",
 ]
 
 log = logging.getLogger("batchrank.jobs")
 
 SUCCESS_NAME = "_SUCCESS"
 """The marker's file name."""
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file's bytes (the format of manifests and ``_SUCCESS``)."""
-    return sha256_file(path)[0]
 
 
 def _relative(path: Path, folder: Path) -> str:
@@ -97,23 +90,6 @@ def success_certificate(folder: Path, *, job: str, date: dt.date, run_id: str) -
     return Certificate(folder / SUCCESS_NAME, make)
 
 
-def write_success(
-    folder: Path, files: Sequence[Path], *, job: str, date: dt.date, run_id: str
-) -> Path:
-    """Write ``folder/_SUCCESS`` listing ``files`` (already committed) and publish it.
-
-    Returns:
-        The marker's path.
-    """
-    entries = []
-    for f in files:
-        digest, size = sha256_file(f)
-        entries.append(success_entry(f, folder, sha256=digest, size=size))
-    with stage_success(folder, entries, job=job, date=date, run_id=run_id):
-        pass
-    return folder / SUCCESS_NAME
-
-
 def read_latest(pointer: Path) -> Path | None:
     """The output a ``latest`` pointer names (absolute), or None when absent or unreadable."""
     try:
@@ -127,7 +103,7 @@ def read_latest(pointer: Path) -> Path | None:
 
 def _date_of(output: Path) -> str | None:
     """The run date recorded in an output's manifest, if readable."""
-    manifest = output.with_name(output.name + ".manifest.json")
+    manifest = manifest_path_of(output)
     try:
         job = json.loads(manifest.read_text(encoding="utf-8")).get("job", {})
     except (OSError, ValueError, AttributeError):

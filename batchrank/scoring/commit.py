@@ -18,12 +18,22 @@ from typing import Any
 from batchrank.errors import OutputError
 from batchrank.storage import LOCAL, CommitUnit, Staged, sha256_file
 
-__all__ = ["Certificate", "PublishedFile", "commit_run", "manifest_path_of", "stage_json"]
+__all__ = [
+    "MANIFEST_SUFFIX",
+    "Certificate",
+    "PublishedFile",
+    "commit_run",
+    "manifest_path_of",
+    "stage_json",
+]
+
+MANIFEST_SUFFIX = ".manifest.json"
+"""An output's manifest is the output's name plus this."""
 
 
 def manifest_path_of(out: Path) -> Path:
     """Where an output's manifest goes: ``<out>.manifest.json`` (the one rule)."""
-    return out.with_name(out.name + ".manifest.json")
+    return out.with_name(out.name + MANIFEST_SUFFIX)
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,10 @@ from pathlib import Path
 
 from batchrank.errors import ConfigError
 from batchrank.formats import GLOB_CHARS
-from batchrank.scoring.commit import manifest_path_of
+from batchrank.scoring.commit import MANIFEST_SUFFIX, manifest_path_of
 from batchrank.storage import check_target
 
-__all__ = ["MANIFEST_SUFFIX", "check_output_paths", "is_own_artifact", "own_artifacts"]
-
-MANIFEST_SUFFIX = ".manifest.json"
+__all__ = ["check_output_paths", "is_own_artifact", "own_artifacts"]
 
 log = logging.getLogger("batchrank.score")
 

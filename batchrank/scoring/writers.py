@@ -23,6 +23,7 @@ from batchrank.formats import Compression, Layout, OutputFormat, check_format_la
 from batchrank.scoring.schema import LONG_COLUMNS, long_schema
 from batchrank.scoring.titles import escape_formulas
 from batchrank.storage import LOCAL, LocalStorage, Staged, sha256_file
+from batchrank.storage.local import os_reason
 
 __all__ = [
     "LONG_COLUMNS",
@@ -145,7 +146,7 @@ class OutputWriter:
             raw: IO[bytes] = open(self._tmp, "wb")  # noqa: SIM115 (closed in close())
         except OSError as e:
             self._staged.discard()
-            raise OutputError(f"{self.out}: cannot create output file ({_why(e)})") from e
+            raise OutputError(f"{self.out}: cannot create output file ({os_reason(e)})") from e
         self._raw = raw
         self._file: Any = (
             pa.CompressedOutputStream(pa.PythonFile(raw, mode="w"), compression)
@@ -188,7 +189,7 @@ class OutputWriter:
             return fn(*args, **kwargs)
         except OSError as e:
             self._abort()
-            raise OutputError(f"{self.out}: cannot write output ({_why(e)})") from e
+            raise OutputError(f"{self.out}: cannot write output ({os_reason(e)})") from e
         except BaseException:
             self._abort()
             raise
@@ -375,7 +376,3 @@ class OutputWriter:
     def __exit__(self, *exc: object) -> None:
         if not self._closed:
             self._abort()
-
-
-def _why(e: OSError) -> str:
-    return (e.strerror or str(e)).lower()

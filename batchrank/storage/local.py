@@ -41,6 +41,7 @@ __all__ = [
     "clean_leftovers",
     "ensure_folder",
     "fsync_dir",
+    "os_reason",
     "sha256_file",
     "tmp_name",
 ]
@@ -51,7 +52,8 @@ OLD_MARK = ".batchrank-old-"
 """Marks the previous version of a target kept until its commit is finalized."""
 
 
-def _why(e: OSError) -> str:
+def os_reason(e: OSError) -> str:
+    """An OS error's reason for a one-line message (``no space left on device``)."""
     return (e.strerror or str(e)).lower()
 
 
@@ -119,7 +121,7 @@ def check_target(
             f"{target}: {what} path lies under a file, not a folder; give a path in a folder"
         ) from None
     except OSError as e:
-        raise OutputError(f"{target}: cannot inspect {what} path ({_why(e)})") from e
+        raise OutputError(f"{target}: cannot inspect {what} path ({os_reason(e)})") from e
     if mode is None:
         return
     kind = _kind(mode)
@@ -142,7 +144,7 @@ def ensure_folder(folder: Path) -> None:
     except FileExistsError:
         raise OutputError(f"{folder}: cannot create output folder (a file has that name)") from None
     except OSError as e:
-        raise OutputError(f"{folder}: cannot create output folder ({_why(e)})") from e
+        raise OutputError(f"{folder}: cannot create output folder ({os_reason(e)})") from e
     if not os.access(folder, os.W_OK):
         raise OutputError(f"{folder}: output folder is not writable")
 
@@ -212,7 +214,7 @@ class _LocalCommitted(Committed):
             else:
                 _remove(self.target)
         except OSError as e:
-            raise OutputError(f"{self.target}: cannot roll back ({_why(e)})") from e
+            raise OutputError(f"{self.target}: cannot roll back ({os_reason(e)})") from e
         self.backup = None
         fsync_dir(self.target.parent)
 
@@ -253,7 +255,7 @@ class _LocalStaged(Staged):
             self._fd: int | None = _hold(self._tmp)
         except OSError as e:
             _remove(self._tmp)
-            raise OutputError(f"{target}: cannot create {what} file ({_why(e)})") from e
+            raise OutputError(f"{target}: cannot create {what} file ({os_reason(e)})") from e
         self._done = False
 
     @property
@@ -295,9 +297,8 @@ class _LocalStaged(Staged):
         except OSError as e:
             self.discard()
             code = errno.errorcode.get(e.errno or 0, "")
-            raise OutputError(
-                f"{self.target}: cannot commit {self.what} ({_why(e)}{', ' + code if code else ''})"
-            ) from e
+            why = os_reason(e) + (f", {code}" if code else "")
+            raise OutputError(f"{self.target}: cannot commit {self.what} ({why})") from e
         self._done = True
         self._release()
         fsync_dir(self.target.parent)
@@ -332,7 +333,7 @@ class LocalStorage(Storage):
         try:
             os.rename(target, backup)
         except OSError as e:
-            raise OutputError(f"{target}: cannot move aside ({_why(e)})") from e
+            raise OutputError(f"{target}: cannot move aside ({os_reason(e)})") from e
         fsync_dir(target.parent)
         return _LocalCommitted(target, backup)
 

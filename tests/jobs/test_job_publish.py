@@ -9,10 +9,11 @@ from pathlib import Path
 from batchrank.jobs.publish import (
     SUCCESS_NAME,
     read_latest,
-    sha256_of,
+    success_certificate,
     update_latest,
-    write_success,
 )
+from batchrank.scoring.commit import PublishedFile
+from batchrank.storage import sha256_file
 
 
 def _export(root: Path, date: str) -> Path:
@@ -30,9 +31,10 @@ def test_success_marker_lists_files_with_sizes_and_hashes(tmp_path: Path) -> Non
     manifest = out.with_name(out.name + ".manifest.json")
     elsewhere = tmp_path / "rejects.csv"
     elsewhere.write_text("file,row\n")
-    marker = write_success(
-        out.parent, [out, manifest, elsewhere], job="t", date=dt.date(2025, 1, 31), run_id="r1"
-    )
+    cert = success_certificate(out.parent, job="t", date=dt.date(2025, 1, 31), run_id="r1")
+    published = [PublishedFile(f, *sha256_file(f)) for f in (out, manifest, elsewhere)]
+    cert.make(published).commit().finalize()
+    marker = cert.target
     assert marker == out.parent / SUCCESS_NAME
     record = json.loads(marker.read_text())
     assert (record["job"], record["date"], record["run_id"]) == ("t", "2025-01-31", "r1")
@@ -42,7 +44,7 @@ def test_success_marker_lists_files_with_sizes_and_hashes(tmp_path: Path) -> Non
         "../rejects.csv",
     ]
     assert record["files"][0]["bytes"] == out.stat().st_size
-    assert record["files"][0]["sha256"] == sha256_of(out)
+    assert record["files"][0]["sha256"] == sha256_file(out)[0]
     assert len(record["files"][0]["sha256"]) == 64  # plain hex, as in the manifest
     assert not [p for p in out.parent.iterdir() if "tmp" in p.name]
 
