@@ -193,6 +193,8 @@ class Option:
         if self.kind == "path":
             return Path(self.local_path(value))
         values = [value] if isinstance(value, str | os.PathLike) else value
+        if isinstance(values, Sequence) and not values and not self.required:
+            return ()  # an optional list of paths left empty (a repeatable flag not given)
         if not isinstance(values, Sequence) or not values:
             raise self.bad(value)
         return tuple(self.local_path(v) for v in values)

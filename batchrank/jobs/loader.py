@@ -46,7 +46,17 @@ from batchrank.scoring.spec import SCORE_OPTIONS, ScoreSpec
 __all__ = ["ENV_PREFIX", "KEYS", "load_job", "parse_date", "parse_override"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_SCORE_PATHS = ("model", "pairs", "out", "rejects", "items", "users")
+_SCORE_PATHS = (
+    "model",
+    "pairs",
+    "out",
+    "rejects",
+    "items",
+    "users",
+    "exclude",
+    "deny_items",
+    "allow_items",
+)
 """``[score]`` keys read as paths relative to the job file (templated, checked to exist)."""
 _OUTPUT_PLACEHOLDERS = ("date", "job", "run_id")
 _RAY_ONLY = ("ray_address", "concurrency", "gpus_per_worker")
@@ -136,28 +146,30 @@ def _train_step(j: JobFile, date: dt.date, name: str) -> TrainStep | None:
     )
 
 
-def _pairs(j: JobFile, date: dt.date, name: str) -> tuple[str, ...]:
-    v = j.require("score", "pairs")
+def _pairs(j: JobFile, date: dt.date, name: str, key: str = "pairs") -> tuple[str, ...]:
+    """A list of input paths or globs (``pairs``, where ``"all"`` is allowed, or ``exclude``)."""
+    v = j.get("score", key) if key != "pairs" else j.require("score", key)
+    if v is None:
+        return ()
     values = [v.value] if isinstance(v.value, str) else v.value
     if (
         not isinstance(values, list)
         or not values
         or not all(isinstance(p, str) and p.strip() for p in values)
     ):
-        j.bad("score", "pairs", v, '"all", a path, or a list of paths or globs')
-    if "all" in values:
+        all_ = '"all", ' if key == "pairs" else ""
+        j.bad("score", key, v, f"{all_}a path, or a list of paths or globs")
+    if key == "pairs" and "all" in values:
         return tuple(values)  # ScoreSpec refuses "all" among other pairs
     out = []
     for text in values:
         one = Value(text, v.origin, v.base)
-        path = j.rendered("score", "pairs", one, date, name, INPUT_PLACEHOLDERS)
+        path = j.rendered("score", key, one, date, name, INPUT_PLACEHOLDERS)
         if GLOB_CHARS & set(text):
             if not glob.glob(str(path), recursive=True):
-                raise ConfigError(
-                    f"{j.where('score', 'pairs', v)}: pattern matches nothing: {path}"
-                )
+                raise ConfigError(f"{j.where('score', key, v)}: pattern matches nothing: {path}")
         elif not path.exists():
-            raise ConfigError(f"{j.where('score', 'pairs', v)}: pairs input not found: {path}")
+            raise ConfigError(f"{j.where('score', key, v)}: {key} input not found: {path}")
         out.append(str(path))
     return tuple(out)
 
@@ -199,6 +211,9 @@ def _score_step(j: JobFile, date: dt.date, name: str, train: TrainStep | None) -
         "pairs": _pairs(j, date, name),
         "items": j.input_path("score", "items", date, name, what="items file"),
         "users": j.input_path("score", "users", date, name, what="users file"),
+        "exclude": _pairs(j, date, name, "exclude"),
+        "deny_items": j.input_path("score", "deny_items", date, name, what="deny-items file"),
+        "allow_items": j.input_path("score", "allow_items", date, name, what="allow-items file"),
     }
     for opt in SCORE_OPTIONS:
         v = j.get("score", opt.name)

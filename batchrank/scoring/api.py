@@ -172,6 +172,8 @@ def _score_locked(
     finally:
         if scored is not None:
             scored.topk.close()
+        if ctx.rules is not None:
+            ctx.rules.close()
         shutil.rmtree(rejects_spool(ctx), ignore_errors=True)
     log.info(
         "wrote %d users (%d rows) to %s",

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from batchrank.bundle import Bundle
 from batchrank.scoring import cross, reader
+from batchrank.scoring.rules import Rules
 from batchrank.scoring.schema import id_type
 from batchrank.scoring.spec import ScoreSpec
 from batchrank.scoring.topk import TopK
@@ -69,6 +70,8 @@ class RunContext:
     total_work: int | None
     work_unit: reader.WorkUnit
     timings: Mapping[str, float]
+    rules: Rules | None = None
+    """The business rules (``--exclude``, ``--deny-items``, ...), None when none are set."""
 
     @property
     def user_type(self) -> pa.DataType:

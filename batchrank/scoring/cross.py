@@ -85,8 +85,12 @@ def iter_cross_join(
         yield RawChunk(table=pa.table(cols), file_index=0, path=ALL_PAIRS_PATH, first_row=start + 1)
 
 
-def read_user_subset(path: Path, user_col: str = USER, *, kind: IdKind | None = None) -> pa.Array:
+def read_user_subset(
+    path: Path, user_col: str = USER, *, kind: IdKind | None = None, noun: str = "user"
+) -> pa.Array:
     """Read a ``--users`` file: a small .csv or .parquet file with a user id column.
+
+    ``noun`` names the ids in messages (``movie`` for ``--deny-items`` / ``--allow-items``).
 
     Args:
         path: the file (read whole).
@@ -102,7 +106,7 @@ def read_user_subset(path: Path, user_col: str = USER, *, kind: IdKind | None = 
     """
     files = discover_inputs([path])
     if len(files) != 1:
-        raise DataError(f"{path}: expected one .csv or .parquet file of user ids")
+        raise DataError(f"{path}: expected one .csv or .parquet file of {noun} ids")
     file = files[0]
     try:
         if file.format == "csv":
@@ -130,16 +134,17 @@ def read_user_subset(path: Path, user_col: str = USER, *, kind: IdKind | None = 
     if pa.types.is_dictionary(ids.type):
         ids = ids.dictionary_decode()
     if len(ids) == 0:
-        raise DataError(f"{file.path}: no user ids in column `{user_col}`")
+        raise DataError(f"{file.path}: no {noun} ids in column `{user_col}`")
     if ids.null_count:
         row = pc.index(pc.is_null(ids), True).as_py() + 1
-        raise DataError(f"{file.path} row {row}: missing user id in column `{user_col}`")
+        raise DataError(f"{file.path} row {row}: missing {noun} id in column `{user_col}`")
     if kind is not None:
         cast, bad = coerce_ids(ids, kind, where=where)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise DataError(
-                f"{file.path} row {row + 1}: bad user id {ids[row].as_py()!r}; expected an integer"
+                f"{file.path} row {row + 1}: bad {noun} id {ids[row].as_py()!r}; "
+                "expected an integer"
             )
         ids = cast
     return pc.unique(ids)

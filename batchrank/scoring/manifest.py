@@ -76,6 +76,7 @@ def build_manifest(
         timings: seconds per phase, added to the preparation's.
     """
     from batchrank.scoring.predict import round_batch
+    from batchrank.scoring.rules import rule_counts
 
     spec, bundle = ctx.spec, ctx.bundle
     if spec.is_cross_join:
@@ -109,6 +110,10 @@ def build_manifest(
             "items": str(spec.items) if spec.items else None,
         },
         "counts": _counts(scored.counts, written, missing_titles),
+        "rules": {
+            **(ctx.rules.summary if ctx.rules is not None else {}),
+            "rows_removed": rule_counts(scored.counts),
+        },
         "resume": {
             "fragments": scored.fragments_total,
             "fragments_resumed": scored.fragments_resumed,

@@ -19,6 +19,7 @@ from batchrank.errors import DataError
 from batchrank.scoring import cross, discover, reader
 from batchrank.scoring.context import Fragment, RunContext, spill_prefix
 from batchrank.scoring.predict import MAX_TABLE_CELLS
+from batchrank.scoring.rules import Rules, load_rules
 from batchrank.scoring.spec import ScoreSpec
 
 __all__ = [
@@ -103,15 +104,29 @@ def file_identity(f: reader.InputFile) -> tuple[object, ...]:
 
 
 def _fragments(
-    spec: ScoreSpec, bundle: Bundle, files: list[reader.InputFile], cross_users: pa.Array | None
+    spec: ScoreSpec,
+    bundle: Bundle,
+    files: list[reader.InputFile],
+    cross_users: pa.Array | None,
+    rules: Rules | None = None,
 ) -> tuple[Fragment, ...]:
     """The run's resumable units of work, in order, each keyed by what defines its result.
 
     Every key holds the options that change partials (bundle fingerprint, top_k, unknown
-    policy, id columns); a file's key adds its content identity (:func:`file_identity`), a
-    block of ``--pairs all`` users the digest of its users and of the whole user list.
+    policy, id columns, the rules' files and star floor); a file's key adds its content
+    identity (:func:`file_identity`), a block of ``--pairs all`` users the digest of its users
+    and of the whole user list.
     """
-    common = (bundle.fingerprint, spec.top_k, spec.unknown, spec.user_column, spec.item_column)
+    common: tuple[object, ...] = (
+        bundle.fingerprint,
+        spec.top_k,
+        spec.unknown,
+        spec.user_column,
+        spec.item_column,
+    )
+    if rules is not None:  # a changed exclude file or star floor must not reuse a partial
+        rule_files = tuple(file_identity(f) for f in rules.files)
+        common += ("rules", rules.min_stars, spec.exclude, rule_files)
     if cross_users is not None:
         per_block = max(1, CROSS_JOIN_FRAGMENT_PAIRS // max(len(bundle.items), 1))
         everyone = _ids_digest(cross_users)
@@ -169,6 +184,7 @@ def prepare(spec: ScoreSpec) -> RunContext:
         reader.validate_inputs(files, user_col=spec.user_column, item_col=spec.item_column)
         total, unit = reader.total_work(files)
     titles = _load_titles(spec, bundle)
+    rules = load_rules(spec, bundle)
     return RunContext(
         spec=spec,
         bundle=bundle,
@@ -176,12 +192,13 @@ def prepare(spec: ScoreSpec) -> RunContext:
         cross_users=cross_users,
         titles=titles,
         run_id=spec.run_id or uuid.uuid4().hex[:12],
-        fragments=_fragments(spec, bundle, files, cross_users),
+        fragments=_fragments(spec, bundle, files, cross_users, rules),
         boundaries=_boundaries(bundle),
         score_table=_use_score_table(spec, bundle, total, unit),
         total_work=total,
         work_unit=unit,
         timings={"load_model_s": t1 - t0, "prepare_s": time.perf_counter() - t0},
+        rules=rules,
     )
 
 

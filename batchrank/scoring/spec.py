@@ -71,6 +71,25 @@ class ScoreSpec:
         default=None, metadata=doc("With pairs `all`: score only these users.")
     )
     top_k: int = field(default=10, metadata=doc("Recommendations per user.", low=1, high=100_000))
+    exclude: tuple[str, ...] = field(
+        default=(),
+        metadata=doc(
+            "Parquet/CSV files, folders or globs of (user, movie) pairs never to recommend, "
+            "typically the training ratings; applied before top-k (repeatable)."
+        ),
+    )
+    deny_items: Path | None = field(
+        default=None,
+        metadata=doc("CSV/Parquet file of movie ids never to recommend (applied before top-k)."),
+    )
+    allow_items: Path | None = field(
+        default=None,
+        metadata=doc("CSV/Parquet file of the only movie ids to recommend (before top-k)."),
+    )
+    min_stars: float | None = field(
+        default=None,
+        metadata=doc("Drop candidates predicted below this many stars (before top-k)."),
+    )
     format: Format | None = field(
         default=None,
         metadata=doc("Output format; must agree with the output's suffix, which names it anyway."),
@@ -289,7 +308,7 @@ SCORE_OPTIONS: tuple[Option, ...] = options_of(ScoreSpec)
 def _default(opt: Option) -> str:
     if opt.required:
         return "required"
-    return "" if opt.default is None else f"`{opt.default}`"
+    return "" if opt.default is None or opt.default == () else f"`{opt.default}`"
 
 
 def options_markdown() -> str:

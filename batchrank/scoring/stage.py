@@ -17,6 +17,7 @@ import pyarrow as pa
 from batchrank.scoring.ids import MappedChunk, UnknownPolicy, map_ids
 from batchrank.scoring.ranking import partial_topk
 from batchrank.scoring.reader import RawChunk
+from batchrank.scoring.rules import Rules, apply_rules
 from batchrank.scoring.schema import MOVIE_ID, SCORE, STARS, USER_ID, I, U, partial_schema
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class StageContext:
     unknown: UnknownPolicy
     user_type: pa.DataType
     item_type: pa.DataType
+    rules: Rules | None = None
+    """Business rules applied between rescale and top-k (:mod:`batchrank.scoring.rules`)."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,13 @@ class ChunkResult:
 
 
 def stage_context(
-    bundle: Bundle, *, top_k: int, unknown: UnknownPolicy, batch_size: int, score_table: bool
+    bundle: Bundle,
+    *,
+    top_k: int,
+    unknown: UnknownPolicy,
+    batch_size: int,
+    score_table: bool,
+    rules: Rules | None = None,
 ) -> StageContext:
     """Build the jitted predictor for ``bundle`` and the stage's other inputs."""
     from batchrank.scoring.predict import TablePredictor, make_predictor
@@ -81,6 +90,7 @@ def stage_context(
         unknown=unknown,
         user_type=id_type(bundle.users.kind),
         item_type=id_type(bundle.items.kind),
+        rules=rules,
     )
 
 
@@ -93,6 +103,7 @@ def stage_for_run(ctx: RunContext) -> StageContext:
         unknown=spec.unknown,
         batch_size=spec.batch_size,
         score_table=ctx.score_table,
+        rules=ctx.rules,
     )
 
 
@@ -121,15 +132,17 @@ def score_mapped(mapped: MappedChunk, predictor: Predictor | TablePredictor) -> 
 
 def finish_chunk(mapped: MappedChunk, stage: StageContext) -> ChunkResult:
     """Predict, rescale and cut a mapped chunk to its partial top-k."""
+    ruled: dict[str, int] = {}
     if mapped.table.num_rows:
         scored = score_mapped(mapped, stage.predictor)
+        scored, ruled = apply_rules(scored, mapped.table, stage.rules)
         partial = partial_topk(scored, stage.top_k).cast(
             partial_schema(stage.user_type, stage.item_type)
         )
     else:
         partial = partial_schema(stage.user_type, stage.item_type).empty_table()
     rejects = mapped.rejects if mapped.rejects is not None and mapped.rejects.num_rows else None
-    return ChunkResult(partial=partial, rejects=rejects, counts=dict(mapped.counts))
+    return ChunkResult(partial=partial, rejects=rejects, counts={**mapped.counts, **ruled})
 
 
 def score_chunk(raw: RawChunk, stage: StageContext) -> ChunkResult:

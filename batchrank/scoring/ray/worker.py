@@ -61,6 +61,8 @@ class WorkerConfig:
     fractional_gpu: bool
     score_table: bool
     """Score every (user, movie) cell once per actor, then gather (the driver's choice)."""
+    rules: Any = None
+    """The run's :class:`~batchrank.scoring.rules.Rules` (pickled; None when none)."""
 
 
 def output_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
@@ -137,6 +139,7 @@ class Scorer:
             unknown=cfg.unknown,  # type: ignore[arg-type]
             batch_size=cfg.batch_size,
             score_table=cfg.score_table,
+            rules=cfg.rules,
         )
         self.schema = output_schema(self.stage.user_type, self.stage.item_type)
 
