@@ -20,7 +20,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,8 +36,17 @@ from batchrank.scoring.schema import MOVIE_ID, STARS, USER_ID, I, U
 if TYPE_CHECKING:
     from batchrank.bundle import Bundle
     from batchrank.scoring.spec import ScoreSpec
+    from batchrank.vocab import Vocabulary
 
-__all__ = ["RULE_COUNT_KEYS", "ExcludeSet", "Rules", "apply_rules", "load_rules", "rule_counts"]
+__all__ = [
+    "RULE_COUNT_KEYS",
+    "ExcludeSet",
+    "Rules",
+    "apply_rules",
+    "load_exclude",
+    "load_rules",
+    "rule_counts",
+]
 
 RULE_COUNT_KEYS = ("excluded_pairs", "denied_items", "not_allowed_items", "below_min_stars")
 """Count keys of rows removed by a rule, one per rule, in the order rules apply."""
@@ -112,6 +121,21 @@ class ExcludeSet:
             hit[rows] = _member(key[rows], self._part(int(p)))
         return hit
 
+    def tallies(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs per user index (``n_users`` long) and per movie index (``stride`` long)."""
+        per_user = np.zeros(self.n_users, dtype=np.int64)
+        per_item = np.zeros(self.stride, dtype=np.int64)
+        chunks: Iterable[np.ndarray] = (
+            [self.keys]
+            if self.keys is not None
+            else (self._part(p) for p in range(PARTITIONS))  # one partition at a time
+        )
+        for keys in chunks:
+            u, i = np.divmod(keys, self.stride)
+            per_user += np.bincount(u, minlength=self.n_users)
+            per_item += np.bincount(i, minlength=self.stride)
+        return per_user, per_item
+
     def close(self) -> None:
         """Remove the partition files, if any."""
         if self.folder is not None:
@@ -173,19 +197,35 @@ class _Builder:
         return s
 
 
-def _load_exclude(spec: ScoreSpec, bundle: Bundle) -> tuple[ExcludeSet, list[reader.InputFile]]:
+def load_exclude(
+    paths: Sequence[str | Path],
+    users: Vocabulary,
+    items: Vocabulary,
+    *,
+    user_col: str,
+    item_col: str,
+    chunk_rows: int,
+    budget_bytes: int,
+    keep_unknown: bool,
+) -> tuple[ExcludeSet, list[reader.InputFile]]:
+    """Stream (user, movie) pairs from files, folders or globs into an :class:`ExcludeSet`.
+
+    Args:
+        keep_unknown: keep pairs naming an id the vocabularies lack (``--unknown oov``).
+
+    Raises:
+        DataError: a file is missing or unreadable, lacks a column, or has a null or bad id.
+    """
     from batchrank.scoring.ids import map_ids
 
-    files = discover.discover_inputs(spec.exclude)
-    reader.validate_inputs(files, user_col=spec.user_column, item_col=spec.item_column)
-    budget = int(spec.memory_budget_mb * (1 << 20))
-    builder = _Builder(bundle.items.size, bundle.users.size, budget)
+    files = discover.discover_inputs(paths)
+    reader.validate_inputs(files, user_col=user_col, item_col=item_col)
+    builder = _Builder(items.size, users.size, budget_bytes)
     unknown: list[pa.Array] = []
-    keep_unknown = spec.unknown == "oov"
     for chunk in reader.iter_chunks(
-        files, user_col=spec.user_column, item_col=spec.item_column, chunk_rows=spec.chunk_rows
+        files, user_col=user_col, item_col=item_col, chunk_rows=chunk_rows
     ):
-        mapped = map_ids(chunk, bundle.users, bundle.items, unknown="oov")
+        mapped = map_ids(chunk, users, items, unknown="oov")
         if mapped.rejects is not None and mapped.rejects.num_rows:
             bad = mapped.rejects.slice(0, 1).to_pylist()[0]
             raise DataError.at(
@@ -259,7 +299,16 @@ def load_rules(spec: ScoreSpec, bundle: Bundle) -> Rules | None:
     files: list[reader.InputFile] = []
     summary: dict[str, Any] = {"min_stars": spec.min_stars}
     if spec.exclude:
-        rules.exclude, ex_files = _load_exclude(spec, bundle)
+        rules.exclude, ex_files = load_exclude(
+            spec.exclude,
+            bundle.users,
+            bundle.items,
+            user_col=spec.user_column,
+            item_col=spec.item_column,
+            chunk_rows=spec.chunk_rows,
+            budget_bytes=int(spec.memory_budget_mb * (1 << 20)),
+            keep_unknown=spec.unknown == "oov",
+        )
         files += ex_files
         summary["exclude"] = {
             "files": [str(f.path) for f in ex_files],

@@ -1,0 +1,165 @@
+"""``batchrank evaluate --ranking``: table, JSON, plot, and agreement with the export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tests.jobs.test_job_run import run
+from tests.metrics.test_ranking import reference
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
+SYSTEM_KEYS = {
+    "ndcg",
+    "precision",
+    "recall",
+    "map",
+    "mrr",
+    "hit_rate",
+    "coverage",
+    "mean_popularity",
+    "gini",
+}
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """An 80/20 split of the sample ratings and a bundle trained on the 80."""
+    from batchrank.training import train
+
+    folder = tmp_path_factory.mktemp("split")
+    data = pl.read_csv(SAMPLE / "ratings.csv").sample(fraction=1.0, shuffle=True, seed=3)
+    n = int(data.height * 0.8)
+    data[:n].write_csv(folder / "train.csv")
+    data[n:].write_csv(folder / "test.csv")
+    model = folder / "model"
+    train(folder / "train.csv", model, preset="seed", epochs=2, verbose=0)
+    return model, folder / "train.csv", folder / "test.csv"
+
+
+def evaluate_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, object]:
+    capsys.readouterr()
+    assert run("evaluate", *args, "--json") == 0
+    return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
+
+
+def test_json_holds_model_and_both_baselines(
+    split: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, train, test = split
+    plot = tmp_path / "curves.png"
+    args = ["--model", str(model), "--ratings", str(test), "--exclude", str(train), "--ranking"]
+    result = evaluate_json(capsys, *args, "--k", "10", "--plot", str(plot))
+    assert result["k"] == 10
+    assert isinstance(result["users"], int) and result["users"] > 0
+    assert str(result["relevance"]).startswith("rating >= 4")
+    for system in ("model", "popular", "random"):
+        assert set(result[system]) >= SYSTEM_KEYS  # type: ignore[arg-type]
+    popular, rnd = result["popular"], result["random"]
+    assert popular["mean_popularity"] > rnd["mean_popularity"]  # type: ignore[index]
+    assert rnd["coverage"] > popular["coverage"]  # type: ignore[index]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # users without a relevant held-out rating are counted, not averaged
+    t = pl.read_csv(test)
+    relevant_users = t.filter(pl.col("rating") >= 4)["user_id"].n_unique()
+    assert result["users"] == relevant_users
+    assert result["users_without_relevant"] == t["user_id"].n_unique() - relevant_users
+    # the table
+    capsys.readouterr()
+    assert run("evaluate", *args) == 0
+    out = capsys.readouterr().out
+    assert "NDCG@10" in out and "popular" in out and "random" in out
+
+
+def test_model_ndcg_equals_the_one_of_the_score_export(
+    split: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, train, test = split
+    export = tmp_path / "top10.parquet"
+    assert (
+        run(
+            "score", "--model", str(model), "--pairs", "all", "--exclude", str(train),
+            "--top-k", "10", "--out", str(export), "--quiet",
+        )
+        == 0
+    )  # fmt: skip
+    common = ["--model", str(model), "--ratings", str(test), "--exclude", str(train), "--ranking"]
+    scored = evaluate_json(capsys, *common)
+    from_export = evaluate_json(capsys, *common, "--export", str(export))
+    assert scored["model"] == from_export["model"]
+    assert scored["popular"] == from_export["popular"]
+    # and from the export by the formulas, independently of batchrank's metric code
+    top = pl.read_parquet(export).sort("user_id", "rank")
+    held = pl.read_csv(test)
+    relevant: dict[int, set[int]] = {}
+    for u, i in held.filter(pl.col("rating") >= 4).select("user_id", "movie_id").iter_rows():
+        relevant.setdefault(u, set()).add(i)
+    lists: dict[int, list[int]] = {}
+    for u, i in top.select("user_id", "movie_id").iter_rows():
+        lists.setdefault(u, []).append(i)
+    movies = sorted(set(pl.read_csv(train)["movie_id"]))
+    # the reference reads a catalogue of 1..n: renumber movies (those outside the model: 0)
+    index = {m: n for n, m in enumerate(movies, start=1)}
+    lists_n = {u: [index[i] for i in items] for u, items in lists.items()}
+    rel_n = {u: {index[i] for i in s if i in index} for u, s in relevant.items()}
+    extra = {u: sum(1 for i in s if i not in index) for u, s in relevant.items()}
+    want = reference(lists_n, rel_n, extra, 10, [0] * (len(movies) + 1), len(movies))
+    assert abs(scored["model"]["ndcg"] - want["ndcg"]) <= 1e-9  # type: ignore[index]
+    assert abs(scored["model"]["recall"] - want["recall"]) <= 1e-9  # type: ignore[index]
+
+
+def test_usage_errors_exit_2(
+    split: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, train, test = split
+    base = ["evaluate", "--model", str(model), "--ratings", str(test)]
+    assert run(*base, "--plot", str(tmp_path / "x.png")) == 2
+    assert "--plot needs --ranking" in capsys.readouterr().err
+    assert run(*base, "--ranking") == 2
+    assert "--exclude" in capsys.readouterr().err
+    export = tmp_path / "top3.csv"
+    assert (
+        run(
+            "score",
+            "--model",
+            str(model),
+            "--pairs",
+            "all",
+            "--top-k",
+            "3",
+            "--out",
+            str(export),
+            "--quiet",
+        )
+        == 0
+    )
+    assert run(*base, "--ranking", "--exclude", str(train), "--export", str(export)) == 2
+    assert "at most 3 movies" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_ml100k_model_beats_random(
+    ml100k: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from batchrank.training import train
+
+    data = pl.read_csv(
+        ml100k / "u.data", separator="\t", has_header=False,
+        new_columns=["user_id", "movie_id", "rating", "ts"],
+    ).sample(fraction=1.0, shuffle=True, seed=42)  # fmt: skip
+    n = int(data.height * 0.8)
+    data[:n].select("user_id", "movie_id", "rating").write_csv(tmp_path / "train.csv")
+    data[n:].select("user_id", "movie_id", "rating").write_csv(tmp_path / "test.csv")
+    train(tmp_path / "train.csv", tmp_path / "model", preset="seed", verbose=0)
+    result = evaluate_json(
+        capsys, "--model", str(tmp_path / "model"), "--ratings", str(tmp_path / "test.csv"),
+        "--exclude", str(tmp_path / "train.csv"), "--ranking",
+    )  # fmt: skip
+    assert 900 <= result["users"] <= 943  # type: ignore[operator]
+    assert result["model"]["ndcg"] > 2 * result["random"]["ndcg"]  # type: ignore[index]
+    assert np.isclose(result["threshold"], 4.0)  # type: ignore[arg-type]
