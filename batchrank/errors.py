@@ -10,6 +10,7 @@ Exit codes (also in ``batchrank --help`` and the README):
 4     model error (:class:`ModelError`)
 5     output or I/O error (:class:`OutputError`)
 6     another run of the same job holds the lock (:class:`LockedError`)
+7     a job's quality gate failed: nothing published (:class:`QualityGateError`)
 ====  ==========================================================
 
 Messages follow one style: lowercase, name the file / row / column / key and the value
@@ -26,6 +27,7 @@ __all__ = [
     "LockedError",
     "ModelError",
     "OutputError",
+    "QualityGateError",
     "first_line",
 ]
 
@@ -102,6 +104,20 @@ class LockedError(BatchrankError):
     exit_code = 6
 
 
+class QualityGateError(BatchrankError):
+    """A job's ``[gate]`` refused the new model's lists; nothing was published.
+
+    Attributes:
+        failures: one line per failed check (metric, value, threshold, by how much).
+    """
+
+    exit_code = 7
+
+    def __init__(self, message: str = "", *, failures: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+
 def _rebuild(cls: type[DataError], message: str, fields: dict[str, object]) -> DataError:
     return cls(message, **fields)  # type: ignore[arg-type]
 
@@ -120,6 +136,7 @@ EXIT_CODES: dict[int, str] = {
     4: "model error",
     5: "output or I/O error",
     6: "another run of the same job holds the lock",
+    7: "a job's quality gate failed (nothing published)",
 }
 
 

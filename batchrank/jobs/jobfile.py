@@ -59,6 +59,16 @@ KEYS: dict[str, tuple[str, ...]] = {
     ),
     "score": tuple(opt.name for opt in SCORE_OPTIONS if opt.scope == "all"),
     "publish": ("success_marker", "latest"),
+    "gate": (
+        "ratings",
+        "exclude",
+        "k",
+        "relevance",
+        "min_ndcg",
+        "min_recall",
+        "max_rmse",
+        "max_drop",
+    ),
 }
 """Every section of a job file and the keys it accepts."""
 
@@ -334,11 +344,11 @@ def collect(
             if isinstance(table, dict):
                 raise ConfigError(
                     f"{file}: unknown section [{name}]{_hint(name, list(KEYS), '[{}]')}; "
-                    "expected [job], [train], [score] or [publish]"
+                    "expected [job], [train], [score], [gate] or [publish]"
                 )
             raise ConfigError(
                 f"{file}: unknown top-level key `{name}`; keys belong in a section "
-                "([job], [train], [score] or [publish])"
+                "([job], [train], [score], [gate] or [publish])"
             )
         if not isinstance(table, dict):
             raise ConfigError(f"{file}: [{name}] must be a table (a section); received {table!r}")
@@ -351,8 +361,8 @@ def collect(
         section = section.lower()
         if section not in KEYS or not key:
             continue  # BATCHRANK_* variables of other purposes
-        if section == "train" and "train" not in tables:
-            continue  # the environment tunes a [train] step; it does not add one
+        if section in ("train", "gate") and section not in tables:
+            continue  # the environment tunes a [train] step or a [gate]; it does not add one
         if section == "score" and key.lower() in _COMMAND_LINE_ONLY:
             continue  # `batchrank score` reads it (BATCHRANK_SCORE_WORK_DIR); a job has its own
         origin = f"{var}={text}"
@@ -363,7 +373,7 @@ def collect(
         if section not in KEYS:
             raise ConfigError(
                 f"{file}: --set {text}: unknown section `{section}`"
-                f"{_hint(section, list(KEYS))}; expected job, train, score or publish"
+                f"{_hint(section, list(KEYS))}; expected job, train, score, gate or publish"
             )
         origin = f"--set {text}"
         tables.setdefault(section, {})[key] = Value(value, origin, cwd)

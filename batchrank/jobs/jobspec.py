@@ -18,6 +18,7 @@ from batchrank.scoring.spec import ScoreSpec
 
 __all__ = [
     "WORK_FOLDER",
+    "GateStep",
     "JobInfo",
     "JobSpec",
     "PresetName",
@@ -119,6 +120,37 @@ class ScoreStep:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GateStep:
+    """The optional ``[gate]`` section: what the new model's lists must reach before publishing.
+
+    Checked after training and before scoring (:mod:`batchrank.jobs.gate`); a failed check
+    publishes nothing and exits 7 (:class:`~batchrank.errors.QualityGateError`).
+    """
+
+    ratings: Path
+    """Held-out ratings the metrics are computed on."""
+    exclude: tuple[str, ...]
+    """Training interactions, excluded from the lists (default: the ``[score]`` exclude)."""
+    k: int = 10
+    """Cut-off of the ranking metrics (default: the ``[score]`` top_k)."""
+    relevance: float | None = None
+    """A rating at least this is relevant (default: 4 on 1..5, scaled)."""
+    min_ndcg: float | None = None
+    """Smallest NDCG@k allowed."""
+    min_recall: float | None = None
+    """Smallest Recall@k allowed."""
+    max_rmse: float | None = None
+    """Largest RMSE (stars) on ``ratings`` allowed."""
+    max_drop: float | None = None
+    """Largest fall of NDCG@k (and Recall@k) from the previous published run's, absolute."""
+
+    @property
+    def needs_ranking(self) -> bool:
+        """Whether a ranking metric is checked."""
+        return any(v is not None for v in (self.min_ndcg, self.min_recall, self.max_drop))
+
+
+@dataclass(frozen=True, kw_only=True)
 class PublishStep:
     """The optional ``[publish]`` section: what downstream systems watch."""
 
@@ -144,6 +176,8 @@ class JobSpec:
     """The ``[score]`` step."""
     publish: PublishStep
     """The ``[publish]`` section (defaults when absent)."""
+    gate: GateStep | None = None
+    """The ``[gate]`` section, if any."""
     overrides: tuple[str, ...] = ()
     """The overrides applied on top of the file (``--set`` and environment), for the record."""
     warnings: tuple[str, ...] = ()

@@ -31,6 +31,7 @@ from batchrank.jobs.jobfile import (
     read_toml,
 )
 from batchrank.jobs.jobspec import (
+    GateStep,
     JobInfo,
     JobSpec,
     PresetName,
@@ -146,9 +147,11 @@ def _train_step(j: JobFile, date: dt.date, name: str) -> TrainStep | None:
     )
 
 
-def _pairs(j: JobFile, date: dt.date, name: str, key: str = "pairs") -> tuple[str, ...]:
+def _pairs(
+    j: JobFile, date: dt.date, name: str, key: str = "pairs", section: str = "score"
+) -> tuple[str, ...]:
     """A list of input paths or globs (``pairs``, where ``"all"`` is allowed, or ``exclude``)."""
-    v = j.get("score", key) if key != "pairs" else j.require("score", key)
+    v = j.get(section, key) if key != "pairs" else j.require(section, key)
     if v is None:
         return ()
     values = [v.value] if isinstance(v.value, str) else v.value
@@ -158,18 +161,18 @@ def _pairs(j: JobFile, date: dt.date, name: str, key: str = "pairs") -> tuple[st
         or not all(isinstance(p, str) and p.strip() for p in values)
     ):
         all_ = '"all", ' if key == "pairs" else ""
-        j.bad("score", key, v, f"{all_}a path, or a list of paths or globs")
+        j.bad(section, key, v, f"{all_}a path, or a list of paths or globs")
     if key == "pairs" and "all" in values:
         return tuple(values)  # ScoreSpec refuses "all" among other pairs
     out = []
     for text in values:
         one = Value(text, v.origin, v.base)
-        path = j.rendered("score", key, one, date, name, INPUT_PLACEHOLDERS)
+        path = j.rendered(section, key, one, date, name, INPUT_PLACEHOLDERS)
         if GLOB_CHARS & set(text):
             if not glob.glob(str(path), recursive=True):
-                raise ConfigError(f"{j.where('score', key, v)}: pattern matches nothing: {path}")
+                raise ConfigError(f"{j.where(section, key, v)}: pattern matches nothing: {path}")
         elif not path.exists():
-            raise ConfigError(f"{j.where('score', key, v)}: {key} input not found: {path}")
+            raise ConfigError(f"{j.where(section, key, v)}: {key} input not found: {path}")
         out.append(str(path))
     return tuple(out)
 
@@ -229,6 +232,33 @@ def _score_step(j: JobFile, date: dt.date, name: str, train: TrainStep | None) -
     except OptionError as e:
         raise j.named("score", e) from None
     return ScoreStep(options=options, out=out, rejects=rejects)
+
+
+def _gate_step(j: JobFile, date: dt.date, name: str, score: ScoreStep) -> GateStep | None:
+    if not j.has("gate"):
+        return None
+    j.require("gate", "ratings")
+    ratings = j.input_path("gate", "ratings", date, name, what="held-out ratings")
+    assert ratings is not None
+    exclude = _pairs(j, date, name, "exclude", "gate") or score.exclude
+    gate = GateStep(
+        ratings=ratings,
+        exclude=exclude,
+        k=j.integer("gate", "k", score.top_k, minimum=1),
+        relevance=j.optional_number("gate", "relevance", low=-1e9),
+        min_ndcg=j.optional_number("gate", "min_ndcg", low=0, high=1),
+        min_recall=j.optional_number("gate", "min_recall", low=0, high=1),
+        max_rmse=j.optional_number("gate", "max_rmse", low=0),
+        max_drop=j.optional_number("gate", "max_drop", low=0, high=1),
+    )
+    if gate.needs_ranking and not gate.exclude:
+        j.error(
+            "[gate] ranking checks need the training interactions: set [gate] exclude "
+            "or [score] exclude"
+        )
+    if not gate.needs_ranking and gate.max_rmse is None:
+        j.error("[gate] checks nothing: set min_ndcg, min_recall, max_drop or max_rmse")
+    return gate
 
 
 def _publish_step(j: JobFile, name: str, score: ScoreStep) -> PublishStep:
@@ -303,6 +333,7 @@ def load_job(
     train = _train_step(j, run_date, info.name)
     score = _score_step(j, run_date, info.name, train)
     publish = _publish_step(j, info.name, score)
+    gate = _gate_step(j, run_date, info.name, score)
     spec = JobSpec(
         source=path,
         date=run_date,
@@ -310,6 +341,7 @@ def load_job(
         train=train,
         score=score,
         publish=publish,
+        gate=gate,
         overrides=tuple(applied),
         warnings=tuple(j.warnings),
     )

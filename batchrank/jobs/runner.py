@@ -23,6 +23,7 @@ from typing import Any
 
 from batchrank.errors import OutputError
 from batchrank.jobs.checks import preflight
+from batchrank.jobs.gate import check_gate
 from batchrank.jobs.jobspec import JobSpec
 from batchrank.jobs.publish import SUCCESS_NAME, success_certificate, update_latest
 from batchrank.jobs.retrain import decide, train_step
@@ -237,6 +238,7 @@ def run_job(
         ensure_folder(output.parent)
         _write_state(work, state)
         trained, reason = _train(job, state, work, train_verbose)
+        gate = check_gate(job, job.score.model)  # before scoring: a failed gate writes nothing
         extra = {
             "name": job.name,
             "file": str(job.source.resolve()),
@@ -245,6 +247,8 @@ def run_job(
             "trained": trained,
             "train_reason": reason,
         }
+        if gate is not None:
+            extra["gate"] = gate
         folder = output.parent
         certificates = (
             [success_certificate(folder, job=job.name, date=job.date, run_id=run_id)]

@@ -108,7 +108,7 @@ def per_user(lists: Lists, truth: Truth, k: int) -> dict[str, np.ndarray]:
     # hits so far within each user's list, for Precision@r at every hit
     cum = np.cumsum(hit)
     start = np.searchsorted(u, u)  # each row's user's first row (rows are sorted by user)
-    cum_in_user = cum - (cum[start] - hit[start])
+    cum_in_user: np.ndarray = cum - (cum[start] - hit[start])
     ap = np.bincount(u, weights=hit * cum_in_user / r, minlength=n) / ideal_len
     first = np.full(n, np.inf)
     np.minimum.at(first, u[hit], r[hit])
