@@ -115,6 +115,10 @@ concurrency = 2
 gpus_per_worker = 0.5
 score_table = "never"
 csv_formulas = "keep"
+exclude = ["pairs.parquet"]
+deny_items = "movies.parquet"
+allow_items = "movies.parquet"
+min_stars = 2.5
 """
     job = load_job(_job(project, text), environ={}, date=dt.date(2025, 1, 31))
     spec = job.score.spec("r1", work_dir=project / "w", progress="none")
@@ -127,6 +131,8 @@ csv_formulas = "keep"
     assert spec.rejects == (project / "o" / "2025-01-31" / "rejects-r1.csv").resolve()
     assert (spec.run_id, spec.work_dir, spec.progress) == ("r1", project / "w", "none")
     assert spec.users == (project / "users.csv").resolve()
+    assert spec.exclude == (str((project / "pairs.parquet").resolve()),)
+    assert spec.deny_items == (project / "movies.parquet").resolve()
 
 
 def test_python_api_coerces_numeric_strings_and_refuses_the_rest() -> None:
