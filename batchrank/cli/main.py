@@ -24,7 +24,10 @@ from batchrank.text import printable
 # name -> (module, short help). Short help lives here so `--help` imports no command module.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("batchrank.cli.train", "Train a ranking model and write a model bundle."),
-    "evaluate": ("batchrank.cli.evaluate", "RMSE of a model bundle on a ratings file."),
+    "evaluate": (
+        "batchrank.cli.evaluate",
+        "RMSE of a model bundle; --ranking: top-k list metrics.",
+    ),
     "score": ("batchrank.cli.score", "Score candidate pairs and write top-k lists per user."),
     "run": ("batchrank.cli.run", "Run a job file (train if needed, then score)."),
     "validate": ("batchrank.cli.validate", "Check a job file, its model and inputs, without work."),
