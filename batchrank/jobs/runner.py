@@ -30,6 +30,7 @@ from batchrank.jobs.retrain import decide, train_step
 from batchrank.logs import set_context
 from batchrank.scoring.commit import Certificate, manifest_path_of
 from batchrank.scoring.guards import check_output_paths
+from batchrank.scoring.rules import rule_inputs
 from batchrank.storage import atomic_file, ensure_folder
 from batchrank.storage.lock import JobLock
 
@@ -125,6 +126,7 @@ def _check_paths(job: JobSpec, output: Path, run_id: str) -> None:
         model=s.model,
         items=s.items,
         users=s.users,
+        inputs=rule_inputs(s.options),
     )
     preflight(job)
 

@@ -17,6 +17,7 @@ from batchrank.scoring.engine import Scored, rejects_spool, run_local
 from batchrank.scoring.guards import check_output_paths
 from batchrank.scoring.manifest import REJECT_KEYS, build_manifest
 from batchrank.scoring.prepare import clean_spill_leftovers, prepare
+from batchrank.scoring.rules import rule_inputs
 from batchrank.scoring.spec import ScoreSpec
 from batchrank.scoring.titles import join_titles
 from batchrank.scoring.workdir import copy_rejects
@@ -115,6 +116,7 @@ def score_spec(spec: ScoreSpec, *, certificates: Sequence[Certificate] = ()) -> 
         model=spec.model,
         items=spec.items,
         users=spec.users,
+        inputs=rule_inputs(spec),
     )
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()

@@ -54,8 +54,11 @@ def check_output_paths(
     model: Path,
     items: Path | None = None,
     users: Path | None = None,
+    inputs: Iterable[tuple[str, Path | str | None]] = (),
 ) -> None:
     """Refuse outputs that would clobber an input or be read back as one (exit 2).
+
+    ``inputs``: more (option, path) inputs no output may be (the rules' files, for instance).
 
     Raises:
         ConfigError: naming the option, the path and the input it collides with.
@@ -73,7 +76,7 @@ def check_output_paths(
             if _same(path, opath):
                 raise ConfigError(f"{what} {path} is also the {other}; give them different paths")
     model_dir = _abs(model)
-    named = [("--items", items), ("--users", users)]
+    named = [("--items", items), ("--users", users), *inputs]
     for what, path in outputs:
         if _under(path, model_dir) or _under(model_dir, path):
             raise ConfigError(

@@ -46,6 +46,7 @@ __all__ = [
     "load_exclude",
     "load_rules",
     "rule_counts",
+    "rule_inputs",
 ]
 
 RULE_COUNT_KEYS = ("excluded_pairs", "denied_items", "not_allowed_items", "below_min_stars")
@@ -396,3 +397,12 @@ def rule_counts(counts: Sequence[tuple[str, int]] | dict[str, int]) -> dict[str,
     """The rule counts of a run's counts, every key present."""
     c = dict(counts)
     return {k: int(c.get(k, 0)) for k in RULE_COUNT_KEYS}
+
+
+def rule_inputs(spec: ScoreSpec) -> list[tuple[str, Path | str | None]]:
+    """The rules' input files as (flag, path), for the no-output-is-an-input guard."""
+    return [
+        *(("--exclude", p) for p in spec.exclude),
+        ("--deny-items", spec.deny_items),
+        ("--allow-items", spec.allow_items),
+    ]
