@@ -14,7 +14,7 @@ from tests.metrics.test_ranking import reference
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 # the JSON, spelled out here rather than read from the code under test
-SYSTEM_KEYS = set("ndcg precision recall map mrr hit_rate coverage mean_popularity gini".split())
+SYSTEM_KEYS = set("ndcg precision recall map mrr hit_rate coverage mean_popularity gini".split())  # noqa: SIM905
 
 
 @pytest.fixture(scope="module")
