@@ -116,11 +116,10 @@ def read_export(path: Path) -> pl.DataFrame:
             f"found {', '.join(frame.columns)}",
             file=str(path),
         )
-    return frame.select(
-        pl.col("user_id").cast(pl.Utf8) if frame["user_id"].dtype == pl.Utf8 else "user_id",
-        "movie_id",
-        pl.col("rank").cast(pl.Int64),
-    )
+    try:
+        return frame.select("user_id", "movie_id", pl.col("rank").cast(pl.Int64))
+    except pl.exceptions.PolarsError as e:
+        raise DataError(f"{path}: column `rank` is not integer ({e})", file=str(path)) from e
 
 
 def _score_lists(

@@ -121,9 +121,13 @@ def score_spec(spec: ScoreSpec, *, certificates: Sequence[Certificate] = ()) -> 
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     ctx = prepare(spec)  # reads only: a bad bundle or input leaves no folder behind
-    with output_lock(spec.out, ctx.run_id):
-        clean_spill_leftovers(spec.out)
-        return _score_locked(ctx, certificates, started, t0)
+    try:
+        with output_lock(spec.out, ctx.run_id):
+            clean_spill_leftovers(spec.out)
+            return _score_locked(ctx, certificates, started, t0)
+    finally:
+        if ctx.rules is not None:
+            ctx.rules.close()  # a spilled exclude set's partition files
 
 
 def _score_locked(
@@ -174,8 +178,6 @@ def _score_locked(
     finally:
         if scored is not None:
             scored.topk.close()
-        if ctx.rules is not None:
-            ctx.rules.close()
         shutil.rmtree(rejects_spool(ctx), ignore_errors=True)
     log.info(
         "wrote %d users (%d rows) to %s",

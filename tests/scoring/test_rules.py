@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,11 @@ def test_spilled_exclude_set_writes_the_same_bytes(sample_bundle: Path, tmp_path
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     score(out=a, **common)
     # 15,000 pairs are 117 KiB of keys: a 0.02 MiB budget partitions them on disk
+    before = set(Path(tempfile.gettempdir()).glob("batchrank-exclude-*"))
     m = score(out=b, memory_budget_mb=0.02, **common)
     assert m["rules"]["exclude"]["spilled"] is True
     assert sha(a) == sha(b)
+    assert set(Path(tempfile.gettempdir()).glob("batchrank-exclude-*")) == before  # removed
 
 
 def test_exclude_on_file_pairs_and_folders(sample_bundle: Path, tmp_path: Path) -> None:
