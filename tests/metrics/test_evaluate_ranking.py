@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from tests.jobs.test_job_run import run
-from tests.metrics.test_ranking import reference
+from tests.metrics.test_list_metrics import reference
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 # the JSON, spelled out here rather than read from the code under test
