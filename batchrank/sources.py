@@ -163,12 +163,59 @@ def _normalise_items(table: pa.Table, where: str) -> pa.Table:
     return frame.to_arrow()
 
 
-def load_items(path: Path, columns: Columns = Columns()) -> pa.Table:
-    """Read an items file (``movie_id``, ``title``) in batchrank's schema."""
+def load_items(source: str | Path, columns: Columns = Columns()) -> pa.Table:
+    """Titles (``movie_id``, ``title``) from any items source, in batchrank's schema.
+
+    The one resolver behind ``train --items``, ``score --items`` and job files' ``items``:
+
+    - a MovieLens folder (its ``u.item``) or ``.zip`` (the ``u.item`` beside its ``u.data``);
+    - a ``u.item`` file (any name ending in ``.item``): ``id|title|...``, ISO-8859-1;
+    - a CSV or Parquet file with the ``columns.item`` and ``columns.title`` columns.
+
+    Raises:
+        DataError: one line naming the source and what was expected.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{path}: items file not found")
+    if path.is_dir():
+        item_path = path / "u.item"
+        if not item_path.is_file():
+            raise DataError(
+                f"{path}: is a folder; expected a MovieLens folder (with u.item), a .zip, "
+                "a u.item, .csv or .parquet items file"
+            )
+        return _normalise_items(_parse_u_item(_read_bytes(item_path), str(item_path)), str(path))
+    suffix = path.suffix.lower()
+    if suffix == ".zip":
+        return _normalise_items(_zip_items(path), str(path))
+    if suffix == ".item":
+        return _normalise_items(_parse_u_item(_read_bytes(path), str(path)), str(path))
     df = _read_frame(path, what="items")
     _require(df, [columns.item, columns.title], path, "items")
     table = df.select(pl.col(columns.item).alias(ITEM), pl.col(columns.title).alias(TITLE))
     return _normalise_items(table.to_arrow(), str(path))
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read file ({e.strerror or e})") from e
+
+
+def _zip_items(path: Path) -> pa.Table:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            item_name = next((n for n in names if n.endswith("u.item")), None)
+            if item_name is None:
+                raise DataError(f"{path}: zip holds no u.item; expected MovieLens 100K")
+            return _parse_u_item(zf.read(item_name), f"{path}:{item_name}")
+    except zipfile.BadZipFile as e:
+        raise DataError(f"{path}: corrupt zip file ({e})") from e
+    except (zipfile.LargeZipFile, OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read zip file ({e})") from e
 
 
 def _load_generic(path: Path, columns: Columns) -> pa.Table:
@@ -212,6 +259,8 @@ def _parse_u_item(raw: bytes, where: str) -> pa.Table:
             raise DataError(f"{where}: u.item line {n} is not `id|title|...`")
         ids.append(int(fields[0]))
         titles.append(fields[1])
+    if not ids:
+        raise DataError(f"{where}: u.item holds no movies")
     return pa.table({ITEM: pa.array(ids, pa.int64()), TITLE: pa.array(titles, pa.string())})
 
 
@@ -257,14 +306,15 @@ def load_ratings(
     spec: str | Path,
     *,
     columns: Columns = Columns(),
-    items: Path | None = None,
+    items: str | Path | None = None,
 ) -> RatingsData:
     """Load ratings from any supported source.
 
     Args:
         spec: a MovieLens folder or zip, a CSV / Parquet ratings file, or ``tfds:NAME``.
         columns: column names of a generic ratings or items file.
-        items: an items file with titles (overrides titles found in the source).
+        items: an items source with titles (overrides titles found in the source); anything
+            :func:`load_items` takes.
     """
     text = str(spec)
     if text.startswith("tfds:"):

@@ -18,7 +18,11 @@ from batchrank.text import printable
     callback=local_path_or_source,
     help="MovieLens folder/zip, CSV/Parquet file, or tfds:NAME.",
 )
-@click.option("--items", callback=local_path, help="Items file with titles.")
+@click.option(
+    "--items",
+    callback=local_path,
+    help="Titles: CSV/Parquet items file, u.item, or MovieLens folder/zip.",
+)
 @column_options
 @click.option(
     "--rating-scale", callback=parse_scale, help="MIN,MAX of the ratings (default: data)."
