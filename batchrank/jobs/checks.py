@@ -80,6 +80,9 @@ def _items(path: Path, item_col: str, title_col: str) -> str:
 
 def _ratings_source(step: TrainStep) -> Check:
     if step.is_tfds:
+        from batchrank.tfds_source import require_tfds
+
+        require_tfds(str(step.ratings))
         return Check(
             name="ratings",
             detail=f"{step.ratings}: NOT CHECKED: a network source (tensorflow-datasets "
