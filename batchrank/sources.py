@@ -28,7 +28,15 @@ from batchrank.errors import DataError, first_line
 from batchrank.scoring.schema import MOVIE_ID, RATING, TITLE, USER_ID
 from batchrank.vocab import coerce_ids, id_kind_of
 
-__all__ = ["Columns", "RatingsData", "fingerprint_table", "load_items", "load_ratings"]
+__all__ = [
+    "Columns",
+    "RatingsData",
+    "fingerprint_table",
+    "load_ids",
+    "load_item_ids",
+    "load_items",
+    "load_ratings",
+]
 
 USER, ITEM = USER_ID, MOVIE_ID
 
@@ -195,6 +203,29 @@ def load_items(source: str | Path, columns: Columns = Columns()) -> pa.Table:
     _require(df, [columns.item, columns.title], path, "items")
     table = df.select(pl.col(columns.item).alias(ITEM), pl.col(columns.title).alias(TITLE))
     return _normalise_items(table.to_arrow(), str(path))
+
+
+def load_ids(path: Path, column: str, what: str) -> pa.Array:
+    """The ``column`` of a CSV or Parquet file, in file order (ids a model covers)."""
+    df = _read_frame(Path(path), what=what)
+    _require(df, [column], path, what)
+    return df.get_column(column).to_arrow()
+
+
+def load_item_ids(
+    source: str | Path, columns: Columns = Columns()
+) -> tuple[pa.Array, pa.Table | None]:
+    """Item ids in source order, and their titles where the source has them.
+
+    Any items source :func:`load_items` takes, or a CSV / Parquet file with only an id column.
+    """
+    path = Path(source)
+    if path.is_file() and path.suffix.lower() not in (".zip", ".item"):
+        df = _read_frame(path, what="items")
+        if columns.title not in df.columns:
+            return load_ids(path, columns.item, "items"), None
+    titles = load_items(path, columns)
+    return titles.column(ITEM).combine_chunks(), titles
 
 
 def _read_bytes(path: Path) -> bytes:

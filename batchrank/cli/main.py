@@ -24,6 +24,7 @@ from batchrank.text import printable
 # name -> (module, short help). Short help lives here so `--help` imports no command module.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("batchrank.cli.train", "Train a ranking model and write a model bundle."),
+    "import": ("batchrank.cli.import_model", "Import a Keras model trained elsewhere as a bundle."),
     "evaluate": ("batchrank.cli.evaluate", "RMSE of a model bundle on a ratings file."),
     "score": ("batchrank.cli.score", "Score candidate pairs and write top-k lists per user."),
     "run": ("batchrank.cli.run", "Run a job file (train if needed, then score)."),
