@@ -7,6 +7,7 @@ folder. Nothing is written, trained or scored.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
@@ -175,6 +176,9 @@ def _train(job: JobSpec, meta: dict[str, Any] | None, report: Report) -> None:
     if t is None:
         return
     report(_ratings_source(t))
+    if t.test_ratings is not None:
+        held = _ratings_source(dataclasses.replace(t, ratings=t.test_ratings))
+        report(dataclasses.replace(held, name="test ratings"))
     if t.items is not None:
         report(Check(name="train items", detail=_items(t.items, t.item_col, t.title_col)))
     if not t.out.exists():
