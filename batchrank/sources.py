@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,18 +237,24 @@ def _read_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: cannot read file ({e.strerror or e})") from e
 
 
-def _zip_items(path: Path) -> pa.Table:
+@contextmanager
+def _open_zip(path: Path) -> Iterator[zipfile.ZipFile]:
+    """A zip archive, its read errors as one :class:`DataError` line naming it."""
     try:
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            item_name = next((n for n in names if n.endswith("u.item")), None)
-            if item_name is None:
-                raise DataError(f"{path}: zip holds no u.item; expected MovieLens 100K")
-            return _parse_u_item(zf.read(item_name), f"{path}:{item_name}")
+            yield zf
     except zipfile.BadZipFile as e:
         raise DataError(f"{path}: corrupt zip file ({e})") from e
     except (zipfile.LargeZipFile, OSError, EOFError) as e:
         raise DataError(f"{path}: cannot read zip file ({e})") from e
+
+
+def _zip_items(path: Path) -> pa.Table:
+    with _open_zip(path) as zf:
+        item_name = next((n for n in zf.namelist() if n.endswith("u.item")), None)
+        if item_name is None:
+            raise DataError(f"{path}: zip holds no u.item; expected MovieLens 100K")
+        return _parse_u_item(zf.read(item_name), f"{path}:{item_name}")
 
 
 def _load_generic(path: Path, columns: Columns) -> pa.Table:
@@ -306,23 +314,16 @@ def _load_movielens_dir(path: Path) -> RatingsData:
 
 
 def _load_movielens_zip(path: Path) -> RatingsData:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            data_name = next((n for n in names if n.endswith("u.data")), None)
-            if data_name is None:
-                raise DataError(f"{path}: zip holds no u.data; expected MovieLens 100K")
-            ratings = _parse_u_data(zf.read(data_name), f"{path}:{data_name}")
-            item_name = data_name[: -len("u.data")] + "u.item"
-            items = (
-                _parse_u_item(zf.read(item_name), f"{path}:{item_name}")
-                if item_name in names
-                else None
-            )
-    except zipfile.BadZipFile as e:
-        raise DataError(f"{path}: corrupt zip file ({e})") from e
-    except (zipfile.LargeZipFile, OSError, EOFError) as e:
-        raise DataError(f"{path}: cannot read zip file ({e})") from e
+    with _open_zip(path) as zf:
+        names = zf.namelist()
+        data_name = next((n for n in names if n.endswith("u.data")), None)
+        if data_name is None:
+            raise DataError(f"{path}: zip holds no u.data; expected MovieLens 100K")
+        ratings = _parse_u_data(zf.read(data_name), f"{path}:{data_name}")
+        item_name = data_name[: -len("u.data")] + "u.item"
+        items = (
+            _parse_u_item(zf.read(item_name), f"{path}:{item_name}") if item_name in names else None
+        )
     return RatingsData(ratings=ratings, items=items, source=f"movielens-zip:{path}")
 
 
