@@ -16,12 +16,22 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["RunResult", "__version__", "evaluate", "load_bundle", "run_job", "score", "train"]
+__all__ = [
+    "RunResult",
+    "__version__",
+    "bundle_from_keras",
+    "evaluate",
+    "load_bundle",
+    "run_job",
+    "score",
+    "train",
+]
 
 _LAZY = {
     "train": "batchrank.training",
     "evaluate": "batchrank.evaluation",
     "load_bundle": "batchrank.bundle",
+    "bundle_from_keras": "batchrank.importer",
     "score": "batchrank.scoring.api",
     "RunResult": "batchrank.jobs.runner",
 }

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from batchrank.bundle_checks import check_metadata, check_vocabulary, check_weights, titles_of
 from batchrank.errors import DataError, ModelError, first_line
+from batchrank.imported import IMPORTED, custom_objects_of, rows_of, with_rows
 from batchrank.storage import atomic_dir, atomic_file
 from batchrank.vocab import Vocabulary, id_kind_of
 
@@ -97,6 +98,9 @@ class Bundle:
     history: dict[str, list[float]] = field(default_factory=dict)
     weights: dict[str, np.ndarray] | None = None
     """RankingModel arrays from ``weights.npz``, when the model itself was not loaded."""
+    rows: tuple[np.ndarray, np.ndarray] | None = None
+    """Imported generic bundles: the model's embedding row of each user and item id (the
+    ``row`` column of the vocabularies; see :mod:`batchrank.imported`), else None."""
 
     @property
     def transform(self) -> LabelTransform:
@@ -119,10 +123,10 @@ class Bundle:
         return str(self.metadata["model_fingerprint"])
 
     def items_table(self) -> pa.Table:
-        """``movie_id``, ``index`` and ``title`` of every known movie."""
+        """``movie_id``, ``index`` and ``title`` of every known movie (and ``row``, imported)."""
         table = self.items.to_table("movie_id")
         titles = self.titles if self.titles is not None else pa.nulls(len(self.items), pa.string())
-        return table.append_column("title", titles)
+        return with_rows(table.append_column("title", titles), self.rows, 1)
 
     def save(self, target: Path) -> Path:
         """Write the bundle atomically to ``target``."""
@@ -133,7 +137,9 @@ class Bundle:
 
             if isinstance(self.model, RankingModel):
                 np.savez(tmp / WEIGHTS_FILE, **ranking_weights(self.model))  # type: ignore[arg-type]
-            self.users.save(tmp / USERS_FILE, "user_id")
+            pq.write_table(
+                with_rows(self.users.to_table("user_id"), self.rows, 0), tmp / USERS_FILE
+            )
             pq.write_table(self.items_table(), tmp / ITEMS_FILE)
             meta = dict(self.metadata)
             meta["format_version"] = BUNDLE_FORMAT
@@ -159,6 +165,8 @@ def _fingerprint(folder: Path, meta: dict[str, Any]) -> str:
         h.update(f"{name}\n{len(data)}\n".encode())
         h.update(data)
     scored = {key: meta.get(key) for key in SCORED_METADATA}
+    if IMPORTED in meta:  # only then, so that other bundles keep their fingerprints
+        scored[IMPORTED] = meta[IMPORTED]
     h.update(json.dumps(scored, sort_keys=True, separators=(",", ":")).encode())
     return "sha256:" + h.hexdigest()
 
@@ -256,7 +264,7 @@ def load_bundle(path: str | Path, *, verify: bool = True, model: bool = True) ->
                 f"{path}: bundle files or metadata do not match their fingerprint "
                 "(corrupt or edited; retrain or restore the bundle)"
             )
-    users, items, titles = _vocabularies(path, meta)
+    users, items, titles, rows = _vocabularies(path, meta)
     if not model and (path / WEIGHTS_FILE).exists():
         weights = _read_weights(path / WEIGHTS_FILE)
         check_weights(weights, users.size, items.size, path / WEIGHTS_FILE)
@@ -268,6 +276,7 @@ def load_bundle(path: str | Path, *, verify: bool = True, model: bool = True) ->
             metadata=meta,
             path=path,
             weights=weights,
+            rows=rows,
         )
     from batchrank._backend import keras_module
 
@@ -275,14 +284,25 @@ def load_bundle(path: str | Path, *, verify: bool = True, model: bool = True) ->
     from batchrank.model import RankingModel, ranking_weights
 
     try:
-        model_obj = keras.saving.load_model(path / MODEL_FILE, safe_mode=True, compile=False)
+        custom = custom_objects_of(meta, path / META_FILE)
+        model_obj = keras.saving.load_model(
+            path / MODEL_FILE, safe_mode=True, compile=False, custom_objects=custom
+        )
+    except ModelError:
+        raise
     except Exception as e:
         first = first_line(e)
         raise ModelError(f"{path / MODEL_FILE}: cannot load the model: {first}") from e
     if isinstance(model_obj, RankingModel):
         check_weights(ranking_weights(model_obj), users.size, items.size, path / MODEL_FILE)
     return Bundle(
-        model=model_obj, users=users, items=items, titles=titles, metadata=meta, path=path
+        model=model_obj,
+        users=users,
+        items=items,
+        titles=titles,
+        metadata=meta,
+        path=path,
+        rows=rows,
     )
 
 
@@ -315,7 +335,7 @@ def upgrade_bundle(path: str | Path) -> dict[str, Any]:
     check_metadata(meta, path / META_FILE)
     if _fingerprint_v1(path) != meta.get("model_fingerprint"):
         raise ModelError(f"{path}: bundle files do not match their format-1 fingerprint")
-    users, items, _ = _vocabularies(path, meta)
+    users, items, _, _ = _vocabularies(path, meta)
     if (path / WEIGHTS_FILE).exists():
         check_weights(
             _read_weights(path / WEIGHTS_FILE), users.size, items.size, path / WEIGHTS_FILE
@@ -348,7 +368,7 @@ def _read_ids(file: Path, column: str) -> pa.Table:
 
 def _vocabularies(
     path: Path, meta: dict[str, Any]
-) -> tuple[Vocabulary, Vocabulary, pa.Array | None]:
+) -> tuple[Vocabulary, Vocabulary, pa.Array | None, tuple[np.ndarray, np.ndarray] | None]:
     data = meta.get("data")
     if not isinstance(data, dict):
         data = {}
@@ -365,6 +385,6 @@ def _vocabularies(
             raise ModelError(str(e)) from e
         check_vocabulary(vocab, file, data.get(kind_key))
         vocabs.append((vocab, table))
-    (users, _), (items, items_tbl) = vocabs
+    (users, users_tbl), (items, items_tbl) = vocabs
     titles = titles_of(items_tbl, path / ITEMS_FILE, len(items))
-    return users, items, titles
+    return users, items, titles, rows_of(path, users_tbl, items_tbl)

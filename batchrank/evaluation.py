@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 
 from batchrank.bundle import load_bundle
-from batchrank.sources import ITEM, RATING, USER, Columns, load_ratings
-from batchrank.vocab import coerce_ids
+from batchrank.sources import Columns, load_ratings
 
 __all__ = ["evaluate"]
 
@@ -19,18 +18,19 @@ def evaluate(
 ) -> dict[str, Any]:
     """RMSE in stars (and label units) of the bundle at ``model`` on ``ratings``.
 
-    Unknown users and movies are scored with the reserved OOV row and counted.
+    Unknown users and movies are scored with the reserved OOV row and counted. Predictions
+    come from the scorer's predictor, so an imported bundle is evaluated as it is scored.
     """
-    bundle = load_bundle(model)
+    from batchrank.holdout import indexed_ratings
+    from batchrank.scoring.predict import make_predictor
+
+    bundle = load_bundle(model, model=False)
     data = load_ratings(ratings, columns=columns or Columns())
     t = data.ratings
-    uc, _ = coerce_ids(t.column(USER), bundle.users.kind, where=f"{data.source}: `{USER}`")
-    ic, _ = coerce_ids(t.column(ITEM), bundle.items.kind, where=f"{data.source}: `{ITEM}`")
-    u = bundle.users.lookup(uc)
-    i = bundle.items.lookup(ic)
     transform = bundle.transform
-    labels = transform.to_label(t.column(RATING).to_numpy())
-    pred = bundle.model.predict({"user": u, "item": i}, batch_size=8192, verbose=0)[:, 0]
+    u, i, labels = indexed_ratings(bundle.users, bundle.items, transform, data)
+    # the scorer's own predictor: folded bundles need no Keras, imported ones run as scored
+    pred, _ = make_predictor(bundle).predict(u, i)
     err = pred.astype(np.float64) - labels
     rmse_norm = float(np.sqrt(np.mean(err**2)))
     return {

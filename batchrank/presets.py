@@ -49,9 +49,9 @@ class TrainConfig:
     """Share of training rows whose user or movie is replaced by the OOV row, so it learns."""
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.test_fraction < 1.0:
-            # the held-out RMSE is the bundle's headline metric: keep a test split
-            raise ConfigError(f"test fraction must be in (0, 1); received {self.test_fraction}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            # 0 trains on everything (production retrains, or a separate test file)
+            raise ConfigError(f"test fraction must be in [0, 1); received {self.test_fraction}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ConfigError(
                 f"validation fraction must be in [0, 1); received {self.validation_fraction}"

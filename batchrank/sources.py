@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,15 @@ from batchrank.errors import DataError, first_line
 from batchrank.scoring.schema import MOVIE_ID, RATING, TITLE, USER_ID
 from batchrank.vocab import coerce_ids, id_kind_of
 
-__all__ = ["Columns", "RatingsData", "fingerprint_table", "load_items", "load_ratings"]
+__all__ = [
+    "Columns",
+    "RatingsData",
+    "fingerprint_table",
+    "load_ids",
+    "load_item_ids",
+    "load_items",
+    "load_ratings",
+]
 
 USER, ITEM = USER_ID, MOVIE_ID
 
@@ -163,12 +173,88 @@ def _normalise_items(table: pa.Table, where: str) -> pa.Table:
     return frame.to_arrow()
 
 
-def load_items(path: Path, columns: Columns = Columns()) -> pa.Table:
-    """Read an items file (``movie_id``, ``title``) in batchrank's schema."""
+def load_items(source: str | Path, columns: Columns = Columns()) -> pa.Table:
+    """Titles (``movie_id``, ``title``) from any items source, in batchrank's schema.
+
+    The one resolver behind ``train --items``, ``score --items`` and job files' ``items``:
+
+    - a MovieLens folder (its ``u.item``) or ``.zip`` (the ``u.item`` beside its ``u.data``);
+    - a ``u.item`` file (any name ending in ``.item``): ``id|title|...``, ISO-8859-1;
+    - a CSV or Parquet file with the ``columns.item`` and ``columns.title`` columns.
+
+    Raises:
+        DataError: one line naming the source and what was expected.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{path}: items file not found")
+    if path.is_dir():
+        item_path = path / "u.item"
+        if not item_path.is_file():
+            raise DataError(
+                f"{path}: is a folder; expected a MovieLens folder (with u.item), a .zip, "
+                "a u.item, .csv or .parquet items file"
+            )
+        return _normalise_items(_parse_u_item(_read_bytes(item_path), str(item_path)), str(path))
+    suffix = path.suffix.lower()
+    if suffix == ".zip":
+        return _normalise_items(_zip_items(path), str(path))
+    if suffix == ".item":
+        return _normalise_items(_parse_u_item(_read_bytes(path), str(path)), str(path))
     df = _read_frame(path, what="items")
     _require(df, [columns.item, columns.title], path, "items")
     table = df.select(pl.col(columns.item).alias(ITEM), pl.col(columns.title).alias(TITLE))
     return _normalise_items(table.to_arrow(), str(path))
+
+
+def load_ids(path: Path, column: str, what: str) -> pa.Array:
+    """The ``column`` of a CSV or Parquet file, in file order (ids a model covers)."""
+    df = _read_frame(Path(path), what=what)
+    _require(df, [column], path, what)
+    return df.get_column(column).to_arrow()
+
+
+def load_item_ids(
+    source: str | Path, columns: Columns = Columns()
+) -> tuple[pa.Array, pa.Table | None]:
+    """Item ids in source order, and their titles where the source has them.
+
+    Any items source :func:`load_items` takes, or a CSV / Parquet file with only an id column.
+    """
+    path = Path(source)
+    if path.is_file() and path.suffix.lower() not in (".zip", ".item"):
+        df = _read_frame(path, what="items")
+        if columns.title not in df.columns:
+            return load_ids(path, columns.item, "items"), None
+    titles = load_items(path, columns)
+    return titles.column(ITEM).combine_chunks(), titles
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read file ({e.strerror or e})") from e
+
+
+@contextmanager
+def _open_zip(path: Path) -> Iterator[zipfile.ZipFile]:
+    """A zip archive, its read errors as one :class:`DataError` line naming it."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            yield zf
+    except zipfile.BadZipFile as e:
+        raise DataError(f"{path}: corrupt zip file ({e})") from e
+    except (zipfile.LargeZipFile, OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read zip file ({e})") from e
+
+
+def _zip_items(path: Path) -> pa.Table:
+    with _open_zip(path) as zf:
+        item_name = next((n for n in zf.namelist() if n.endswith("u.item")), None)
+        if item_name is None:
+            raise DataError(f"{path}: zip holds no u.item; expected MovieLens 100K")
+        return _parse_u_item(zf.read(item_name), f"{path}:{item_name}")
 
 
 def _load_generic(path: Path, columns: Columns) -> pa.Table:
@@ -212,6 +298,8 @@ def _parse_u_item(raw: bytes, where: str) -> pa.Table:
             raise DataError(f"{where}: u.item line {n} is not `id|title|...`")
         ids.append(int(fields[0]))
         titles.append(fields[1])
+    if not ids:
+        raise DataError(f"{where}: u.item holds no movies")
     return pa.table({ITEM: pa.array(ids, pa.int64()), TITLE: pa.array(titles, pa.string())})
 
 
@@ -226,23 +314,16 @@ def _load_movielens_dir(path: Path) -> RatingsData:
 
 
 def _load_movielens_zip(path: Path) -> RatingsData:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            data_name = next((n for n in names if n.endswith("u.data")), None)
-            if data_name is None:
-                raise DataError(f"{path}: zip holds no u.data; expected MovieLens 100K")
-            ratings = _parse_u_data(zf.read(data_name), f"{path}:{data_name}")
-            item_name = data_name[: -len("u.data")] + "u.item"
-            items = (
-                _parse_u_item(zf.read(item_name), f"{path}:{item_name}")
-                if item_name in names
-                else None
-            )
-    except zipfile.BadZipFile as e:
-        raise DataError(f"{path}: corrupt zip file ({e})") from e
-    except (zipfile.LargeZipFile, OSError, EOFError) as e:
-        raise DataError(f"{path}: cannot read zip file ({e})") from e
+    with _open_zip(path) as zf:
+        names = zf.namelist()
+        data_name = next((n for n in names if n.endswith("u.data")), None)
+        if data_name is None:
+            raise DataError(f"{path}: zip holds no u.data; expected MovieLens 100K")
+        ratings = _parse_u_data(zf.read(data_name), f"{path}:{data_name}")
+        item_name = data_name[: -len("u.data")] + "u.item"
+        items = (
+            _parse_u_item(zf.read(item_name), f"{path}:{item_name}") if item_name in names else None
+        )
     return RatingsData(ratings=ratings, items=items, source=f"movielens-zip:{path}")
 
 
@@ -257,14 +338,15 @@ def load_ratings(
     spec: str | Path,
     *,
     columns: Columns = Columns(),
-    items: Path | None = None,
+    items: str | Path | None = None,
 ) -> RatingsData:
     """Load ratings from any supported source.
 
     Args:
         spec: a MovieLens folder or zip, a CSV / Parquet ratings file, or ``tfds:NAME``.
         columns: column names of a generic ratings or items file.
-        items: an items file with titles (overrides titles found in the source).
+        items: an items source with titles (overrides titles found in the source); anything
+            :func:`load_items` takes.
     """
     text = str(spec)
     if text.startswith("tfds:"):

@@ -15,12 +15,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from batchrank.errors import DataError, first_line
+from batchrank.errors import ConfigError, DataError, first_line
 from batchrank.scoring.schema import MOVIE_ID as ITEM
 from batchrank.scoring.schema import RATING, TITLE
 from batchrank.scoring.schema import USER_ID as USER
 
-__all__ = ["PROBE_TIMEOUT_S", "load_tfds_ratings", "reachable"]
+__all__ = ["INSTALL_HINT", "PROBE_TIMEOUT_S", "load_tfds_ratings", "reachable", "require_tfds"]
+
+INSTALL_HINT = "pip install 'batchrank[tfds]'"
+"""TensorFlow and tensorflow-datasets are the ``tfds`` extra: a plain install has neither."""
 
 _MOVIES_FOR = {"movielens/100k-ratings": "movielens/100k-movies"}
 PROBE_TIMEOUT_S = 4.0
@@ -57,6 +60,30 @@ def _load_columns(tfds: Any, name: str, keys: tuple[str, ...], spec: str) -> dic
         for k in keys:
             parts[k].append(np.asarray(batch[k]))
     return {k: np.concatenate(v) if v else np.zeros((0,), dtype=object) for k, v in parts.items()}
+
+
+def _missing(spec: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"{spec}: the tfds: source needs TensorFlow and tensorflow-datasets, which are not "
+        f"installed ({why}); install them with {INSTALL_HINT}, or train on a local MovieLens "
+        "folder or file"
+    )
+
+
+def require_tfds(spec: str) -> None:
+    """Raise :class:`ConfigError` naming the ``tfds`` extra when tensorflow-datasets is absent.
+
+    Only looks the package up (nothing is imported), for ``batchrank validate``.
+    """
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("tensorflow_datasets") is not None
+        why = "no module named 'tensorflow_datasets'"
+    except (ImportError, ValueError) as e:
+        found, why = False, first_line(e)
+    if not found:
+        raise _missing(spec, why)
 
 
 def reachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT_S) -> str | None:
@@ -124,8 +151,8 @@ def load_tfds_ratings(spec: str) -> tuple[pa.Table, pa.Table | None]:
     name = spec.removeprefix("tfds:")
     try:
         import tensorflow_datasets as tfds
-    except ImportError as e:  # pragma: no cover - a broken install
-        raise DataError(f"{spec}: tensorflow-datasets is not importable ({e})") from e
+    except ImportError as e:  # the `tfds` extra is not installed, or a broken install
+        raise _missing(spec, first_line(e)) from e
     _ensure_available(tfds, name, spec)
     movies_name = _MOVIES_FOR.get(name)
     if movies_name is not None:

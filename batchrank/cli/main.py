@@ -24,6 +24,7 @@ from batchrank.text import printable
 # name -> (module, short help). Short help lives here so `--help` imports no command module.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("batchrank.cli.train", "Train a ranking model and write a model bundle."),
+    "import": ("batchrank.cli.import_model", "Import a Keras model trained elsewhere as a bundle."),
     "evaluate": (
         "batchrank.cli.evaluate",
         "RMSE of a model bundle; --ranking: top-k list metrics.",

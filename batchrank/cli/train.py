@@ -18,7 +18,11 @@ from batchrank.text import printable
     callback=local_path_or_source,
     help="MovieLens folder/zip, CSV/Parquet file, or tfds:NAME.",
 )
-@click.option("--items", callback=local_path, help="Items file with titles.")
+@click.option(
+    "--items",
+    callback=local_path,
+    help="Titles: CSV/Parquet items file, u.item, or MovieLens folder/zip.",
+)
 @column_options
 @click.option(
     "--rating-scale", callback=parse_scale, help="MIN,MAX of the ratings (default: data)."
@@ -29,8 +33,13 @@ from batchrank.text import printable
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the preset's epochs.")
 @click.option(
     "--test-fraction",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    help="Held-out share.",
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Held-out share; 0 trains on every rating (default 0.2, or 0 with --test-ratings).",
+)
+@click.option(
+    "--test-ratings",
+    callback=local_path_or_source,
+    help="Separate held-out ratings (any --ratings source), evaluated instead of a split.",
 )
 @click.option("--seed", type=int, help="Seed of the split and initialisation (default 42).")
 @click.option("--out", required=True, callback=local_path, help="Bundle folder to write.")
@@ -47,6 +56,7 @@ def command(
     preset: str,
     epochs: int | None,
     test_fraction: float | None,
+    test_ratings: str | None,
     seed: int | None,
     out: Path,
     quiet: bool,
@@ -66,10 +76,16 @@ def command(
         test_fraction=test_fraction,
         seed=seed,
         verbose=0 if quiet else "auto",
+        test_ratings=test_ratings,
     )
     m = result.metrics
-    click.echo(
-        f"held-out RMSE: {m['test_rmse']:.4f} stars, {m['test_rmse_normalized']:.4f} label units "
-        f"({m['test_count']} ratings; global mean: {m['test_rmse_global_mean']:.4f} stars)"
-    )
+    if "test_rmse" not in m:
+        click.echo(f"no held-out test: trained on all {m['train_count']} ratings")
+    else:
+        where = "" if m.get("test_source", "split") == "split" else f" of {printable(test_ratings)}"
+        click.echo(
+            f"held-out RMSE: {m['test_rmse']:.4f} stars, {m['test_rmse_normalized']:.4f} label "
+            f"units ({m['test_count']} ratings{where}; global mean: "
+            f"{m['test_rmse_global_mean']:.4f} stars)"
+        )
     click.echo(f"bundle written to {printable(out)}")

@@ -7,6 +7,7 @@ folder. Nothing is written, trained or scored.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
@@ -70,8 +71,19 @@ def _peek(path: Path, columns: Sequence[str], what: str) -> Any:
     return df
 
 
+def _items(path: Path, item_col: str, title_col: str) -> str:
+    """Read an items source as training and scoring will (items files are small)."""
+    from batchrank.sources import Columns, load_items
+
+    titles = load_items(path, Columns(item=item_col, title=title_col))
+    return f"{shown(path)}: {titles.num_rows} titles"
+
+
 def _ratings_source(step: TrainStep) -> Check:
     if step.is_tfds:
+        from batchrank.tfds_source import require_tfds
+
+        require_tfds(str(step.ratings))
         return Check(
             name="ratings",
             detail=f"{step.ratings}: NOT CHECKED: a network source (tensorflow-datasets "
@@ -164,9 +176,11 @@ def _train(job: JobSpec, meta: dict[str, Any] | None, report: Report) -> None:
     if t is None:
         return
     report(_ratings_source(t))
+    if t.test_ratings is not None:
+        held = _ratings_source(dataclasses.replace(t, ratings=t.test_ratings))
+        report(dataclasses.replace(held, name="test ratings"))
     if t.items is not None:
-        _peek(t.items, [t.item_col, t.title_col], "items")
-        report(Check(name="train items", detail=f"{shown(t.items)}: columns ok"))
+        report(Check(name="train items", detail=_items(t.items, t.item_col, t.title_col)))
     if not t.out.exists():
         plan = "will train: no bundle yet"
     elif t.retrain == "always":
@@ -273,8 +287,7 @@ def validate_job(job: JobSpec, report: Report) -> None:
     _pairs(job, meta, report)
     s = _score_options(job, meta)
     if s.items is not None:
-        _peek(s.items, [s.item_column, s.title_column], "items")
-        report(Check(name="items", detail=f"{shown(s.items)}: columns ok"))
+        report(Check(name="items", detail=_items(s.items, s.item_column, s.title_column)))
     out = _output(job)
     report(Check(name="output", detail=f"{shown(out.parent)}: {_writable(out.parent)}"))
     rejects = job.rejects("<run_id>")

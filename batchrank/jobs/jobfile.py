@@ -56,6 +56,7 @@ KEYS: dict[str, tuple[str, ...]] = {
         "title_col",
         "seed",
         "test_fraction",
+        "test_ratings",
     ),
     "score": tuple(opt.name for opt in SCORE_OPTIONS if opt.scope == "all"),
     "publish": ("success_marker", "latest"),

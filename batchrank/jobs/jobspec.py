@@ -80,6 +80,8 @@ class TrainStep:
     """Seed of the split and initialisation (default: the preset's)."""
     test_fraction: float | None = None
     """Share of ratings held out (default: the preset's)."""
+    test_ratings: str | None = None
+    """Separate held-out ratings, evaluated instead of a split (then the split defaults to 0)."""
 
     @property
     def is_tfds(self) -> bool:

@@ -144,7 +144,17 @@ def _train_step(j: JobFile, date: dt.date, name: str) -> TrainStep | None:
         test_fraction=j.optional_number(
             "train", "test_fraction", low=0.0, high=1.0, high_open=True
         ),
+        test_ratings=_test_ratings(j, date, name),
     )
+
+
+def _test_ratings(j: JobFile, date: dt.date, name: str) -> str | None:
+    """``[train] test_ratings``: a separate held-out file (tfds:NAME kept as text)."""
+    v = j.get("train", "test_ratings")
+    if v is not None and isinstance(v.value, str) and v.value.startswith("tfds:"):
+        return v.value
+    path = j.input_path("train", "test_ratings", date, name, what="test ratings source")
+    return None if path is None else str(path)
 
 
 def _pairs(

@@ -39,10 +39,13 @@ class TrainDecision:
 
 def train_config(step: TrainStep) -> TrainConfig:
     """The step's preset with its overrides."""
+    from batchrank.holdout import split_fraction
     from batchrank.presets import preset
 
     return preset(step.preset).with_overrides(
-        epochs=step.epochs, test_fraction=step.test_fraction, seed=step.seed
+        epochs=step.epochs,
+        test_fraction=split_fraction(step.test_fraction, step.test_ratings),
+        seed=step.seed,
     )
 
 
@@ -116,12 +119,18 @@ def train_step(
     columns = Columns(
         user=step.user_col, item=step.item_col, rating=step.rating_col, title=step.title_col
     )
+    held = None
+    if step.test_ratings is not None:
+        from batchrank.sources import load_ratings
+
+        held = load_ratings(step.test_ratings, columns=columns)
     result = fit_bundle(
         data,
         train_config(step),
         rating_scale=step.rating_scale,
         verbose=verbose,
         columns=columns,  # so score defaults to the ratings' column names
+        test_data=held,
     )
     result.bundle.save(Path(step.out))
     return result.bundle.metadata

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from batchrank.bundle import Bundle, LabelTransform, load_bundle
+from batchrank.imported import DEFAULT_INPUTS, inputs_of
 
 __all__ = [
     "BATCH_MULTIPLE",
@@ -175,16 +176,30 @@ def _folded_fn(
     return jax.jit(fn)
 
 
-def _generic_fn(model: Any, transform: LabelTransform) -> Callable[[Any, Any], tuple[Any, Any]]:
+def _generic_fn(
+    model: Any,
+    transform: LabelTransform,
+    inputs: tuple[str, str] = DEFAULT_INPUTS,
+    rows: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Callable[[Any, Any], tuple[Any, Any]]:
+    """``inputs``: the model's user and item input names; ``rows``: an imported model's
+    embedding row of each known id (vocabulary index k > 0 -> ``rows[k - 1]``, OOV -> row 0)."""
     import jax
     import jax.numpy as jnp
 
     trainable = [v.value for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]
     low, span, high = _star_constants(transform)
+    user_key, item_key = inputs
+    if rows is not None:
+        zero = np.zeros(1, np.int32)
+        u_rows = jnp.asarray(np.concatenate([zero, rows[0]]))
+        i_rows = jnp.asarray(np.concatenate([zero, rows[1]]))
 
     def fn(u: Any, i: Any) -> tuple[Any, Any]:
-        out, _ = model.stateless_call(trainable, non_trainable, {"user": u, "item": i})
+        if rows is not None:
+            u, i = u_rows[u], i_rows[i]
+        out, _ = model.stateless_call(trainable, non_trainable, {user_key: u, item_key: i})
         out = jnp.reshape(out, (-1,)).astype(jnp.float32)
         return out, jnp.clip(low + span * out, 0.0, high)
 
@@ -223,7 +238,9 @@ def make_predictor(
     else:
         if model is None:
             model = load_bundle(bundle.path).model  # type: ignore[arg-type]
-        fn = _generic_fn(model, bundle.transform)
+        fn = _generic_fn(
+            model, bundle.transform, inputs_of(bundle.metadata, bundle.path), bundle.rows
+        )
     return Predictor(
         fn=fn,
         batch_size=round_batch(batch_size),

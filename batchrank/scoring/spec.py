@@ -65,7 +65,11 @@ class ScoreSpec:
         )
     )
     items: Path | None = field(
-        default=None, metadata=doc("Items file with titles (default: the bundle's titles).")
+        default=None,
+        metadata=doc(
+            "Titles: a CSV or Parquet items file, a u.item file, or a MovieLens folder or .zip "
+            "(default: the bundle's titles)."
+        ),
     )
     users: Path | None = field(
         default=None, metadata=doc("With pairs `all`: score only these users.")
