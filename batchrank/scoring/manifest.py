@@ -1,4 +1,10 @@
-"""The run manifest, ``<out>.manifest.json``, written last and atomically."""
+"""The run manifest, ``<out>.manifest.json``, written last and atomically.
+
+``files`` lists every data file of the output (the file itself, or each part of a folder of
+parts, in order) with its ``path`` relative to the manifest's folder, ``bytes``, ``rows``,
+``users`` and ``sha256``; ``output`` keeps the summary keys it always had (for a folder,
+``bytes`` is the parts' total and ``sha256`` the digest of their ``sha256sum`` listing).
+"""
 
 from __future__ import annotations
 
@@ -70,7 +76,8 @@ def build_manifest(
     Args:
         ctx: the run.
         scored: the engine's result.
-        written: what the output writer reported (``users``, ``rows``, ``bytes``, ``sha256``).
+        written: what the output writer reported (``users``, ``rows``, ``bytes``, ``sha256``,
+            ``files``; a folder of parts adds ``parts``).
         missing_titles: output rows without a title.
         started: when the run started (UTC).
         timings: seconds per phase, added to the preparation's.
@@ -105,6 +112,7 @@ def build_manifest(
             "batch_size": round_batch(spec.batch_size),
             "max_reject_fraction": spec.max_reject_fraction,
             "compression": spec.compression,
+            "max_rows_per_file": spec.max_rows_per_file,
             "csv_formulas": spec.csv_formulas,
             "items": str(spec.items) if spec.items else None,
         },
@@ -118,8 +126,10 @@ def build_manifest(
             "path": str(spec.out),
             "bytes": written["bytes"],
             "sha256": written["sha256"],
+            "parts": written.get("parts"),
             "rejects": str(spec.rejects) if spec.rejects else None,
         },
+        "files": written["files"],
         "timings_s": {k: round(v, 3) for k, v in {**ctx.timings, **timings}.items()},
         "device": scored.device,
         "predictor": scored.predictor,
