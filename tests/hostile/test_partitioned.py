@@ -14,11 +14,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from batchrank.bundle import load_bundle
 from batchrank.scoring.parts import PART_MARKER, list_parts
 from batchrank.storage import TMP_MARK
 from tests.jobs.test_job_run import run
@@ -52,6 +55,27 @@ main(sys.argv[1:])
 """
 
 
+def kill_9_when(script: str, args: list[str], ready: Callable[[], bool], log: Path) -> None:
+    """Run ``python -c script *args`` and kill -9 it once ``ready()``; it must not end first."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHRANK_")}
+    env["JAX_PLATFORMS"] = "cpu"
+    with log.open("w") as f:
+        cmd = [sys.executable, "-c", script, *args]
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 180
+            while not ready():
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "not ready in time"
+                time.sleep(0.02)
+            assert proc.poll() is None, "the run finished before it could be killed"
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
 def test_kill_9_mid_write_leaves_the_previous_folder_whole(
     sample_bundle: Path, tmp_path: Path
 ) -> None:
@@ -59,29 +83,13 @@ def test_kill_9_mid_write_leaves_the_previous_folder_whole(
     assert _score(sample_bundle, out, "--max-rows-per-file", "1500") == 0
     before = _snapshot(out)
     manifest = (tmp_path / "top.parquet.manifest.json").read_bytes()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHRANK_")}
-    env["JAX_PLATFORMS"] = "cpu"
-    log = (tmp_path / "killed.log").open("w")
     argv = ["score", "--model", str(sample_bundle), "--pairs", str(CANDS), "--out", str(out)]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_PARTS, *argv, "--max-rows-per-file", "100", "--quiet"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
+    kill_9_when(
+        SLOW_PARTS,
+        [*argv, "--max-rows-per-file", "100", "--quiet"],
+        lambda: bool(list(tmp_path.glob(f".top.parquet{TMP_MARK}*/part-00002.parquet"))),
+        tmp_path.parent / f"{tmp_path.name}-killed.log",
     )
-    try:
-        deadline = time.monotonic() + 180
-        while not list(tmp_path.glob(f".top.parquet{TMP_MARK}*/part-00002.parquet")):
-            assert proc.poll() is None, (tmp_path / "killed.log").read_text()
-            assert time.monotonic() < deadline, "no part written in time"
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run finished before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-        log.close()
-    assert proc.returncode == -signal.SIGKILL
     # the target is the previous export, whole; the dead run's folder is hidden beside it
     assert _snapshot(out) == before
     assert (tmp_path / "top.parquet.manifest.json").read_bytes() == manifest
@@ -98,24 +106,13 @@ def test_kill_9_of_a_first_run_leaves_nothing_at_the_target(
     sample_bundle: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "top.csv"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHRANK_")}
-    env["JAX_PLATFORMS"] = "cpu"
     argv = ["score", "--model", str(sample_bundle), "--pairs", str(CANDS), "--out", str(out)]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_PARTS, *argv, "--max-rows-per-file", "100", "--quiet"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
+    kill_9_when(
+        SLOW_PARTS,
+        [*argv, "--max-rows-per-file", "100", "--quiet"],
+        lambda: bool(list(tmp_path.glob(f".top.csv{TMP_MARK}*/part-00001.csv"))),
+        tmp_path.parent / f"{tmp_path.name}-killed.log",
     )
-    try:
-        deadline = time.monotonic() + 180
-        while not list(tmp_path.glob(f".top.csv{TMP_MARK}*/part-00001.csv")):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
     assert not out.exists() and not (tmp_path / "top.csv.manifest.json").exists()
     # discovery of the folder never reads the dead run's hidden parts
     assert all(p.name.startswith(".") for p in tmp_path.iterdir())
@@ -203,7 +200,8 @@ def test_inputs_inside_the_out_folder_are_refused(
 
 def test_n_equal_1_gives_one_user_per_part(sample_bundle: Path, tmp_path: Path) -> None:
     users = tmp_path / "users.csv"
-    ids = [1000, 1003, 1010, 1100, 1200, 1299, 1042]
+    vocab = load_bundle(sample_bundle, model=False).users
+    ids = vocab.id_at(np.arange(1, 8) * 11).to_pylist()  # 7 users of the model
     users.write_text("user_id\n" + "".join(f"{u}\n" for u in ids))
     out = tmp_path / "top.parquet"
     argv = ["--users", str(users), "--top-k", "3", "--max-rows-per-file", "1"]

@@ -4,31 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from batchrank.logs import teardown_logging
 from batchrank.scoring.parts import list_parts
 from batchrank.storage import sha256_file
-from tests.jobs.test_job_run import SLOW_RUN, run
+from tests.hostile.test_partitioned import kill_9_when
+from tests.jobs.test_job_run import SLOW_RUN, _clean_env, run  # noqa: F401 (autouse fixture)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key in list(os.environ):
-        if key.startswith("BATCHRANK_"):
-            monkeypatch.delenv(key)
-    yield
-    teardown_logging()
 
 
 @pytest.fixture(scope="module")
@@ -118,23 +104,12 @@ def test_resume_after_kill_writes_the_uninterrupted_parts(
 ) -> None:
     job = job_file(tmp_path, sample_bundle, pairs, max_rows_per_file="700")
     work = tmp_path / "exports" / "2025-01-31" / ".batchrank-work" / "parts-2025-01-31"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHRANK_")}
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_RUN, "run", str(job), "--date", "2025-01-31", "--quiet"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
+    kill_9_when(
+        SLOW_RUN,
+        ["run", str(job), "--date", "2025-01-31", "--quiet"],
+        lambda: bool(list(work.glob("fragment-*.json"))),
+        tmp_path / "killed.log",
     )
-    try:
-        deadline = time.monotonic() + 180
-        while not list(work.glob("fragment-*.json")):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
     out = tmp_path / "exports" / "2025-01-31" / "top.parquet"
     assert not out.exists()
     assert run("run", str(job), "--date", "2025-01-31", "--quiet") == 0
