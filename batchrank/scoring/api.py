@@ -15,7 +15,7 @@ from batchrank.scoring.commit import Certificate, PublishedFile, commit_run
 from batchrank.scoring.context import RunContext
 from batchrank.scoring.engine import Scored, rejects_spool, run_local
 from batchrank.scoring.guards import check_output_paths
-from batchrank.scoring.manifest import REJECT_KEYS, build_manifest
+from batchrank.scoring.manifest import REJECT_KEYS, build_manifest, rejects_entry
 from batchrank.scoring.parts import PartWriter, file_entry
 from batchrank.scoring.prepare import clean_spill_leftovers, prepare
 from batchrank.scoring.spec import ScoreSpec
@@ -155,6 +155,8 @@ def _score_locked(
         rejects = copy_rejects(scored.rejects, spec.rejects) if spec.rejects is not None else None
         if rejects is not None:
             staged.append(rejects)
+            rows = sum(scored.counts.get(k, 0) for k in REJECT_KEYS)
+            written = {**written, "rejects_file": rejects_entry(rejects, spec.out, rows)}
         t3 = time.perf_counter()
         timings = {"score_s": t2 - t1, "write_s": t3 - t2, "total_s": time.perf_counter() - t0}
         manifest = build_manifest(

@@ -2,22 +2,27 @@
 
 ``files`` lists every data file of the output (the file itself, or each part of a folder of
 parts, in order) with its ``path`` relative to the manifest's folder, ``bytes``, ``rows``,
-``users`` and ``sha256``; ``output`` keeps the summary keys it always had (for a folder,
-``bytes`` is the parts' total and ``sha256`` the digest of their ``sha256sum`` listing).
+``users`` and ``sha256``; ``rejects_file`` lists the rejects file likewise (without users).
+``output`` keeps the summary keys it always had (for a folder, ``bytes`` is the parts' total
+and ``sha256`` the digest of their ``sha256sum`` listing).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from batchrank.storage import Staged, sha256_file
 
 if TYPE_CHECKING:
     from batchrank.scoring.context import RunContext
     from batchrank.scoring.engine import Scored
 
-__all__ = ["REJECT_KEYS", "build_manifest", "versions"]
+__all__ = ["REJECT_KEYS", "build_manifest", "rejects_entry", "versions"]
 
 REJECT_KEYS = (
     "rejected_null_user_id",
@@ -26,6 +31,14 @@ REJECT_KEYS = (
     "rejected_bad_movie_id",
 )
 """Count keys of rejected rows, one per reason."""
+
+
+def rejects_entry(rejects: Staged, out: Path, rows: int) -> dict[str, Any]:
+    """The staged rejects file as the manifest lists it: ``path`` (relative to the manifest's
+    folder), ``bytes``, ``rows`` (rejected rows) and ``sha256``."""
+    digest, size = sha256_file(rejects.path)
+    path = Path(os.path.relpath(rejects.target, out.parent)).as_posix()
+    return {"path": path, "bytes": size, "rows": rows, "sha256": digest}
 
 
 def versions() -> dict[str, str]:
@@ -130,6 +143,7 @@ def build_manifest(
             "rejects": str(spec.rejects) if spec.rejects else None,
         },
         "files": written["files"],
+        "rejects_file": written.get("rejects_file"),
         "timings_s": {k: round(v, 3) for k, v in {**ctx.timings, **timings}.items()},
         "device": scored.device,
         "predictor": scored.predictor,

@@ -102,6 +102,24 @@ def test_the_manifest_lists_every_data_file(sample_bundle: Path, tmp_path: Path)
         assert f["users"] == 100
     assert many["output"]["bytes"] == sum(f["bytes"] for f in many["files"])
     assert many["options"]["max_rows_per_file"] == 1000
+    assert one["rejects_file"] is None and many["rejects_file"] is None
+
+
+def test_the_manifest_lists_the_rejects_file(sample_bundle: Path, tmp_path: Path) -> None:
+    lines = (SAMPLE / "candidates.csv").read_text().splitlines()
+    lines[3], lines[9] = ",12", "1003,x12"  # a null user, an unparsable movie
+    bad = tmp_path / "cands.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    rejects = tmp_path / "elsewhere" / "rejects.csv"
+    m = score(sample_bundle, tmp_path / "out" / "top.csv", pairs=[str(bad)], rejects=rejects)
+    data = rejects.read_bytes()
+    assert len(data.splitlines()) == 1 + 2  # the header and the two rows
+    assert m["rejects_file"] == {
+        "path": "../elsewhere/rejects.csv",
+        "bytes": len(data),
+        "rows": 2,
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
 
 
 def test_discovery_skips_folders_of_parts(sample_bundle: Path, tmp_path: Path) -> None:
