@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +19,7 @@ import pytest
 from batchrank.bundle import load_bundle
 from batchrank.scoring.parts import PART_MARKER, list_parts
 from batchrank.storage import TMP_MARK
-from tests.jobs.test_job_run import run
+from tests.jobs.test_job_run import kill_9_when, run
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 CANDS = SAMPLE / "candidates.parquet"
@@ -53,27 +48,6 @@ parts.PartWriter._roll = slow  # each part takes a while, so the test can kill t
 from batchrank.cli.main import main
 main(sys.argv[1:])
 """
-
-
-def kill_9_when(script: str, args: list[str], ready: Callable[[], bool], log: Path) -> None:
-    """Run ``python -c script *args`` and kill -9 it once ``ready()``; it must not end first."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHRANK_")}
-    env["JAX_PLATFORMS"] = "cpu"
-    with log.open("w") as f:
-        cmd = [sys.executable, "-c", script, *args]
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-        try:
-            deadline = time.monotonic() + 180
-            while not ready():
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "not ready in time"
-                time.sleep(0.02)
-            assert proc.poll() is None, "the run finished before it could be killed"
-            proc.send_signal(signal.SIGKILL)
-        finally:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
 
 
 def test_kill_9_mid_write_leaves_the_previous_folder_whole(

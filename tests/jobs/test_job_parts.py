@@ -11,8 +11,12 @@ import pytest
 
 from batchrank.scoring.parts import list_parts
 from batchrank.storage import sha256_file
-from tests.hostile.test_partitioned import kill_9_when
-from tests.jobs.test_job_run import SLOW_RUN, _clean_env, run  # noqa: F401 (autouse fixture)
+from tests.jobs.test_job_run import (  # noqa: F401 (_clean_env: an autouse fixture)
+    SLOW_RUN,
+    _clean_env,
+    kill_9_when,
+    run,
+)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 
