@@ -119,6 +119,7 @@ exclude = ["pairs.parquet"]
 deny_items = "movies.parquet"
 allow_items = "movies.parquet"
 min_stars = 2.5
+max_rows_per_file = 1000
 """
     job = load_job(_job(project, text), environ={}, date=dt.date(2025, 1, 31))
     spec = job.score.spec("r1", work_dir=project / "w", progress="none")

@@ -74,7 +74,9 @@ def _summary(result: RunResult, preview_users: int) -> None:
                 )
         click.echo("")
     width = 10
-    click.echo(f"{'output:':<{width}}{_show(result.output)}")
+    parts = m.get("output", {}).get("parts")
+    shown_parts = f"/ (a folder of {parts} part file{'s' if parts != 1 else ''})" if parts else ""
+    click.echo(f"{'output:':<{width}}{_show(result.output)}{shown_parts}")
     click.echo(f"{'manifest:':<{width}}{_show(result.manifest_path)}")
     if result.rejects is not None and result.rejects.exists():
         click.echo(f"{'rejects:':<{width}}{_show(result.rejects)}")

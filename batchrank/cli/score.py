@@ -38,7 +38,8 @@ def command(quiet: bool, as_json: bool, **options: Any) -> None:
             f"scored {c['rows_scored']:,} of {c['rows_read']:,} pairs "
             f"({skipped:,} unknown skipped, "
             f"{c['rows_rejected']:,} rejected); wrote top {spec.top_k} for {c['users_written']:,} "
-            f"users to {printable(str(spec.out))}",
+            f"users to {printable(str(spec.out))}"
+            + (f" ({manifest['output']['parts']} part files)" if spec.max_rows_per_file else ""),
             err=True,
         )
         click.echo(f"manifest: {printable(str(spec.manifest_path))}", err=True)

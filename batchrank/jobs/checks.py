@@ -289,7 +289,17 @@ def validate_job(job: JobSpec, report: Report) -> None:
     if s.items is not None:
         report(Check(name="items", detail=_items(s.items, s.item_column, s.title_column)))
     out = _output(job)
-    report(Check(name="output", detail=f"{shown(out.parent)}: {_writable(out.parent)}"))
+    detail = f"{shown(out.parent)}: {_writable(out.parent)}"
+    if s.max_rows_per_file is not None:
+        from batchrank.scoring.parts import check_part_folder, part_path
+
+        if not job.score.out.uses_run_id:
+            check_part_folder(out, "[score] out")
+        detail += (
+            f"; {out.name} is a folder of part files ({part_path(out).name}, ...) of at most "
+            f"{s.max_rows_per_file:,} rows each, users never split"
+        )
+    report(Check(name="output", detail=detail))
     rejects = job.rejects("<run_id>")
     if rejects is not None:
         report(

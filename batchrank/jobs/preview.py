@@ -22,6 +22,10 @@ class UserList:
 
 
 def _scan(path: Path, fmt: str) -> pl.LazyFrame:
+    if path.is_dir():  # a folder of parts: read in order, as far as the head needs
+        from batchrank.scoring.parts import list_parts
+
+        return pl.concat([_scan(p, fmt) for p in list_parts(path)])
     if fmt == "parquet":
         return pl.scan_parquet(path)
     if fmt == "csv":
@@ -30,7 +34,7 @@ def _scan(path: Path, fmt: str) -> pl.LazyFrame:
 
 
 def preview(path: Path, *, fmt: str, layout: str, users: int, top_k: int) -> list[UserList]:
-    """The first ``users`` users' lists of an output, in file order.
+    """The first ``users`` users' lists of an output (a file or a folder of parts), in order.
 
     Reads only the first rows, so it stays cheap on a large output.
     """

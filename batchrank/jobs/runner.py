@@ -53,7 +53,7 @@ class RunResult:
     run_id: str
     """The run id (adopted from the interrupted attempt when resuming)."""
     output: Path
-    """The committed output file."""
+    """The committed output file (a folder of part files with ``max_rows_per_file``)."""
     manifest_path: Path
     """The output's manifest."""
     manifest: dict[str, Any]
@@ -127,6 +127,7 @@ def _check_paths(job: JobSpec, output: Path, run_id: str) -> None:
         items=s.items,
         users=s.users,
         inputs=rule_inputs(s.options),
+        parts=s.max_rows_per_file is not None,
     )
     preflight(job)
 
@@ -260,7 +261,8 @@ def run_job(
         manifest = _score(job, run_id, work, progress, extra, certificates)
         manifest_path = manifest_path_of(output)
         rejects = job.rejects(run_id)
-        files = [output, manifest_path]
+        # the data files the manifest lists: the output, or each of its parts
+        files = [output.parent / f["path"] for f in manifest["files"]] + [manifest_path]
         if rejects is not None:
             files.append(rejects)
         success = folder / SUCCESS_NAME if job.publish.success_marker else None

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from batchrank.errors import DataError
-from batchrank.scoring.commit import Certificate, commit_run
+from batchrank.scoring.commit import Certificate, PublishedFile, commit_run
 from batchrank.scoring.context import RunContext
 from batchrank.scoring.engine import Scored, rejects_spool, run_local
 from batchrank.scoring.guards import check_output_paths
-from batchrank.scoring.manifest import REJECT_KEYS, build_manifest
+from batchrank.scoring.manifest import REJECT_KEYS, build_manifest, rejects_entry
+from batchrank.scoring.parts import PartWriter, file_entry
 from batchrank.scoring.prepare import clean_spill_leftovers, prepare
 from batchrank.scoring.rules import rule_inputs
 from batchrank.scoring.spec import ScoreSpec
@@ -78,13 +79,17 @@ def _write_output(ctx: RunContext, scored: Scored) -> tuple[Staged, dict[str, An
         "batchrank.rating_scale": f"{bundle.transform.low:g},{bundle.transform.high:g}",
     }
     assert spec.format is not None
-    writer = OutputWriter(
-        spec.out,
-        format=spec.format,
-        layout=spec.layout,
-        metadata=metadata,
-        compression=spec.compression,
-        escape_formulas=spec.csv_formulas == "escape",
+    options: dict[str, Any] = {
+        "format": spec.format,
+        "layout": spec.layout,
+        "metadata": metadata,
+        "compression": spec.compression,
+        "escape_formulas": spec.csv_formulas == "escape",
+    }
+    writer: OutputWriter | PartWriter = (
+        OutputWriter(spec.out, **options)
+        if spec.max_rows_per_file is None
+        else PartWriter(spec.out, max_rows=spec.max_rows_per_file, **options)
     )
     missing_titles = 0
     try:
@@ -93,6 +98,8 @@ def _write_output(ctx: RunContext, scored: Scored) -> tuple[Staged, dict[str, An
             missing_titles += missing
             writer.write(joined)
         staged, written = writer.finish()
+        if "files" not in written:  # a single file
+            written = {**written, "files": [file_entry(spec.out.name, written, spec.layout)]}
         return staged, written, missing_titles
     except BaseException:
         writer.close(commit=False)
@@ -117,6 +124,7 @@ def score_spec(spec: ScoreSpec, *, certificates: Sequence[Certificate] = ()) -> 
         items=spec.items,
         users=spec.users,
         inputs=rule_inputs(spec),
+        parts=spec.max_rows_per_file is not None,
     )
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
@@ -153,6 +161,8 @@ def _score_locked(
         rejects = copy_rejects(scored.rejects, spec.rejects) if spec.rejects is not None else None
         if rejects is not None:
             staged.append(rejects)
+            rows = sum(scored.counts.get(k, 0) for k in REJECT_KEYS)
+            written = {**written, "rejects_file": rejects_entry(rejects, spec.out, rows)}
         t3 = time.perf_counter()
         timings = {"score_s": t2 - t1, "write_s": t3 - t2, "total_s": time.perf_counter() - t0}
         manifest = build_manifest(
@@ -165,8 +175,10 @@ def _score_locked(
         )
         commit_run(
             output=output,
-            output_sha256=written["sha256"],
-            output_bytes=written["bytes"],
+            output_files=[
+                PublishedFile(spec.out.parent / f["path"], f["sha256"], f["bytes"])
+                for f in written["files"]
+            ],
             rejects=rejects,
             manifest=manifest,
             certificates=certificates,

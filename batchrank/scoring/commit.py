@@ -69,13 +69,16 @@ def stage_json(target: Path, record: dict[str, Any], what: str) -> Staged:
 def commit_run(
     *,
     output: Staged,
-    output_sha256: str,
-    output_bytes: int,
+    output_files: Sequence[PublishedFile],
     rejects: Staged | None,
     manifest: dict[str, Any],
     certificates: Sequence[Certificate] = (),
 ) -> None:
     """Publish a run's files as one unit, or nothing (see the module docstring).
+
+    Args:
+        output: the staged output file, or folder of part files.
+        output_files: the data files it publishes (one, or each part), for the certificates.
 
     Raises:
         OutputError: a file cannot be written or renamed; everything is rolled back.
@@ -83,7 +86,7 @@ def commit_run(
     staged: list[Staged] = []
     unit = CommitUnit()
     try:
-        files = [PublishedFile(output.target, output_sha256, output_bytes)]
+        files = list(output_files)
         if rejects is not None:
             staged.append(rejects)
             digest, size = sha256_file(rejects.path)
@@ -93,7 +96,7 @@ def commit_run(
         man = stage_json(man_path, manifest, "manifest")
         staged.append(man)
         digest, size = sha256_file(man.path)
-        files.insert(1, PublishedFile(man_path, digest, size))
+        files.insert(len(output_files), PublishedFile(man_path, digest, size))
         unit.withdraw(man_path)
         for cert in certificates:
             unit.withdraw(cert.target)

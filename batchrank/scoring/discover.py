@@ -2,9 +2,10 @@
 
 A folder is searched recursively (following symlinks, each real folder once:
 :mod:`batchrank.scoring.walk`), skipping names that start with ``.`` or ``_`` (temporaries,
-work folders, ``_SUCCESS``) and, in folders and pattern matches, the outputs and rejects files
-batchrank wrote there (those with a manifest beside them: :mod:`batchrank.scoring.guards`), so
-yesterday's export is never read back as today's candidates.
+work folders, ``_SUCCESS``) and, in folders and pattern matches, the outputs, folders of parts
+and rejects files batchrank wrote there (those with a manifest beside them, or a folder's
+marker: :mod:`batchrank.scoring.guards`), so yesterday's export is never read back as today's
+candidates. A folder of parts named explicitly is read, as an explicit file is.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pyarrow.parquet as pq
 
 from batchrank.errors import DataError
 from batchrank.formats import GLOB_CHARS, INPUT_SUFFIXES, InputFormat
-from batchrank.scoring.guards import is_own_artifact
+from batchrank.scoring.guards import in_part_folder, is_own_artifact
 from batchrank.scoring.reader import InputFile
 from batchrank.scoring.walk import glob_paths, walk
 
@@ -41,7 +42,9 @@ def _format_of(path: Path) -> InputFormat:
 def _files_in_folder(folder: Path, own: dict[Path, set[str]]) -> list[Path]:
     found = []
     for root, dirs, files in walk(folder):
-        dirs[:] = [d for d in dirs if not _is_hidden(d)]
+        dirs[:] = [
+            d for d in dirs if not _is_hidden(d) and not is_own_artifact(Path(root) / d, own)
+        ]
         for name in files:
             path = Path(root) / name
             if (
@@ -80,8 +83,9 @@ def _expand_unchecked(spec: str | Path, own: dict[Path, set[str]]) -> list[Path]
         for m in matches:
             mp = Path(m)
             if mp.is_dir():
-                out.extend(_files_in_folder(mp, own))
-            elif not is_own_artifact(mp, own):
+                if not is_own_artifact(mp, own):
+                    out.extend(_files_in_folder(mp, own))
+            elif not is_own_artifact(mp, own) and not in_part_folder(mp):
                 out.append(mp)
         return out
     raise DataError(f"{text}: no such file or folder")

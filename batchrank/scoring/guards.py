@@ -1,13 +1,17 @@
 """Checks before any work that a run's outputs cannot clobber or be read back as its inputs.
 
 - Every output path (``--out``, its manifest, ``--rejects``) is a regular file or absent
-  (:func:`batchrank.storage.check_target`), and no two outputs share a path.
-- No output is an input: not a pairs file, the items or users file, nor inside the model bundle.
+  (:func:`batchrank.storage.check_target`), and no two outputs share a path. A folder of parts
+  (``--max-rows-per-file``) is absent, empty or batchrank's own
+  (:func:`batchrank.scoring.parts.check_part_folder`): someone else's folder is never replaced.
+- No output is an input: not a pairs file, the items or users file, nor inside the model bundle;
+  no input lies inside a folder of parts (the run replaces that folder whole).
 - No output lies where the pairs inputs are discovered (under a ``--pairs`` folder, or matched
   by a ``--pairs`` glob): the next run would score this run's export as candidates. Explicit
   files that exclude the output are fine.
 - Discovery skips batchrank's own artifacts (:func:`is_own_artifact`): an output is recognised
-  by the manifest beside it, a rejects file by the manifest that names it.
+  by the manifest beside it, a rejects file by the manifest that names it, a folder of parts
+  also by the marker inside it.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from pathlib import Path
 from batchrank.errors import ConfigError
 from batchrank.formats import GLOB_CHARS
 from batchrank.scoring.commit import MANIFEST_SUFFIX, manifest_path_of
+from batchrank.scoring.parts import check_part_folder, is_part_folder, part_path
 from batchrank.storage import check_target
 
-__all__ = ["check_output_paths", "is_own_artifact", "own_artifacts"]
+__all__ = ["check_output_paths", "in_part_folder", "is_own_artifact", "own_artifacts"]
 
 log = logging.getLogger("batchrank.score")
 
@@ -55,10 +60,14 @@ def check_output_paths(
     items: Path | None = None,
     users: Path | None = None,
     inputs: Iterable[tuple[str, Path | str | None]] = (),
+    parts: bool = False,
 ) -> None:
     """Refuse outputs that would clobber an input or be read back as one (exit 2).
 
     ``inputs``: more (option, path) inputs no output may be (the rules' files, for instance).
+
+    Args:
+        parts: ``out`` is a folder of part files (``--max-rows-per-file``).
 
     Raises:
         ConfigError: naming the option, the path and the input it collides with.
@@ -70,7 +79,10 @@ def check_output_paths(
     if rejects is not None:
         outputs.append(("--rejects", _abs(rejects)))
     for what, path in outputs:
-        check_target(path, what, ConfigError)
+        if parts and what == "--out":
+            check_part_folder(path)
+        else:
+            check_target(path, what, ConfigError)
     for i, (what, path) in enumerate(outputs):
         for other, opath in outputs[:i]:
             if _same(path, opath):
@@ -85,10 +97,25 @@ def check_output_paths(
         for option, inp in named:
             if inp is not None and _same(path, _abs(inp)):
                 raise ConfigError(f"{what} {path} is the {option} input; it would be overwritten")
+            if parts and what == "--out" and inp is not None and _under(_abs(inp), path):
+                _inside(option, _abs(inp), path)
         for spec in pairs:
             if spec == "all":
                 continue
             _check_against_pairs(what, path, spec)
+            if not parts or what != "--out":
+                continue
+            if GLOB_CHARS & set(spec):
+                _check_against_pairs(what, part_path(path), spec)  # its parts, as a glob sees them
+            elif _under(_abs(os.path.expanduser(spec)), path):
+                _inside("--pairs", _abs(os.path.expanduser(spec)), path)
+
+
+def _inside(option: str, inp: Path, folder: Path) -> None:
+    raise ConfigError(
+        f"{option} {inp} lies in the --out folder {folder}, which a run with "
+        "--max-rows-per-file replaces whole; move the input or write elsewhere"
+    )
 
 
 def _check_against_pairs(what: str, path: Path, spec: str) -> None:
@@ -138,13 +165,14 @@ def own_artifacts(folder: Path) -> set[str]:
 
 
 def is_own_artifact(path: Path, cache: dict[Path, set[str]] | None = None) -> bool:
-    """Whether ``path`` is an output or rejects file batchrank wrote (see :func:`own_artifacts`)."""
+    """Whether ``path`` is an output (a file or a folder of parts) or rejects file batchrank
+    wrote (see :func:`own_artifacts`; a folder of parts also holds its marker)."""
     folder = path.parent
     if cache is None:
         cache = {}
     if folder not in cache:
         cache[folder] = own_artifacts(folder)
-    own = path.name in cache[folder]
+    own = path.name in cache[folder] or is_part_folder(path)
     if own:
         log.info(
             "skipped %s: batchrank wrote it (a manifest beside it names it), not an input",
@@ -152,3 +180,16 @@ def is_own_artifact(path: Path, cache: dict[Path, set[str]] | None = None) -> bo
             extra={"event": "input_skipped"},
         )
     return own
+
+
+def in_part_folder(path: Path) -> bool:
+    """Whether ``path`` lies in a folder of parts batchrank wrote (a pattern matched a part)."""
+    inside = is_part_folder(path.parent)
+    if inside:
+        log.info(
+            "skipped %s: a part of an output batchrank wrote (%s), not an input",
+            path,
+            path.parent,
+            extra={"event": "input_skipped"},
+        )
+    return inside

@@ -1,17 +1,28 @@
-"""The run manifest, ``<out>.manifest.json``, written last and atomically."""
+"""The run manifest, ``<out>.manifest.json``, written last and atomically.
+
+``files`` lists every data file of the output (the file itself, or each part of a folder of
+parts, in order) with its ``path`` relative to the manifest's folder, ``bytes``, ``rows``,
+``users`` and ``sha256``; ``rejects_file`` lists the rejects file likewise (without users).
+``output`` keeps the summary keys it always had (for a folder, ``bytes`` is the parts' total
+and ``sha256`` the digest of their ``sha256sum`` listing).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from batchrank.storage import Staged, sha256_file
 
 if TYPE_CHECKING:
     from batchrank.scoring.context import RunContext
     from batchrank.scoring.engine import Scored
 
-__all__ = ["REJECT_KEYS", "build_manifest", "versions"]
+__all__ = ["REJECT_KEYS", "build_manifest", "rejects_entry", "versions"]
 
 REJECT_KEYS = (
     "rejected_null_user_id",
@@ -20,6 +31,14 @@ REJECT_KEYS = (
     "rejected_bad_movie_id",
 )
 """Count keys of rejected rows, one per reason."""
+
+
+def rejects_entry(rejects: Staged, out: Path, rows: int) -> dict[str, Any]:
+    """The staged rejects file as the manifest lists it: ``path`` (relative to the manifest's
+    folder), ``bytes``, ``rows`` (rejected rows) and ``sha256``."""
+    digest, size = sha256_file(rejects.path)
+    path = Path(os.path.relpath(rejects.target, out.parent)).as_posix()
+    return {"path": path, "bytes": size, "rows": rows, "sha256": digest}
 
 
 def versions() -> dict[str, str]:
@@ -70,7 +89,8 @@ def build_manifest(
     Args:
         ctx: the run.
         scored: the engine's result.
-        written: what the output writer reported (``users``, ``rows``, ``bytes``, ``sha256``).
+        written: what the output writer reported (``users``, ``rows``, ``bytes``, ``sha256``,
+            ``files``; a folder of parts adds ``parts``).
         missing_titles: output rows without a title.
         started: when the run started (UTC).
         timings: seconds per phase, added to the preparation's.
@@ -106,6 +126,7 @@ def build_manifest(
             "batch_size": round_batch(spec.batch_size),
             "max_reject_fraction": spec.max_reject_fraction,
             "compression": spec.compression,
+            "max_rows_per_file": spec.max_rows_per_file,
             "csv_formulas": spec.csv_formulas,
             "items": str(spec.items) if spec.items else None,
         },
@@ -123,8 +144,11 @@ def build_manifest(
             "path": str(spec.out),
             "bytes": written["bytes"],
             "sha256": written["sha256"],
+            "parts": written.get("parts"),
             "rejects": str(spec.rejects) if spec.rejects else None,
         },
+        "files": written["files"],
+        "rejects_file": written.get("rejects_file"),
         "timings_s": {k: round(v, 3) for k, v in {**ctx.timings, **timings}.items()},
         "device": scored.device,
         "predictor": scored.predictor,

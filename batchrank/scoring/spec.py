@@ -60,8 +60,9 @@ class ScoreSpec:
     )
     out: Path = field(
         metadata=doc(
-            "Output file; its suffix names the format: .parquet, .csv, .jsonl or .ndjson, text "
-            "ones optionally .gz or .zst compressed. Its manifest is `<out>.manifest.json`."
+            "Output file (a folder of part files with --max-rows-per-file); its suffix names the "
+            "format: .parquet, .csv, .jsonl or .ndjson, text ones optionally .gz or .zst "
+            "compressed. Its manifest is `<out>.manifest.json`."
         )
     )
     items: Path | None = field(
@@ -101,6 +102,15 @@ class ScoreSpec:
     layout: Layout = field(
         default="long",
         metadata=doc("`long`: a row per recommendation; `nested`: a row per user with a list."),
+    )
+    max_rows_per_file: int | None = field(
+        default=None,
+        metadata=doc(
+            "Write the output as a folder of part files (part-00000.parquet, ...) of at most "
+            "N rows each (nested layout: N users); a user is never split across parts, so a "
+            "part exceeds N only when one user's list alone does. See docs/partitioned.md.",
+            low=1,
+        ),
     )
     user_col: str | None = field(
         default=None,
@@ -212,8 +222,11 @@ class ScoreSpec:
             raise OptionError(
                 "users", f'‹users› only applies with ‹pairs› = "all"; received pairs {list(pairs)}'
             )
-        if self.out.is_dir():
-            raise OptionError("out", f"‹out› is a folder ({self.out}); expected a file name")
+        if self.out.is_dir() and self.max_rows_per_file is None:
+            raise OptionError(
+                "out", f"‹out› is a folder ({self.out}); expected a file name (a folder of part "
+                "files is written only with ‹max_rows_per_file›)",
+            )  # fmt: skip
         object.__setattr__(self, "format", self._format())
         if self.layout == "nested" and self.format == "csv":
             raise OptionError(

@@ -13,6 +13,8 @@ import abc
 from pathlib import Path
 from types import TracebackType
 
+from batchrank.errors import OutputError
+
 __all__ = ["Committed", "Staged", "Storage"]
 
 
@@ -71,6 +73,19 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def stage(self, target: Path) -> Staged:
         """A temporary file that :meth:`Staged.commit` publishes at ``target``."""
+
+    def stage_dir(self, target: Path, what: str = "output") -> Staged:
+        """A temporary folder whose commit publishes its files, and only those, at ``target``.
+
+        A writer fills :attr:`Staged.path` (a local folder) with files; :meth:`Staged.commit`
+        replaces whatever was at ``target`` with exactly those files (a re-run with fewer
+        files leaves none of the old ones visible), keeping the previous version until
+        ``finalize`` so a :class:`~batchrank.storage.unit.CommitUnit` can roll it back.
+
+        Raises:
+            OutputError: this storage cannot publish folders.
+        """
+        raise OutputError(f"{target}: {type(self).__name__} cannot publish a folder of files")
 
     @abc.abstractmethod
     def withdraw(self, target: Path) -> Committed | None:

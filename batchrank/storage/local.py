@@ -11,7 +11,9 @@ the process ends, however it ends, so :func:`clean_leftovers` can tell a dead ru
 
 Targets must be regular files (or absent): a symlink, folder, device, FIFO or socket at a
 target is refused, since a rename would replace the link or node itself (``--rejects /dev/null``
-as root would replace the system's ``/dev/null`` with a regular file).
+as root would replace the system's ``/dev/null`` with a regular file). A folder target
+(:meth:`LocalStorage.stage_dir`) must be a real folder or absent; it is replaced whole, in one
+atomic swap where the kernel allows it (:mod:`batchrank.storage.swap`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from batchrank.errors import BatchrankError, OutputError
 from batchrank.storage.base import Committed, Staged, Storage
+from batchrank.storage.swap import replace_dir, restore_dir
 
 __all__ = [
     "LOCAL",
@@ -104,9 +107,16 @@ def _kind(mode: int) -> str | None:
 
 
 def check_target(
-    target: Path, what: str = "output", error: type[BatchrankError] = OutputError
+    target: Path,
+    what: str = "output",
+    error: type[BatchrankError] = OutputError,
+    *,
+    folder: bool = False,
 ) -> None:
     """Refuse a target that is not a regular file or absent, or whose folder is a file.
+
+    With ``folder``, the target must be a real folder or absent (a folder of part files is
+    published there): a regular file, a link or a special node is refused.
 
     Raises:
         OutputError: (or ``error``: the checks before any work raise ConfigError, exit 2)
@@ -123,6 +133,11 @@ def check_target(
     except OSError as e:
         raise OutputError(f"{target}: cannot inspect {what} path ({os_reason(e)})") from e
     if mode is None:
+        return
+    if folder:
+        if not stat.S_ISDIR(mode):
+            found = _kind(mode) or "a regular file"
+            raise error(f"{target}: {what} path is {found}; expected a folder or no such path")
         return
     kind = _kind(mode)
     if kind is not None:
@@ -203,16 +218,19 @@ def clean_leftovers(target: Path) -> list[Path]:
 
 
 class _LocalCommitted(Committed):
-    def __init__(self, target: Path, backup: Path | None) -> None:
+    def __init__(self, target: Path, backup: Path | None, folder: bool = False) -> None:
         self.target = target
         self.backup = backup
+        self.folder = folder
 
     def rollback(self) -> None:
         try:
-            if self.backup is not None:
-                os.replace(self.backup, self.target)
-            else:
+            if self.backup is None:
                 _remove(self.target)
+            elif self.folder and os.path.lexists(self.target):
+                restore_dir(self.target, self.backup, tmp_name(self.target, OLD_MARK))
+            else:
+                os.replace(self.backup, self.target)
         except OSError as e:
             raise OutputError(f"{self.target}: cannot roll back ({os_reason(e)})") from e
         self.backup = None
@@ -242,8 +260,7 @@ class _LocalStaged(Staged):
         self.target = target
         self.what = what
         self.folder = folder
-        if not folder:
-            check_target(target, what)
+        check_target(target, what, folder=folder)
         ensure_folder(target.parent)
         clean_leftovers(target)
         self._tmp = tmp_name(target)
@@ -270,14 +287,11 @@ class _LocalStaged(Staged):
     def commit(self) -> Committed:
         if self._done:
             raise OutputError(f"{self.target}: {self.what} was already committed or discarded")
-        if not self.folder:
-            check_target(self.target, self.what)  # it may have changed while we wrote
+        check_target(self.target, self.what, folder=self.folder)  # it may have changed
         backup = None
         try:
             if self.folder:
-                if os.path.lexists(self.target):
-                    backup = tmp_name(self.target, OLD_MARK)
-                    os.rename(self.target, backup)
+                backup = replace_dir(self._tmp, self.target, tmp_name(self.target, OLD_MARK))
             else:
                 with contextlib.suppress(OSError):
                     fd = os.open(self._tmp, os.O_RDONLY)
@@ -286,14 +300,12 @@ class _LocalStaged(Staged):
                     finally:
                         os.close(fd)
                 backup = _keep_previous(self.target)
-            try:
-                os.replace(self._tmp, self.target)
-            except OSError:
-                if backup is not None and self.folder:
-                    os.rename(backup, self.target)  # never leave the old one under a temp name
-                elif backup is not None:
-                    _remove(backup)
-                raise
+                try:
+                    os.replace(self._tmp, self.target)
+                except OSError:
+                    if backup is not None:
+                        _remove(backup)
+                    raise
         except OSError as e:
             self.discard()
             code = errno.errorcode.get(e.errno or 0, "")
@@ -302,7 +314,7 @@ class _LocalStaged(Staged):
         self._done = True
         self._release()
         fsync_dir(self.target.parent)
-        return _LocalCommitted(self.target, backup)
+        return _LocalCommitted(self.target, backup, self.folder)
 
     def discard(self) -> None:
         if self._done:
@@ -321,7 +333,8 @@ class LocalStorage(Storage):
         return _LocalStaged(Path(target), what)
 
     def stage_dir(self, target: Path, what: str = "output") -> Staged:
-        """A temporary folder beside ``target``, published by rename (replacing a folder)."""
+        """A temporary folder beside ``target``, published by an atomic swap (replacing the
+        folder there whole); the previous folder is kept until the commit is finalized."""
         return _LocalStaged(Path(target), what, folder=True)
 
     def withdraw(self, target: Path) -> Committed | None:
@@ -335,7 +348,7 @@ class LocalStorage(Storage):
         except OSError as e:
             raise OutputError(f"{target}: cannot move aside ({os_reason(e)})") from e
         fsync_dir(target.parent)
-        return _LocalCommitted(target, backup)
+        return _LocalCommitted(target, backup, folder=os.path.isdir(backup))
 
 
 LOCAL = LocalStorage()

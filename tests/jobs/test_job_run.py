@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -306,33 +306,38 @@ main(sys.argv[1:])
 """
 
 
+def kill_9_when(script: str, args: list[str], ready: Callable[[], bool], log: Path) -> None:
+    """Run ``python -c script *args`` and kill -9 it once ``ready()``; it must not end first."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHRANK_")}
+    env["JAX_PLATFORMS"] = "cpu"
+    with log.open("w") as f:
+        cmd = [sys.executable, "-c", script, *args]
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 180
+            while not ready():
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "not ready in time"
+                time.sleep(0.02)
+            assert proc.poll() is None, "the run finished before it could be killed"
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
 def test_resume_after_kill_gives_the_uninterrupted_output(
     tmp_path: Path, bundle: Path, pairs: Path, data: Path
 ) -> None:
     job = job_file(tmp_path, bundle, pairs, data)
     work = tmp_path / "exports" / "2025-01-31" / ".batchrank-work" / "tiny-2025-01-31"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHRANK_")}
-    env["JAX_PLATFORMS"] = "cpu"
-    log = (tmp_path / "killed.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_RUN, "run", str(job), "--date", "2025-01-31"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
+    kill_9_when(
+        SLOW_RUN,
+        ["run", str(job), "--date", "2025-01-31"],
+        lambda: bool(list(work.glob("fragment-*.json"))),
+        tmp_path / "killed.log",
     )
-    try:
-        deadline = time.monotonic() + 180
-        while not list(work.glob("fragment-*.json")):
-            assert proc.poll() is None, (tmp_path / "killed.log").read_text()
-            assert time.monotonic() < deadline, "no fragment finished in time"
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run finished before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-        log.close()
-    assert proc.returncode == -signal.SIGKILL
     done = len(list(work.glob("fragment-*.json")))
     assert 1 <= done < 6
     killed_run_id = json.loads((work / "run.json").read_text())["run_id"]
