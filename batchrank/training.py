@@ -6,7 +6,7 @@ import datetime as dt
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +16,9 @@ from batchrank.errors import ConfigError, DataError
 from batchrank.presets import TrainConfig
 from batchrank.sources import ITEM, RATING, TITLE, USER, Columns, RatingsData
 from batchrank.vocab import Vocabulary, coerce_ids
+
+if TYPE_CHECKING:
+    from batchrank.feature_sources import SideTables
 
 __all__ = ["TrainResult", "fit_bundle", "rating_scale_of", "rmse_of"]
 
@@ -114,12 +117,24 @@ def fit_bundle(
     rating_scale: tuple[float, float] | None = None,
     verbose: int | str = "auto",
     columns: Columns | None = None,
+    features: SideTables | None = None,
 ) -> TrainResult:
     """Train a model on ``data`` and return the (unsaved) bundle and its metrics.
 
     ``columns``, the names the ratings and items files used, is recorded in the metadata so the
-    scorer can default to them (see :attr:`batchrank.bundle.Bundle.columns`).
+    scorer can default to them (see :attr:`batchrank.bundle.Bundle.columns`). ``features``:
+    side tables (:func:`batchrank.feature_sources.load_side_tables`) for a preset with
+    ``features``; their encoding is recorded under the metadata's ``features``.
     """
+    if config.features and (features is None or not features.any):
+        raise ConfigError(
+            f"{data.source}: preset {config.name!r} needs side features: train on a MovieLens "
+            "folder or zip (u.user, u.item), or pass --user-features / --item-features"
+        )
+    if not config.features and features is not None and features.any:
+        raise ConfigError(
+            f"preset {config.name!r} does not use side features; pass --preset features"
+        )
     from batchrank._backend import keras_module
 
     keras = keras_module()
@@ -152,15 +167,27 @@ def fit_bundle(
         # Teach the reserved row an average user / movie, so `--unknown oov` scores sensibly.
         fu[rng.random(len(fu)) < config.oov_rate] = 0
         fi[rng.random(len(fi)) < config.oov_rate] = 0
-    model = RankingModel(
-        users.size,
-        items.size,
-        embedding_dim=config.embedding_dim,
-        hidden_units=config.hidden_units,
-        bias_terms=config.bias_terms,
-        l2=config.l2,
-        global_bias=float(labels[fit_rows].mean()) if config.bias_terms else 0.0,
-    )
+    shape: dict[str, Any] = {
+        "embedding_dim": config.embedding_dim,
+        "hidden_units": config.hidden_units,
+        "bias_terms": config.bias_terms,
+        "l2": config.l2,
+        "global_bias": float(labels[fit_rows].mean()) if config.bias_terms else 0.0,
+    }
+    feature_meta: dict[str, Any] | None = None
+    if features is not None and features.any:
+        from batchrank.feature_model import build_feature_model
+
+        model, feature_meta = build_feature_model(
+            users,
+            items,
+            features,
+            feature_dim=config.feature_dim,
+            dropout=config.dropout,
+            **shape,
+        )
+    else:
+        model = RankingModel(users.size, items.size, **shape)
     optimizer = (
         keras.optimizers.Adagrad(learning_rate=config.learning_rate)
         if config.optimizer == "adagrad"
@@ -225,6 +252,7 @@ def fit_bundle(
             "movie_id_kind": items.kind,
         },
         **({"columns": _columns_dict(columns)} if columns is not None else {}),
+        **({"features": feature_meta} if feature_meta is not None else {}),
         "metrics": metrics,
         "history": {k: [float(x) for x in v] for k, v in history.history.items()},
         "versions": {
@@ -266,8 +294,16 @@ def train(
     test_fraction: float | None = None,
     seed: int | None = None,
     verbose: int | str = "auto",
+    user_features: str | Path | None = None,
+    item_features: str | Path | None = None,
+    categorical: tuple[str, ...] = (),
 ) -> TrainResult:
-    """Load ratings, train a preset, and write the bundle atomically to ``out``."""
+    """Load ratings, train a preset, and write the bundle atomically to ``out``.
+
+    A preset with ``features`` reads ``user_features`` / ``item_features`` (CSV or Parquet;
+    ``categorical`` names columns to treat as categories), else the MovieLens files beside the
+    ratings; see docs/features.md.
+    """
     from batchrank.presets import preset as get_preset
     from batchrank.sources import load_ratings
 
@@ -275,8 +311,27 @@ def train(
     config = get_preset(preset).with_overrides(
         epochs=epochs, test_fraction=test_fraction, seed=seed
     )
+    tables = None
+    if config.features or user_features is not None or item_features is not None:
+        from batchrank.feature_sources import load_side_tables
+
+        tables = load_side_tables(
+            ratings,
+            user_features=Path(user_features) if user_features is not None else None,
+            item_features=Path(item_features) if item_features is not None else None,
+            user_column=columns.user,
+            item_column=columns.item,
+            categorical=categorical,
+        )
     data = load_ratings(ratings, columns=columns, items=Path(items) if items is not None else None)
-    result = fit_bundle(data, config, rating_scale=rating_scale, verbose=verbose, columns=columns)
+    result = fit_bundle(
+        data,
+        config,
+        rating_scale=rating_scale,
+        verbose=verbose,
+        columns=columns,
+        features=tables,
+    )
     result.bundle.save(Path(out))
     return result
 

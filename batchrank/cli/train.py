@@ -24,7 +24,25 @@ from batchrank.text import printable
     "--rating-scale", callback=parse_scale, help="MIN,MAX of the ratings (default: data)."
 )
 @click.option(
-    "--preset", type=click.Choice(["seed", "default"]), default="default", show_default=True
+    "--preset",
+    type=click.Choice(["seed", "default", "features"]),
+    default="default",
+    show_default=True,
+)
+@click.option(
+    "--user-features",
+    callback=local_path,
+    help="CSV/Parquet of user side features (id column, then feature columns); --preset features.",
+)
+@click.option(
+    "--item-features",
+    callback=local_path,
+    help="CSV/Parquet of movie side features (id column, then feature columns).",
+)
+@click.option(
+    "--categorical",
+    multiple=True,
+    help="A feature column to treat as categories whatever it holds (repeatable).",
 )
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the preset's epochs.")
 @click.option(
@@ -45,6 +63,9 @@ def command(
     title_col: str,
     rating_scale: tuple[float, float] | None,
     preset: str,
+    user_features: Path | None,
+    item_features: Path | None,
+    categorical: tuple[str, ...],
     epochs: int | None,
     test_fraction: float | None,
     seed: int | None,
@@ -66,6 +87,9 @@ def command(
         test_fraction=test_fraction,
         seed=seed,
         verbose=0 if quiet else "auto",
+        user_features=user_features,
+        item_features=item_features,
+        categorical=categorical,
     )
     m = result.metrics
     click.echo(
