@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from batchrank._backend import keras_module
-from batchrank.features import encode_side
+from batchrank.features import EncodedSide, encode_side, with_rated
 from batchrank.model import RankingModel, _weights
 
 if TYPE_CHECKING:
@@ -112,10 +112,12 @@ class FeatureRankingModel(RankingModel):
             return self.user_embedding, self.user_codes, self.user_dense, self.user_features
         return self.item_embedding, self.item_codes, self.item_dense, self.item_features
 
-    def set_features(self, user: Any | None, item: Any | None) -> None:
-        """Load the encoded tables (:class:`~batchrank.features.EncodedSide`) into the model."""
+    def set_features(self, user: EncodedSide | None, item: EncodedSide | None) -> None:
+        """Load the encoded tables into the model (a side's tables exist iff it has them)."""
         for name, enc in (("user", user), ("item", item)):
             _, codes, dense, _ = self._side_of(name)
+            if enc is None:
+                continue
             if codes is not None:
                 codes.assign(np.asarray(enc.codes, np.int32))
             if dense is not None:
@@ -166,6 +168,14 @@ class FeatureRankingModel(RankingModel):
             np.ascontiguousarray(np.concatenate([k_user, k_item]), np.float32),
         )
 
+    def build_from_config(self, config: dict[str, Any]) -> None:
+        """Create every weight at load time (by one call on index 0), before they are read.
+
+        Keras' default builds a subclassed model from symbolic input shapes, which the feature
+        tables' lookups defeat; left unbuilt, the feature embeddings would not be loaded.
+        """
+        self.build_for_inference()
+
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments, for saving."""
         config = super().get_config()
@@ -187,6 +197,7 @@ def build_feature_model(
     *,
     feature_dim: int,
     dropout: float,
+    rated: tuple[np.ndarray, np.ndarray] | None = None,
     **kwargs: Any,
 ) -> tuple[FeatureRankingModel, dict[str, Any]]:
     """Encode the side tables against the vocabularies and build the model holding them.
@@ -194,9 +205,16 @@ def build_feature_model(
     Returns:
         The model (feature tables loaded) and the ``features`` entry of the bundle's metadata:
         each side's source, coverage, columns, categories and normalisation statistics.
+
+    ``rated``: the training pairs' (user rows, movie rows), to add each side's ``rated``
+    block (:func:`batchrank.features.with_rated`).
     """
     user = encode_side(tables.user, users) if tables.user is not None else None
     item = encode_side(tables.item, items) if tables.item is not None else None
+    if rated is not None:
+        u, i = rated
+        user = with_rated(user, u, i, users.size, items.size)
+        item = with_rated(item, i, u, items.size, users.size)
     model = FeatureRankingModel(
         users.size,
         items.size,

@@ -35,9 +35,10 @@ __all__ = [
     "encode_side",
     "read_feature_table",
     "read_frame",
+    "with_rated",
 ]
 
-Kind = Literal["categorical", "numeric", "multi_hot"]
+Kind = Literal["categorical", "numeric", "multi_hot", "rated"]
 _NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 _SPECIAL = ["nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"]
 
@@ -70,6 +71,8 @@ class FeatureColumn:
         d: dict[str, Any] = {"name": self.name, "kind": self.kind}
         if self.kind == "numeric":
             d.update(mean=self.mean, std=self.std)
+        elif self.kind == "rated":
+            d["width"] = len(self.categories)
         else:
             d["categories"] = list(self.categories)
         return d
@@ -320,4 +323,51 @@ def encode_side(table: FeatureTable, vocab: Vocabulary) -> EncodedSide:
         source=table.source,
         covered=int(hit.sum()),
         cardinalities=tuple(len(c.categories) + 1 for c in cols if c.kind == "categorical"),
+    )
+
+
+MAX_RATED_CELLS = 50_000_000
+"""Largest users × movies grid the ``rated`` features may take (200 MB of float32)."""
+
+
+def with_rated(
+    side: EncodedSide | None, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int
+) -> EncodedSide:
+    """A side's features plus its ``rated`` block: for each row, the other side's ids it has
+    training ratings with, weighted ``1 / sqrt(count)`` (SVD++'s implicit feedback).
+
+    ``rows``, ``cols`` are the training pairs' indices on this side and the other (row 0, the
+    OOV row, is never a column). Constant per id, so it folds like any side feature.
+
+    Raises:
+        ConfigError: the grid is larger than :data:`MAX_RATED_CELLS`.
+    """
+    from batchrank.errors import ConfigError
+
+    if n_rows * (n_cols - 1) > MAX_RATED_CELLS:
+        raise ConfigError(
+            f"rated features need {n_rows} x {n_cols - 1} cells, more than {MAX_RATED_CELLS}; "
+            "train a preset without them"
+        )
+    block = np.zeros((n_rows, n_cols - 1), np.float32)
+    block[rows, cols - 1] = 1.0
+    counts = block.sum(axis=1, keepdims=True)
+    block /= np.sqrt(np.maximum(counts, 1.0))
+    block[0] = 0.0  # the OOV row: nothing known
+    column = FeatureColumn("rated", "rated", categories=tuple(str(c) for c in range(n_cols - 1)))
+    if side is None:
+        return EncodedSide(
+            columns=(column,),
+            codes=np.zeros((n_rows, 0), np.int32),
+            dense=block,
+            source="training ratings",
+            covered=int((counts[1:, 0] > 0).sum()),
+        )
+    return EncodedSide(
+        columns=(*side.columns, column),
+        codes=side.codes,
+        dense=np.concatenate([side.dense, block], axis=1),
+        source=side.source,
+        covered=side.covered,
+        cardinalities=side.cardinalities,
     )

@@ -53,6 +53,8 @@ class TrainConfig:
     """Width of each categorical side feature's embedding."""
     dropout: float = 0.0
     """Dropout on the first Dense layer's input while training (0 for none)."""
+    rated: bool = False
+    """Add each user's rated movies and each movie's raters (training split) as features."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.test_fraction < 1.0:
@@ -90,7 +92,7 @@ class TrainConfig:
         return d
 
 
-_LATER_FIELDS = ("features", "feature_dim", "dropout")
+_LATER_FIELDS = ("features", "feature_dim", "dropout", "rated")
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 
 

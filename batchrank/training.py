@@ -126,7 +126,7 @@ def fit_bundle(
     side tables (:func:`batchrank.feature_sources.load_side_tables`) for a preset with
     ``features``; their encoding is recorded under the metadata's ``features``.
     """
-    if config.features and (features is None or not features.any):
+    if config.features and not config.rated and (features is None or not features.any):
         raise ConfigError(
             f"{data.source}: preset {config.name!r} needs side features: train on a MovieLens "
             "folder or zip (u.user, u.item), or pass --user-features / --item-features"
@@ -175,15 +175,17 @@ def fit_bundle(
         "global_bias": float(labels[fit_rows].mean()) if config.bias_terms else 0.0,
     }
     feature_meta: dict[str, Any] | None = None
-    if features is not None and features.any:
+    if config.rated or (features is not None and features.any):
         from batchrank.feature_model import build_feature_model
+        from batchrank.feature_sources import SideTables
 
         model, feature_meta = build_feature_model(
             users,
             items,
-            features,
+            features or SideTables(),
             feature_dim=config.feature_dim,
             dropout=config.dropout,
+            rated=(u_idx[fit_rows], i_idx[fit_rows]) if config.rated else None,
             **shape,
         )
     else:
@@ -286,7 +288,7 @@ def train(
     ratings: str | Path,
     out: str | Path,
     *,
-    preset: str = "default",
+    preset: str | None = None,
     items: str | Path | None = None,
     columns: Columns | None = None,
     rating_scale: tuple[float, float] | None = None,
@@ -302,19 +304,18 @@ def train(
 
     A preset with ``features`` reads ``user_features`` / ``item_features`` (CSV or Parquet;
     ``categorical`` names columns to treat as categories), else the MovieLens files beside the
-    ratings; see docs/features.md.
+    ratings; see docs/features.md. ``preset=None`` is ``features`` where side features are
+    found (feature files given, or a MovieLens folder or zip with ``u.user`` / ``u.item``),
+    else ``default``.
     """
+    from batchrank.feature_sources import load_side_tables
     from batchrank.presets import preset as get_preset
     from batchrank.sources import load_ratings
 
     columns = columns or Columns()
-    config = get_preset(preset).with_overrides(
-        epochs=epochs, test_fraction=test_fraction, seed=seed
-    )
-    tables = None
-    if config.features or user_features is not None or item_features is not None:
-        from batchrank.feature_sources import load_side_tables
-
+    given = user_features is not None or item_features is not None
+    tables: SideTables | None = None
+    if preset is None or given or get_preset(preset).features:
         tables = load_side_tables(
             ratings,
             user_features=Path(user_features) if user_features is not None else None,
@@ -323,6 +324,13 @@ def train(
             item_column=columns.item,
             categorical=categorical,
         )
+    if preset is None:
+        preset = "features" if tables is not None and tables.any else "default"
+    config = get_preset(preset).with_overrides(
+        epochs=epochs, test_fraction=test_fraction, seed=seed
+    )
+    if not config.features and not given:
+        tables = None  # found beside the ratings, but this preset does not use them
     data = load_ratings(ratings, columns=columns, items=Path(items) if items is not None else None)
     result = fit_bundle(
         data,

@@ -26,8 +26,8 @@ from batchrank.text import printable
 @click.option(
     "--preset",
     type=click.Choice(["seed", "default", "features"]),
-    default="default",
-    show_default=True,
+    help="Training preset [default: features where side features are found (feature files, "
+    "or a MovieLens folder/zip with u.user, u.item), else default].",
 )
 @click.option(
     "--user-features",
@@ -62,7 +62,7 @@ def command(
     rating_col: str,
     title_col: str,
     rating_scale: tuple[float, float] | None,
-    preset: str,
+    preset: str | None,
     user_features: Path | None,
     item_features: Path | None,
     categorical: tuple[str, ...],
@@ -92,6 +92,7 @@ def command(
         categorical=categorical,
     )
     m = result.metrics
+    click.echo(f"preset: {result.bundle.metadata['preset']}")
     click.echo(
         f"held-out RMSE: {m['test_rmse']:.4f} stars, {m['test_rmse_normalized']:.4f} label units "
         f"({m['test_count']} ratings; global mean: {m['test_rmse_global_mean']:.4f} stars)"

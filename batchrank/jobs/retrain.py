@@ -116,12 +116,21 @@ def train_step(
     columns = Columns(
         user=step.user_col, item=step.item_col, rating=step.rating_col, title=step.title_col
     )
+    config = train_config(step)
+    tables = None
+    if config.features:  # the MovieLens side files beside the ratings (docs/features.md)
+        from batchrank.feature_sources import load_side_tables
+
+        tables = load_side_tables(
+            step.ratings, user_column=step.user_col, item_column=step.item_col
+        )
     result = fit_bundle(
         data,
-        train_config(step),
+        config,
         rating_scale=step.rating_scale,
         verbose=verbose,
         columns=columns,  # so score defaults to the ratings' column names
+        features=tables,
     )
     result.bundle.save(Path(step.out))
     return result.bundle.metadata

@@ -61,9 +61,7 @@ def test_a_mostly_text_column_is_categorical_not_an_error(tmp_path: Path) -> Non
 
 def test_categorical_forces_a_numeric_looking_column(tmp_path: Path) -> None:
     path = _csv(tmp_path, "user_id,zip\n1,94043\n2,10001\n")
-    assert read_feature_table(path, "user_id", categorical=("zip",)).kinds == {
-        "zip": "categorical"
-    }
+    assert read_feature_table(path, "user_id", categorical=("zip",)).kinds == {"zip": "categorical"}
 
 
 @pytest.mark.parametrize("value", ["NaN", "nan", "inf", "-Infinity"])
