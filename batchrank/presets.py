@@ -2,7 +2,9 @@
 
 ``seed`` is the tutorial's recipe exactly. ``default`` is the same model family made better:
 bias terms and a global offset, L2 on the embeddings, Adam, and early stopping on a validation
-slice of the training data that restores the best weights.
+slice of the training data that restores the best weights. ``features`` adds side features
+(docs/features.md): the MovieLens (or user-supplied) user and movie tables, and each user's rated
+movies / each movie's raters from the training split, with dropout on the first layer's input.
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ PRESETS: dict[str, TrainConfig] = {
         patience=3,
         oov_rate=0.01,
         features=True,
+        dropout=0.2,
+        rated=True,
     ),
 }
 

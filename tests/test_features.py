@@ -90,19 +90,21 @@ def test_folded_tables_give_the_keras_models_predictions(feature_bundle: Path) -
     assert w["user_embedding"].shape[1] == w["item_embedding"].shape[1]
 
 
-def test_the_features_change_predictions(feature_bundle: Path) -> None:
-    """Two users with the same (untrained-apart) id row would still differ by their features:
-    the features reach the output, and an id without a row gets the reserved row."""
+def test_unknown_and_missing_features_take_the_reserved_row(feature_bundle: Path) -> None:
+    """Row 0 of every categorical is the OOV row's and that of users without a table row; a
+    missing number is the mean (0); the rated block follows the table's columns."""
     bundle = load_bundle(feature_bundle)
     model = bundle.model
     codes = np.asarray(model.user_codes.value)
     dense = np.asarray(model.user_dense.value)
-    assert codes[0].tolist() == [0] and dense[0].tolist() == [0.0]  # the OOV row
-    assert (codes[-5:] == 0).all() and (dense[-5:] == 0).all()  # users without a row
+    assert (codes[0] == 0).all() and (dense[0] == 0).all()  # the OOV row
+    assert (codes[-5:] == 0).all() and (dense[-5:, 0] == 0).all()  # users without a row
+    assert dense[4, 0] == 0.0  # the user whose age is empty
     assert sorted(set(codes[1:-5, 0].tolist())) == [1, 2, 3]  # groups a, b, c
+    assert (dense[-5:, 1:] > 0).any(axis=1).all()  # but they did rate movies
     meta = bundle.metadata["features"]
     assert meta["user"]["covered_ids"] == len(USER_IDS) - 5
-    assert [c["name"] for c in meta["user"]["columns"]] == ["age", "group"]
+    assert [c["name"] for c in meta["user"]["columns"]] == ["age", "group", "rated"]
     assert meta["user"]["columns"][1]["categories"] == ["a", "b", "c"]
     tags = next(c for c in meta["item"]["columns"] if c["name"] == "tags")
     assert tags == {
@@ -171,8 +173,10 @@ def test_rated_sets_fold_too(tiny_ratings: TinyData) -> None:
 
 
 def test_preset_and_feature_files_must_agree(tmp_path: Path, tiny_ratings: TinyData) -> None:
+    data = load_ratings(tiny_ratings.ratings)
+    tables_only = preset("features").with_overrides(rated=False)  # nothing to learn from
     with pytest.raises(ConfigError, match="needs side features"):
-        train(tiny_ratings.ratings, tmp_path / "a", preset="features", verbose=0)
+        fit_bundle(data, tables_only, verbose=0)
     users = tmp_path / "users.csv"
     users.write_text("user_id,age\n10,30\n")
     with pytest.raises(ConfigError, match="does not use side features; pass --preset features"):
