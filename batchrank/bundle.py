@@ -167,6 +167,10 @@ def _fingerprint(folder: Path, meta: dict[str, Any]) -> str:
     scored = {key: meta.get(key) for key in SCORED_METADATA}
     if IMPORTED in meta:  # only then, so that other bundles keep their fingerprints
         scored[IMPORTED] = meta[IMPORTED]
+    if "features" in meta:
+        # the side features' encoding (categories, normalisation); their values are in the
+        # weights already. Only when present, so older bundles keep their fingerprints.
+        scored["features"] = meta["features"]
     h.update(json.dumps(scored, sort_keys=True, separators=(",", ":")).encode())
     return "sha256:" + h.hexdigest()
 
@@ -281,6 +285,7 @@ def load_bundle(path: str | Path, *, verify: bool = True, model: bool = True) ->
     from batchrank._backend import keras_module
 
     keras = keras_module()
+    from batchrank import feature_model  # noqa: F401  (registers FeatureRankingModel)
     from batchrank.model import RankingModel, ranking_weights
 
     try:

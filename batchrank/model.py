@@ -98,10 +98,28 @@ class RankingModel(keras.Model):  # type: ignore[misc,name-defined]
                 name="global_bias",
             )
 
-    def call(self, inputs: dict[str, Any]) -> Any:
+    def first_layer_input(self, user: Any, item: Any, training: Any = None) -> Any:
+        """What the first Dense layer acts on: ``concat(user part, item part)``.
+
+        Both parts are functions of the index alone (a subclass may add side features looked
+        up by index), which is what lets the scorer fold the first layer; see
+        :meth:`first_layer_tables`.
+        """
+        return keras.ops.concatenate([self.user_embedding(user), self.item_embedding(item)], 1)
+
+    def first_layer_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-user rows, per-item rows and the first kernel, as the scorer folds them.
+
+        Row ``r`` of the user table is the user part of :meth:`first_layer_input` for index
+        ``r``; the kernel's first ``width`` rows act on it, the rest on the item table's rows.
+        """
+        kernel = _weights(self.hidden_layers[0])[0]
+        return _weights(self.user_embedding)[0], _weights(self.item_embedding)[0], kernel
+
+    def call(self, inputs: dict[str, Any], training: Any = None) -> Any:
         """Predict a rating in label units for each (user, item) index pair."""
         user, item = inputs["user"], inputs["item"]
-        x = keras.ops.concatenate([self.user_embedding(user), self.item_embedding(item)], axis=1)
+        x = self.first_layer_input(user, item, training)
         for layer in self.hidden_layers:
             x = layer(x)
         out = self.output_layer(x)
@@ -135,15 +153,18 @@ def _weights(layer: Any) -> list[np.ndarray]:
 def ranking_weights(model: Any) -> dict[str, np.ndarray]:
     """The arrays of a :class:`batchrank.model.RankingModel`, by name, as float32 numpy.
 
+    The embeddings are :meth:`RankingModel.first_layer_tables`: for a model with side features
+    (:mod:`batchrank.feature_model`) each row already holds its id's features, so the bundle
+    is scored without them.
+
     Stored in bundles as ``weights.npz`` so the scorer can fold and predict without importing
     Keras or deserializing the model (cold start; see README "Performance").
     """
-    out: dict[str, np.ndarray] = {
-        "user_embedding": _weights(model.user_embedding)[0],
-        "item_embedding": _weights(model.item_embedding)[0],
-    }
+    users, items, kernel = model.first_layer_tables()
+    out: dict[str, np.ndarray] = {"user_embedding": users, "item_embedding": items}
     for n, layer in enumerate(model.hidden_layers):
         out[f"dense_{n}_kernel"], out[f"dense_{n}_bias"] = _weights(layer)
+    out["dense_0_kernel"] = kernel
     out["rating_kernel"], out["rating_bias"] = _weights(model.output_layer)
     if model.bias_terms:
         out["user_bias"] = _weights(model.user_bias)[0][:, 0]

@@ -2,12 +2,14 @@
 
 ``seed`` is the tutorial's recipe exactly. ``default`` is the same model family made better:
 bias terms and a global offset, L2 on the embeddings, Adam, and early stopping on a validation
-slice of the training data that restores the best weights.
+slice of the training data that restores the best weights. ``features`` adds side features
+(docs/features.md): the MovieLens (or user-supplied) user and movie tables, and each user's rated
+movies / each movie's raters from the training split, with dropout on the first layer's input.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 from batchrank.errors import ConfigError
@@ -47,6 +49,14 @@ class TrainConfig:
     """Epochs without validation improvement before stopping."""
     oov_rate: float = 0.0
     """Share of training rows whose user or movie is replaced by the OOV row, so it learns."""
+    features: bool = False
+    """Side features of users and movies beside the id embeddings (see docs/features.md)."""
+    feature_dim: int = 8
+    """Width of each categorical side feature's embedding."""
+    dropout: float = 0.0
+    """Dropout on the first Dense layer's input while training (0 for none)."""
+    rated: bool = False
+    """Add each user's rated movies and each movie's raters (training split) as features."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.test_fraction < 1.0:
@@ -60,6 +70,10 @@ class TrainConfig:
             raise ConfigError(f"epochs must be >= 1; received {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be >= 1; received {self.batch_size}")
+        if self.feature_dim < 1:
+            raise ConfigError(f"feature dim must be >= 1; received {self.feature_dim}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1); received {self.dropout}")
         if self.optimizer not in ("adagrad", "adam"):
             raise ConfigError(f"optimizer must be adagrad or adam; received {self.optimizer!r}")
 
@@ -71,7 +85,17 @@ class TrainConfig:
         """Plain-JSON form, for the bundle's metadata."""
         d = asdict(self)
         d["hidden_units"] = list(self.hidden_units)
+        # fields added with side features are recorded only when set, so the settings of a
+        # bundle trained before them (compared by `retrain = "if-data-changed"`) still match
+        if not self.features:
+            for name in _LATER_FIELDS:
+                if d[name] == _DEFAULTS[name]:
+                    del d[name]
         return d
+
+
+_LATER_FIELDS = ("features", "feature_dim", "dropout", "rated")
+_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 
 
 PRESETS: dict[str, TrainConfig] = {
@@ -87,6 +111,21 @@ PRESETS: dict[str, TrainConfig] = {
         validation_fraction=0.1,
         patience=3,
         oov_rate=0.01,
+    ),
+    "features": TrainConfig(
+        name="features",
+        bias_terms=True,
+        l2=3e-4,
+        optimizer="adam",
+        learning_rate=1e-3,
+        epochs=40,
+        batch_size=256,
+        validation_fraction=0.1,
+        patience=3,
+        oov_rate=0.01,
+        features=True,
+        dropout=0.2,
+        rated=True,
     ),
 }
 

@@ -6,7 +6,7 @@ import datetime as dt
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +17,9 @@ from batchrank.holdout import indexed_ratings, split_fraction, test_metrics
 from batchrank.presets import TrainConfig
 from batchrank.sources import ITEM, RATING, TITLE, USER, Columns, RatingsData
 from batchrank.vocab import Vocabulary, coerce_ids
+
+if TYPE_CHECKING:
+    from batchrank.feature_sources import SideTables
 
 __all__ = ["TrainResult", "fit_bundle", "rating_scale_of", "rmse_of"]
 
@@ -116,6 +119,7 @@ def fit_bundle(
     verbose: int | str = "auto",
     columns: Columns | None = None,
     test_data: RatingsData | None = None,
+    features: SideTables | None = None,
 ) -> TrainResult:
     """Train a model on ``data`` and return the (unsaved) bundle and its metrics.
 
@@ -123,8 +127,19 @@ def fit_bundle(
     (see :mod:`batchrank.holdout`); unknown ids in it are scored with the OOV row.
 
     ``columns``, the names the ratings and items files used, is recorded in the metadata so the
-    scorer can default to them (see :attr:`batchrank.bundle.Bundle.columns`).
+    scorer can default to them (see :attr:`batchrank.bundle.Bundle.columns`). ``features``:
+    side tables (:func:`batchrank.feature_sources.load_side_tables`) for a preset with
+    ``features``; their encoding is recorded under the metadata's ``features``.
     """
+    if config.features and not config.rated and (features is None or not features.any):
+        raise ConfigError(
+            f"{data.source}: preset {config.name!r} needs side features: train on a MovieLens "
+            "folder or zip (u.user, u.item), or pass --user-features / --item-features"
+        )
+    if not config.features and features is not None and features.any:
+        raise ConfigError(
+            f"preset {config.name!r} does not use side features; pass --preset features"
+        )
     from batchrank._backend import keras_module
 
     keras = keras_module()
@@ -157,15 +172,29 @@ def fit_bundle(
         # Teach the reserved row an average user / movie, so `--unknown oov` scores sensibly.
         fu[rng.random(len(fu)) < config.oov_rate] = 0
         fi[rng.random(len(fi)) < config.oov_rate] = 0
-    model = RankingModel(
-        users.size,
-        items.size,
-        embedding_dim=config.embedding_dim,
-        hidden_units=config.hidden_units,
-        bias_terms=config.bias_terms,
-        l2=config.l2,
-        global_bias=float(labels[fit_rows].mean()) if config.bias_terms else 0.0,
-    )
+    shape: dict[str, Any] = {
+        "embedding_dim": config.embedding_dim,
+        "hidden_units": config.hidden_units,
+        "bias_terms": config.bias_terms,
+        "l2": config.l2,
+        "global_bias": float(labels[fit_rows].mean()) if config.bias_terms else 0.0,
+    }
+    feature_meta: dict[str, Any] | None = None
+    if config.rated or (features is not None and features.any):
+        from batchrank.feature_model import build_feature_model
+        from batchrank.feature_sources import SideTables
+
+        model, feature_meta = build_feature_model(
+            users,
+            items,
+            features or SideTables(),
+            feature_dim=config.feature_dim,
+            dropout=config.dropout,
+            rated=(u_idx[fit_rows], i_idx[fit_rows]) if config.rated else None,
+            **shape,
+        )
+    else:
+        model = RankingModel(users.size, items.size, **shape)
     optimizer = (
         keras.optimizers.Adagrad(learning_rate=config.learning_rate)
         if config.optimizer == "adagrad"
@@ -234,6 +263,7 @@ def fit_bundle(
             "movie_id_kind": items.kind,
         },
         **({"columns": _columns_dict(columns)} if columns is not None else {}),
+        **({"features": feature_meta} if feature_meta is not None else {}),
         "metrics": metrics,
         "history": {k: [float(x) for x in v] for k, v in history.history.items()},
         "versions": {
@@ -267,7 +297,7 @@ def train(
     ratings: str | Path,
     out: str | Path,
     *,
-    preset: str = "default",
+    preset: str | None = None,
     items: str | Path | None = None,
     columns: Columns | None = None,
     rating_scale: tuple[float, float] | None = None,
@@ -275,24 +305,55 @@ def train(
     test_fraction: float | None = None,
     seed: int | None = None,
     verbose: int | str = "auto",
+    user_features: str | Path | None = None,
+    item_features: str | Path | None = None,
+    categorical: tuple[str, ...] = (),
     test_ratings: str | Path | None = None,
 ) -> TrainResult:
     """Load ratings, train a preset, and write the bundle atomically to ``out``.
 
     ``test_fraction=0`` trains on every rating; ``test_ratings`` (any ratings source) is a
     separate held-out set, evaluated instead of a split, whose RMSE the bundle records.
+
+    A preset with ``features`` reads ``user_features`` / ``item_features`` (CSV or Parquet;
+    ``categorical`` names columns to treat as categories), else the MovieLens files beside the
+    ratings; see docs/features.md. ``preset=None`` is ``features`` where side features are
+    found (feature files given, or a MovieLens folder or zip with ``u.user`` / ``u.item``),
+    else ``default``.
     """
+    from batchrank.feature_sources import load_side_tables
     from batchrank.presets import preset as get_preset
     from batchrank.sources import load_ratings
 
     columns = columns or Columns()
+    given = user_features is not None or item_features is not None
+    tables: SideTables | None = None
+    if preset is None or given or get_preset(preset).features:
+        tables = load_side_tables(
+            ratings,
+            user_features=Path(user_features) if user_features is not None else None,
+            item_features=Path(item_features) if item_features is not None else None,
+            user_column=columns.user,
+            item_column=columns.item,
+            categorical=categorical,
+        )
+    if preset is None:
+        preset = "features" if tables is not None and tables.any else "default"
     config = get_preset(preset).with_overrides(
         epochs=epochs, test_fraction=split_fraction(test_fraction, test_ratings), seed=seed
     )
+    if not config.features and not given:
+        tables = None  # found beside the ratings, but this preset does not use them
     data = load_ratings(ratings, columns=columns, items=Path(items) if items is not None else None)
     held = load_ratings(test_ratings, columns=columns) if test_ratings is not None else None
     result = fit_bundle(
-        data, config, rating_scale=rating_scale, verbose=verbose, columns=columns, test_data=held
+        data,
+        config,
+        rating_scale=rating_scale,
+        verbose=verbose,
+        columns=columns,
+        features=tables,
+        test_data=held,
     )
     result.bundle.save(Path(out))
     return result

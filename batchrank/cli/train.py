@@ -28,7 +28,25 @@ from batchrank.text import printable
     "--rating-scale", callback=parse_scale, help="MIN,MAX of the ratings (default: data)."
 )
 @click.option(
-    "--preset", type=click.Choice(["seed", "default"]), default="default", show_default=True
+    "--preset",
+    type=click.Choice(["seed", "default", "features"]),
+    help="Training preset [default: features where side features are found (feature files, "
+    "or a MovieLens folder/zip with u.user, u.item), else default].",
+)
+@click.option(
+    "--user-features",
+    callback=local_path,
+    help="CSV/Parquet of user side features (id column, then feature columns); --preset features.",
+)
+@click.option(
+    "--item-features",
+    callback=local_path,
+    help="CSV/Parquet of movie side features (id column, then feature columns).",
+)
+@click.option(
+    "--categorical",
+    multiple=True,
+    help="A feature column to treat as categories whatever it holds (repeatable).",
 )
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the preset's epochs.")
 @click.option(
@@ -53,7 +71,10 @@ def command(
     rating_col: str,
     title_col: str,
     rating_scale: tuple[float, float] | None,
-    preset: str,
+    preset: str | None,
+    user_features: Path | None,
+    item_features: Path | None,
+    categorical: tuple[str, ...],
     epochs: int | None,
     test_fraction: float | None,
     test_ratings: str | None,
@@ -76,9 +97,13 @@ def command(
         test_fraction=test_fraction,
         seed=seed,
         verbose=0 if quiet else "auto",
+        user_features=user_features,
+        item_features=item_features,
+        categorical=categorical,
         test_ratings=test_ratings,
     )
     m = result.metrics
+    click.echo(f"preset: {result.bundle.metadata['preset']}")
     if "test_rmse" not in m:
         click.echo(f"no held-out test: trained on all {m['train_count']} ratings")
     else:

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 Retrain = Literal["always", "if-missing", "if-data-changed"]
-PresetName = Literal["seed", "default"]
+PresetName = Literal["seed", "default", "features"]
 
 WORK_FOLDER = ".batchrank-work"
 """Name of the folder, beside a job's output, that records a run's finished fragments."""

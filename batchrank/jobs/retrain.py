@@ -124,13 +124,22 @@ def train_step(
         from batchrank.sources import load_ratings
 
         held = load_ratings(step.test_ratings, columns=columns)
+    config = train_config(step)
+    tables = None
+    if config.features:  # the MovieLens side files beside the ratings (docs/features.md)
+        from batchrank.feature_sources import load_side_tables
+
+        tables = load_side_tables(
+            step.ratings, user_column=step.user_col, item_column=step.item_col
+        )
     result = fit_bundle(
         data,
-        train_config(step),
+        config,
         rating_scale=step.rating_scale,
         verbose=verbose,
         columns=columns,  # so score defaults to the ratings' column names
         test_data=held,
+        features=tables,
     )
     result.bundle.save(Path(step.out))
     return result.bundle.metadata
