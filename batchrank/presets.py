@@ -98,35 +98,24 @@ _LATER_FIELDS = ("features", "feature_dim", "dropout", "rated")
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 
 
+_DEFAULT = TrainConfig(
+    name="default",
+    bias_terms=True,
+    l2=3e-4,
+    optimizer="adam",
+    learning_rate=1e-3,
+    epochs=40,
+    batch_size=256,
+    validation_fraction=0.1,
+    patience=3,
+    oov_rate=0.01,
+)
+
 PRESETS: dict[str, TrainConfig] = {
     "seed": TrainConfig(name="seed"),
-    "default": TrainConfig(
-        name="default",
-        bias_terms=True,
-        l2=3e-4,
-        optimizer="adam",
-        learning_rate=1e-3,
-        epochs=40,
-        batch_size=256,
-        validation_fraction=0.1,
-        patience=3,
-        oov_rate=0.01,
-    ),
-    "features": TrainConfig(
-        name="features",
-        bias_terms=True,
-        l2=3e-4,
-        optimizer="adam",
-        learning_rate=1e-3,
-        epochs=40,
-        batch_size=256,
-        validation_fraction=0.1,
-        patience=3,
-        oov_rate=0.01,
-        features=True,
-        dropout=0.2,
-        rated=True,
-    ),
+    "default": _DEFAULT,
+    # default's settings; tried variations are in docs/features.md
+    "features": replace(_DEFAULT, name="features", features=True, dropout=0.2, rated=True),
 }
 
 

@@ -53,3 +53,13 @@ def test_default_preset_beats_seed(ml100k: Path, tmp_path: Path) -> None:
     assert np.isfinite(m["test_rmse"])
     assert m["test_rmse"] <= DEFAULT_PRESET_MAX_RMSE
     assert m["test_rmse"] < m["test_rmse_global_mean"]
+
+
+def test_features_preset_reaches_the_goal(ml100k: Path, tmp_path: Path) -> None:
+    """`train` without a preset picks `features` on the MovieLens folder: ≤ 0.91 stars."""
+    result = train(ml100k, tmp_path / "features", verbose=0)
+    m = result.metrics
+    print(f"features: test RMSE {m['test_rmse']:.4f} stars ({m['epochs_run']} epochs)")
+    assert result.bundle.metadata["preset"] == "features"
+    assert m["test_rmse"] <= 0.91
+    assert set(result.bundle.metadata["features"]) == {"user", "item"}

@@ -246,7 +246,7 @@ SCORE_ALL = '[score]\nmodel = "../models/m"\npairs = "all"\nout = "o.parquet"\n'
         ),
         (
             TRAIN + 'preset = "fast"\n' + SCORE_ALL,
-            '[train] preset must be one of "seed" or "default"',
+            '[train] preset must be one of "seed", "default" or "features"',
         ),
         (
             '[job]\nname = "a b"\n' + SCORE_ALL,
