@@ -26,6 +26,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from batchrank.bench import BATCHRANK_VARIANTS
+
 __all__ = ["MARKER", "SWEEP", "main", "peak_rss_bytes", "run_batchrank", "run_ceiling", "run_naive"]
 
 MARKER = "BATCHRANK_BENCH "
@@ -234,8 +236,10 @@ def run_batchrank(
     batch_size: int | None,
     chunk_rows: int | None,
     score_table: str = "auto",
+    cross_join: bool = False,
+    precision: str = "float32",
 ) -> dict[str, Any]:
-    """``batchrank.score`` end to end on the pairs file.
+    """``batchrank.score`` end to end on the pairs file (or ``--pairs all``).
 
     Args:
         model: bundle folder.
@@ -246,6 +250,8 @@ def run_batchrank(
         batch_size: rows per jitted call (None: the scorer's default).
         chunk_rows: rows read at a time (None: the scorer's default).
         score_table: ``auto`` or ``never`` (the dense score table, see ScoreSpec).
+        cross_join: score ``--pairs all`` (every user × every movie) instead of ``pairs``.
+        precision: ``float32`` or ``bfloat16`` (see ScoreSpec).
     """
     from batchrank.scoring.api import score
 
@@ -255,10 +261,12 @@ def run_batchrank(
         options["batch_size"] = batch_size
     if chunk_rows is not None:
         options["chunk_rows"] = chunk_rows
+    if precision != "float32":
+        options["precision"] = precision
     t0, c0 = time.perf_counter(), time.process_time()
     manifest = score(
         model=model,
-        pairs=[str(pairs)],
+        pairs=["all"] if cross_join else [str(pairs)],
         out=out,
         items=movies,
         top_k=top_k,
@@ -285,7 +293,7 @@ def run_batchrank(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m batchrank.bench.variants")
-    p.add_argument("variant", choices=["ceiling", "naive", "batchrank", "batchrank_no_table"])
+    p.add_argument("variant", choices=["ceiling", "naive", *BATCHRANK_VARIANTS])
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--pairs", type=Path, required=True)
     p.add_argument("--movies", type=Path)
@@ -295,6 +303,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-rows", type=int)
     p.add_argument("--sweep", default=",".join(str(b) for b in SWEEP))
     p.add_argument("--sweep-pairs", type=int, default=DEFAULT_SWEEP_PAIRS)
+    p.add_argument("--cross-join", action="store_true")
     return p
 
 
@@ -318,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
             chunk_rows=args.chunk_rows,
             score_table="never" if args.variant == "batchrank_no_table" else "auto",
+            cross_join=args.cross_join,
+            precision="bfloat16" if args.variant == "batchrank_bf16" else "float32",
         )
     report.update(
         variant=args.variant,

@@ -106,6 +106,7 @@ def build_manifest(
             "max_reject_fraction": spec.max_reject_fraction,
             "compression": spec.compression,
             "csv_formulas": spec.csv_formulas,
+            "precision": spec.precision,
             "items": str(spec.items) if spec.items else None,
         },
         "counts": _counts(scored.counts, written, missing_titles),

@@ -126,7 +126,10 @@ def _star_constants(t: LabelTransform) -> tuple[np.float32, np.float32, np.float
 
 
 def _folded_fn(
-    weights: dict[str, np.ndarray], transform: LabelTransform, fold_budget_bytes: int
+    weights: dict[str, np.ndarray],
+    transform: LabelTransform,
+    fold_budget_bytes: int,
+    precision: str = "float32",
 ) -> Callable[[Any, Any], tuple[Any, Any]]:
     import jax
     import jax.numpy as jnp
@@ -149,8 +152,13 @@ def _folded_fn(
     u_tab, u_folded = table(e_u, w_u, b0)
     m_tab, m_folded = table(e_m, w_m, None)
     w_u_j, w_m_j, b0_j = jnp.asarray(w_u), jnp.asarray(w_m), jnp.asarray(b0)
+    low_precision = precision == "bfloat16"
+    hidden_type = jnp.bfloat16 if low_precision else jnp.float32
     dense = [
-        (jnp.asarray(weights[f"dense_{n}_kernel"]), jnp.asarray(weights[f"dense_{n}_bias"]))
+        (
+            jnp.asarray(weights[f"dense_{n}_kernel"], dtype=hidden_type),
+            jnp.asarray(weights[f"dense_{n}_bias"]),
+        )
         for n in range(1, n_hidden)
     ]
     w_o, b_o = jnp.asarray(weights["rating_kernel"]), jnp.asarray(weights["rating_bias"])
@@ -166,7 +174,11 @@ def _folded_fn(
         hm = m_tab[i] if m_folded else m_tab[i] @ w_m_j
         h = jax.nn.relu(hu + hm)
         for w, b in dense:
-            h = jax.nn.relu(h @ w + b)
+            if low_precision:  # bfloat16 operands, float32 accumulation and bias
+                h = jnp.dot(h.astype(w.dtype), w, preferred_element_type=jnp.float32)
+            else:
+                h = h @ w
+            h = jax.nn.relu(h + b)
         out = (h @ w_o + b_o)[:, 0]
         if bias_terms:
             out = out + ub[u] + ib[i] + gb[0]
@@ -197,6 +209,7 @@ def make_predictor(
     batch_size: int = DEFAULT_BATCH_SIZE,
     fold: bool = True,
     fold_budget_bytes: int = DEFAULT_FOLD_BUDGET,
+    precision: str = "float32",
 ) -> Predictor:
     """Build the jitted predictor of a bundle.
 
@@ -206,6 +219,11 @@ def make_predictor(
         fold: fold the first Dense layer when the model is a :class:`RankingModel`.
         fold_budget_bytes: largest folded table kept on the device; larger ones are projected
             per batch.
+        precision: ``float32``, or ``bfloat16`` for the hidden Dense layers after the folded
+            one (bfloat16 operands, float32 accumulation; folded path only).
+
+    Raises:
+        ModelError: ``bfloat16`` for a model that is not a folded RankingModel.
     """
     import jax
 
@@ -219,14 +237,21 @@ def make_predictor(
     use_fold = fold and weights is not None
     if use_fold:
         assert weights is not None
-        fn = _folded_fn(weights, bundle.transform, fold_budget_bytes)
+        fn = _folded_fn(weights, bundle.transform, fold_budget_bytes, precision)
     else:
+        if precision != "float32":
+            from batchrank.errors import ModelError
+
+            raise ModelError(
+                f"{bundle.path}: --precision {precision} needs a batchrank RankingModel "
+                "(seed/default presets); this model runs through the generic Keras path"
+            )
         if model is None:
             model = load_bundle(bundle.path).model  # type: ignore[arg-type]
         fn = _generic_fn(model, bundle.transform)
     return Predictor(
         fn=fn,
         batch_size=round_batch(batch_size),
-        path="folded" if use_fold else "generic",
+        path=("folded" if use_fold else "generic") + ("+bf16" if precision == "bfloat16" else ""),
         device=jax.default_backend(),
     )

@@ -111,7 +111,15 @@ def _fragments(
     policy, id columns); a file's key adds its content identity (:func:`file_identity`), a
     block of ``--pairs all`` users the digest of its users and of the whole user list.
     """
-    common = (bundle.fingerprint, spec.top_k, spec.unknown, spec.user_column, spec.item_column)
+    common: tuple[object, ...] = (
+        bundle.fingerprint,
+        spec.top_k,
+        spec.unknown,
+        spec.user_column,
+        spec.item_column,
+    )
+    if spec.precision != "float32":  # float32 keys stay as they were: old work folders resume
+        common += (spec.precision,)
     if cross_users is not None:
         per_block = max(1, CROSS_JOIN_FRAGMENT_PAIRS // max(len(bundle.items), 1))
         everyone = _ids_digest(cross_users)

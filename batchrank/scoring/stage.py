@@ -63,13 +63,19 @@ class ChunkResult:
 
 
 def stage_context(
-    bundle: Bundle, *, top_k: int, unknown: UnknownPolicy, batch_size: int, score_table: bool
+    bundle: Bundle,
+    *,
+    top_k: int,
+    unknown: UnknownPolicy,
+    batch_size: int,
+    score_table: bool,
+    precision: str = "float32",
 ) -> StageContext:
     """Build the jitted predictor for ``bundle`` and the stage's other inputs."""
     from batchrank.scoring.predict import TablePredictor, make_predictor
     from batchrank.scoring.schema import id_type
 
-    inner = make_predictor(bundle, batch_size=batch_size)
+    inner = make_predictor(bundle, batch_size=batch_size, precision=precision)
     predictor: Predictor | TablePredictor = (
         TablePredictor(inner, (bundle.users.size, bundle.items.size)) if score_table else inner
     )
@@ -93,6 +99,7 @@ def stage_for_run(ctx: RunContext) -> StageContext:
         unknown=spec.unknown,
         batch_size=spec.batch_size,
         score_table=ctx.score_table,
+        precision=spec.precision,
     )
 
 

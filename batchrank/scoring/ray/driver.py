@@ -196,6 +196,7 @@ def _config(ctx: RunContext, paths: list[str], buckets: int, per_block: int) -> 
         users_per_block=per_block,
         fractional_gpu=0 < spec.gpus_per_worker < 1,
         score_table=ctx.score_table,
+        precision=ctx.spec.precision,
     )
 
 

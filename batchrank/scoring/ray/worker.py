@@ -61,6 +61,8 @@ class WorkerConfig:
     fractional_gpu: bool
     score_table: bool
     """Score every (user, movie) cell once per actor, then gather (the driver's choice)."""
+    precision: str = "float32"
+    """``--precision``."""
 
 
 def output_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
@@ -137,6 +139,7 @@ class Scorer:
             unknown=cfg.unknown,  # type: ignore[arg-type]
             batch_size=cfg.batch_size,
             score_table=cfg.score_table,
+            precision=cfg.precision,
         )
         self.schema = output_schema(self.stage.user_type, self.stage.item_type)
 
