@@ -113,15 +113,22 @@ def map_chunk(raw: RawChunk, stage: StageContext) -> MappedChunk:
 
 
 def score_mapped(mapped: MappedChunk, predictor: Predictor | TablePredictor) -> pa.Table:
-    """Predict and rescale a mapped chunk: ``user_id, movie_id, score, stars``."""
+    """Predict and rescale a mapped chunk: ``user_id, movie_id, score, stars, u``.
+
+    ``u`` (the user's vocabulary index) rides along to the partial top-k, which uses it to cut
+    rows that cannot enter a user's top k before sorting; a filter that drops rows keeps it
+    aligned for free.
+    """
     t = mapped.table
-    scores, stars = predictor.predict(t.column(U).to_numpy(), t.column(I).to_numpy())
+    u = t.column(U)
+    scores, stars = predictor.predict(u.to_numpy(), t.column(I).to_numpy())
     return pa.table(
         {
             USER_ID: t.column(USER_ID),
             MOVIE_ID: t.column(MOVIE_ID),
             SCORE: pa.array(scores, pa.float32()),
             STARS: pa.array(stars, pa.float32()),
+            U: u,
         }
     )
 
