@@ -302,12 +302,12 @@ def _run_scenario(
             if opts.chunk_rows is not None:
                 args += ["--chunk-rows", str(opts.chunk_rows)]
         results[name] = _run_variant(name, args, work)
-    out = {n: work / f"out-{tag}-{n}.parquet" for n in ("naive", "batchrank", "batchrank_bf16")}
+    done = {n: work / f"out-{tag}-{n}.parquet" for n in ("naive", "batchrank", "batchrank_bf16")}
     return {
         "workload": w,
         "variants": results,
-        "topk_agreement": topk_agreement(out["naive"], out["batchrank"]),
-        "precision_agreement": precision_agreement(out["batchrank"], out["batchrank_bf16"]),
+        "topk_agreement": topk_agreement(done["naive"], done["batchrank"]),
+        "precision_agreement": precision_agreement(done["batchrank"], done["batchrank_bf16"]),
         "model": model,
         "movies": movies,
         "pairs_file": pairs,

@@ -122,7 +122,8 @@ def _distinct_rows(rng: np.random.Generator, rows: int, c: int, m: int) -> np.nd
     """``rows × c`` movie indices in ``[0, m)``, distinct within each row, in random order."""
     out = np.sort(rng.integers(0, m, size=(rows, c)), axis=1)
     while True:
-        bad = np.flatnonzero((out[:, 1:] == out[:, :-1]).any(axis=1)) if c > 1 else []
+        dup = (out[:, 1:] == out[:, :-1]).any(axis=1) if c > 1 else np.zeros(rows, dtype=bool)
+        bad = np.flatnonzero(dup)
         if len(bad) == 0:
             break
         if c * 4 > m:  # dense rows: a permutation prefix per row is cheaper than redrawing

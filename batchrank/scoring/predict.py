@@ -27,15 +27,21 @@ __all__ = [
     "BATCH_MULTIPLE",
     "DEFAULT_BATCH_SIZE",
     "MAX_TABLE_CELLS",
+    "Collect",
     "Predictor",
     "TablePredictor",
     "make_predictor",
     "round_batch",
 ]
 
+Collect = Callable[[], tuple[np.ndarray, np.ndarray]]
+"""Waits for dispatched batches; returns scores and stars (float32)."""
+
 BATCH_MULTIPLE = 64
 DEFAULT_BATCH_SIZE = 8192
-DEFAULT_FOLD_BUDGET = 1 << 30
+DEFAULT_FOLD_BUDGET = 256 << 20
+"""Largest folded first-layer table (bytes): 256 K users at width 256. Past it the user side is
+projected per batch, so a million-user vocabulary does not cost a GiB of resident memory."""
 # Largest dense score table (cells); two float32 arrays of this many cells is 128 MiB.
 MAX_TABLE_CELLS = 16_000_000
 
@@ -62,9 +68,18 @@ class Predictor:
 
     def predict(self, u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores (label units) and stars for index arrays of any length, as float32."""
+        return self.dispatch(u, i)()
+
+    def dispatch(self, u: np.ndarray, i: np.ndarray) -> Collect:
+        """Queue every batch of ``u, i`` on the device and return at once.
+
+        JAX runs the batches asynchronously; the returned function waits for them and returns
+        what :meth:`predict` would. The engine ranks the previous chunk meanwhile, so both
+        cores stay busy.
+        """
         n = len(u)
         if n == 0:
-            return np.zeros(0, np.float32), np.zeros(0, np.float32)
+            return lambda: (np.zeros(0, np.float32), np.zeros(0, np.float32))
         b = self.batch_size
         nb = -(-n // b)
         pad = nb * b - n
@@ -75,9 +90,13 @@ class Predictor:
         i = np.ascontiguousarray(i, dtype=np.int32)
         # Dispatch every batch first: JAX runs them asynchronously while Python queues the next.
         outs = [self.fn(u[s : s + b], i[s : s + b]) for s in range(0, nb * b, b)]
-        scores = np.concatenate([np.asarray(o[0]) for o in outs])[:n]
-        stars = np.concatenate([np.asarray(o[1]) for o in outs])[:n]
-        return scores, stars
+
+        def collect() -> tuple[np.ndarray, np.ndarray]:
+            scores = np.concatenate([np.asarray(o[0]) for o in outs])[:n]
+            stars = np.concatenate([np.asarray(o[1]) for o in outs])[:n]
+            return scores, stars
+
+        return collect
 
 
 @dataclass
@@ -107,6 +126,11 @@ class TablePredictor:
     def device(self) -> str:
         """Where JAX runs."""
         return self.inner.device
+
+    def dispatch(self, u: np.ndarray, i: np.ndarray) -> Collect:
+        """As :meth:`Predictor.dispatch` (a gather: computed at once)."""
+        out = self.predict(u, i)
+        return lambda: out
 
     def predict(self, u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores and stars for index arrays, from the table (built on first use)."""
