@@ -115,6 +115,7 @@ concurrency = 2
 gpus_per_worker = 0.5
 score_table = "never"
 csv_formulas = "keep"
+precision = "bfloat16"
 """
     job = load_job(_job(project, text), environ={}, date=dt.date(2025, 1, 31))
     spec = job.score.spec("r1", work_dir=project / "w", progress="none")

@@ -24,12 +24,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from batchrank.bench import DEFAULT_CANDIDATES, DEFAULT_MOVIES
-from batchrank.bench.data import N_MOVIES, N_USERS, ROW_GROUP_ROWS
-from batchrank.storage import atomic_file
+from batchrank.bench.data import N_MOVIES, N_USERS, write_pair_blocks
 
 __all__ = [
     "DEFAULT_CANDIDATES",
@@ -168,25 +165,13 @@ def ensure_workload_pairs(work_dir: Path, w: Workload, *, seed: int = 0) -> Path
     path = _path(work_dir, w, seed)
     if path.exists():
         return path
-    schema = pa.schema([("user_id", pa.int64()), ("movie_id", pa.int64())])
-    with atomic_file(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
-
-        def write(u: np.ndarray, m: np.ndarray) -> None:
-            for s in range(0, len(u), ROW_GROUP_ROWS):
-                block = {
-                    "user_id": u[s : s + ROW_GROUP_ROWS],
-                    "movie_id": m[s : s + ROW_GROUP_ROWS],
-                }
-                writer.write_table(pa.table(block, schema=schema), row_group_size=ROW_GROUP_ROWS)
-
-        if w.scenario == "grouped":
-            for u, m in draw_candidates(w, seed):
-                write(u, m)
-        else:
-            blocks = list(draw_candidates(w, seed))
-            u = np.concatenate([b[0] for b in blocks])
-            m = np.concatenate([b[1] for b in blocks])
-            del blocks
-            perm = np.random.default_rng([seed, 4]).permutation(len(u))
-            write(u[perm], m[perm])
+    if w.scenario == "grouped":
+        write_pair_blocks(path, draw_candidates(w, seed))
+        return path
+    blocks = list(draw_candidates(w, seed))
+    u = np.concatenate([b[0] for b in blocks])
+    m = np.concatenate([b[1] for b in blocks])
+    del blocks
+    perm = np.random.default_rng([seed, 4]).permutation(len(u))
+    write_pair_blocks(path, [(u[perm], m[perm])])
     return path
