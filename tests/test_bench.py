@@ -15,6 +15,7 @@ from batchrank.bench.data import N_MOVIES, N_USERS, ensure_catalogue, ensure_pai
 from batchrank.bench.process import spawn
 from batchrank.bench.report import ratios, render_table, targets
 from batchrank.bench.variants import peak_rss_bytes
+from batchrank.bench.workload import ensure_workload_pairs, movie_ids, user_ids, workload
 from batchrank.cli.main import cli
 
 VARIANT_KEYS = ("ceiling", "ceiling_folded", "naive", "batchrank", "startup")
@@ -31,6 +32,29 @@ def test_pairs_are_drawn_without_repetition_per_user(tmp_path: Path) -> None:
     assert df.unique().height == N_USERS * N_MOVIES
     mtime = path.stat().st_mtime_ns
     assert ensure_pairs(tmp_path, n, seed=3).stat().st_mtime_ns == mtime  # cached by name
+
+
+def test_realistic_pairs_are_distinct_candidates_grouped_by_user(tmp_path: Path) -> None:
+    w = workload("grouped", 1234, candidates=50, movies=60)  # dense rows: the redraw path too
+    assert (w.users, w.movies, w.candidates) == (25, 60, 50)
+    df = pl.read_parquet(ensure_workload_pairs(tmp_path, w, seed=2))
+    assert df.height == 1234
+    assert df.unique().height == df.height  # no (user, movie) cell repeats
+    users = df["user_id"].to_numpy()
+    assert (np.diff(users) >= 0).all()  # grouped by user, in user order
+    assert set(users) == set(user_ids(25).tolist())
+    assert set(df["movie_id"].to_list()) <= set(movie_ids(60).tolist())
+    counts = df.group_by("user_id").len()["len"].to_list()
+    assert sorted(counts) == [34] + [50] * 24  # the last user cut short
+    first = df.filter(pl.col("user_id") == users[0])["movie_id"].to_numpy()
+    assert not (np.diff(first) > 0).all()  # candidates in random order, not sorted
+    shuffled = pl.read_parquet(
+        ensure_workload_pairs(
+            tmp_path, workload("shuffled", 1234, candidates=50, movies=60), seed=2
+        )
+    )
+    assert shuffled.sort(["user_id", "movie_id"]).equals(df.sort(["user_id", "movie_id"]))
+    assert not (np.diff(shuffled["user_id"].to_numpy()) >= 0).all()
 
 
 def test_catalogue_covers_every_user_and_movie(tmp_path: Path) -> None:
@@ -73,11 +97,13 @@ def test_ratios_and_targets_from_reports() -> None:
     assert rat["rss_batchrank_over_naive"] == pytest.approx(0.5)
     assert rat["batchrank_over_ceiling_folded"] is None
     met = {t["name"]: t["met"] for t in targets(variants, rat)}
-    assert met == {
-        "batchrank_over_naive": True,
-        "batchrank_over_ceiling": True,
-        "batchrank_peak_rss_mib": True,
-    }
+    assert met == {"batchrank_over_naive": True, "batchrank_peak_rss_mib": True}
+    variants["ceiling_folded"] = {"pairs_per_s": 1100.0, "cpu_s": 9.0}
+    variants["batchrank_bf16"] = {"pairs_per_s": 1200.0, "cpu_s": 6.0}
+    rat = ratios(variants)
+    assert rat["bf16_over_batchrank"] == pytest.approx(1.5)
+    met = {t["name"]: t["met"] for t in targets(variants, rat)}
+    assert met["batchrank_over_ceiling_folded"] is False
 
 
 @pytest.mark.slow
@@ -85,7 +111,20 @@ def test_bench_reports_every_variant(tmp_path: Path) -> None:
     work = tmp_path / "work"
     result = CliRunner().invoke(
         cli,
-        ["bench", "--pairs", "20000", "--json", "--work-dir", str(work), "--sweep", "1024,4096"],
+        [
+            "bench",
+            "--pairs",
+            "20000",
+            "--scenario",
+            "grouped,repeated",
+            "--movies",
+            "2000",
+            "--json",
+            "--work-dir",
+            str(work),
+            "--sweep",
+            "1024,4096",
+        ],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
@@ -107,7 +146,14 @@ def test_bench_reports_every_variant(tmp_path: Path) -> None:
     assert report["machine"]["cpu_count"] >= 1
     assert report["machine"]["jax_backend"]
     assert report["topk_agreement_naive_batchrank"] > 0.9
-    assert "| batchrank score" in render_table(report)
+    assert report["scenario"] == "grouped"
+    assert [s["scenario"] for s in report["scenarios"]] == ["grouped", "repeated"]
+    assert report["catalogue"] == {"users": 200, "movies": 2000, "cross_join": 400_000}
+    bf16 = report["precision_agreement_bf16_fp32"]
+    assert bf16["users"] == 200 and 0 <= bf16["identical_users"] <= 1
+    assert bf16["mean_overlap"] > 0.5 and bf16["max_abs_delta_stars"] < 0.5
+    table = render_table(report)
+    assert "| grouped | batchrank score" in table and "| repeated | batchrank score" in table
     # Inputs and the model stay in --work-dir for the next run; outputs are removed.
     assert pairs_path(work, 20000, 0).exists()
-    assert not (work / "out-batchrank.parquet").exists()
+    assert not list(work.glob("out-*.parquet"))

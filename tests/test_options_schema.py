@@ -120,6 +120,7 @@ deny_items = "movies.parquet"
 allow_items = "movies.parquet"
 min_stars = 2.5
 max_rows_per_file = 1000
+precision = "bfloat16"
 """
     job = load_job(_job(project, text), environ={}, date=dt.date(2025, 1, 31))
     spec = job.score.spec("r1", work_dir=project / "w", progress="none")

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batchrank.errors import DataError
 from batchrank.vocab import OOV_INDEX, Vocabulary, coerce_ids, id_kind_of
@@ -117,3 +119,43 @@ def test_non_id_types_raise_data_error(values: pa.Array) -> None:
         coerce_ids(values, "int", where="ratings.csv: column `user_id`")
     with pytest.raises(DataError, match=re.escape(str(values.type))):
         Vocabulary.build(values, where="ratings.csv: column `user_id`")
+
+
+def _searchsorted_lookup(vocab: Vocabulary, values: np.ndarray) -> np.ndarray:
+    """The simple path: binary search in the sorted ids."""
+    ids = vocab.ids.to_numpy()
+    pos = np.minimum(np.searchsorted(ids, values), len(ids) - 1)
+    return np.where(ids[pos] == values, pos + 1, OOV_INDEX).astype(np.int32)
+
+
+_INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    base=_INT64,
+    offsets=st.lists(st.integers(0, 5000), min_size=1, max_size=60),
+    probes=st.lists(st.one_of(_INT64, st.integers(-10, 5010)), max_size=80),
+)
+def test_direct_lookup_matches_the_binary_search(
+    base: int, offsets: list[int], probes: list[int]
+) -> None:
+    # ids in a bounded range anywhere in int64 (near both ends too); probes in and around it
+    # and anywhere at all (the uint64 distance must wrap and clamp, never alias a known id)
+    ids = sorted({min(max(base, -(2**63)), 2**63 - 1 - 5000) + o for o in offsets})
+    vocab = Vocabulary(ids=pa.array(ids, pa.int64()), kind="int")
+    assert vocab.direct is not None
+    lo = ids[0]
+    values = [v if not -10 <= v <= 5010 else lo + v for v in probes] + ids
+    values = [min(max(v, -(2**63)), 2**63 - 1) for v in values]
+    arr = np.array(values, dtype=np.int64)
+    got = vocab.lookup(pa.array(arr))
+    assert got.dtype == np.int32
+    assert got.tolist() == _searchsorted_lookup(vocab, arr).tolist()
+
+
+def test_wide_or_string_vocabularies_have_no_direct_index() -> None:
+    wide = Vocabulary(ids=pa.array([0, 2**40], pa.int64()), kind="int")
+    assert wide.direct is None
+    assert wide.lookup(pa.array([2**40, 5], pa.int64())).tolist() == [2, 0]
+    assert Vocabulary.build(pa.array(["a", "b"]), where="t").direct is None

@@ -2,8 +2,12 @@
 
 Modules:
 
-- :mod:`batchrank.bench.data`: the synthetic ML-100K-sized catalogue, ratings and pairs files,
-  cached by name in a work folder.
+- :mod:`batchrank.bench.workload`: the scenarios (realistic ``grouped``/``shuffled`` candidate
+  files, ``repeated``, ``all``) and the realistic pairs files.
+- :mod:`batchrank.bench.bundle`: the realistic scenarios' seed-preset model.
+- :mod:`batchrank.bench.data`: the synthetic ML-100K-sized catalogue, ratings and pairs files
+  of ``repeated``, cached by name in a work folder.
+- :mod:`batchrank.bench.agreement`: output comparisons (naive vs batchrank, bfloat16 vs float32).
 - :mod:`batchrank.bench.variants`: each measured variant, run as its own child process
   (``python -m batchrank.bench.variants VARIANT ...``) that reports one JSON line.
 - :mod:`batchrank.bench.process`: runs one command, measuring its wall, CPU and peak RSS.
@@ -13,7 +17,14 @@ Modules:
 
 from __future__ import annotations
 
-__all__ = ["VARIANTS"]
+__all__ = ["BATCHRANK_VARIANTS", "DEFAULT_CANDIDATES", "DEFAULT_MOVIES", "VARIANTS"]
 
-VARIANTS = ("ceiling", "naive", "batchrank", "batchrank_no_table", "startup")
+DEFAULT_CANDIDATES = 100
+"""Candidates per user of the realistic scenarios."""
+DEFAULT_MOVIES = 50_000
+"""Catalogue of the realistic scenarios."""
+
+BATCHRANK_VARIANTS = ("batchrank", "batchrank_no_table", "batchrank_bf16")
+"""The variants that run ``batchrank.score`` (default options, no score table, bfloat16)."""
+VARIANTS = ("ceiling", "naive", *BATCHRANK_VARIANTS, "startup")
 """The variants ``batchrank bench`` knows, in the order they run."""

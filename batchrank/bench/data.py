@@ -12,7 +12,7 @@ when several candidate generators propose the same movie.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ __all__ = [
     "ensure_pairs",
     "iter_pair_blocks",
     "pairs_path",
+    "write_pair_blocks",
 ]
 
 N_USERS = 943
@@ -180,11 +181,17 @@ def ensure_pairs(work_dir: Path, n: int, *, seed: int = 0) -> Path:
     path = pairs_path(work_dir, n, seed)
     if path.exists():
         return path
+    write_pair_blocks(path, iter_pair_blocks(n, seed))
+    return path
+
+
+def write_pair_blocks(path: Path, blocks: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Write ``(user_id, movie_id)`` int64 blocks atomically as Parquet, in row groups of at
+    most :data:`ROW_GROUP_ROWS`."""
     schema = pa.schema([("user_id", pa.int64()), ("movie_id", pa.int64())])
     with atomic_file(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
-        for u, m in iter_pair_blocks(n, seed):
-            writer.write_table(
-                pa.table({"user_id": u, "movie_id": m}, schema=schema),
-                row_group_size=ROW_GROUP_ROWS,
-            )
-    return path
+        for u, m in blocks:
+            for s in range(0, len(u), ROW_GROUP_ROWS):
+                end = s + ROW_GROUP_ROWS
+                block = pa.table({"user_id": u[s:end], "movie_id": m[s:end]}, schema=schema)
+                writer.write_table(block, row_group_size=ROW_GROUP_ROWS)

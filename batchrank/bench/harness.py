@@ -21,12 +21,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchrank.bench import VARIANTS
+import pyarrow.parquet as pq
+
+from batchrank.bench import BATCHRANK_VARIANTS, VARIANTS
+from batchrank.bench.agreement import precision_agreement, topk_agreement
+from batchrank.bench.bundle import ensure_workload_bundle, workload_titles
 from batchrank.bench.data import N_MOVIES, N_USERS, ensure_catalogue, ensure_pairs
 from batchrank.bench.process import spawn, tail
 from batchrank.bench.variants import MARKER, SWEEP, peak_rss_bytes
+from batchrank.bench.workload import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_MOVIES,
+    SCENARIOS,
+    Workload,
+    ensure_workload_pairs,
+    workload,
+)
 from batchrank.errors import BatchrankError, ConfigError
 from batchrank.scoring.commit import manifest_path_of
+from batchrank.storage import atomic_file
 
 __all__ = ["BenchError", "BenchOptions", "run_bench"]
 
@@ -48,11 +61,17 @@ class BenchOptions:
     """What ``batchrank bench`` was asked to do."""
 
     pairs: int = 5_000_000
-    """Pairs in the synthetic input."""
+    """Pairs in the synthetic input (``all``: ignored, the cross join)."""
+    scenarios: tuple[str, ...] = ("grouped", "shuffled")
+    """Scenarios to run, in order (:mod:`batchrank.bench.workload`)."""
+    candidates: int = DEFAULT_CANDIDATES
+    """Candidates per user of the realistic scenarios."""
+    movies: int = DEFAULT_MOVIES
+    """Catalogue size of the realistic scenarios."""
     model: Path | None = None
-    """Existing bundle to use (None: train one)."""
+    """Existing bundle for the ``repeated`` and ``all`` scenarios (None: train one)."""
     ratings: Path | None = None
-    """Ratings to train the ``seed`` preset on (None: synthetic ratings)."""
+    """Ratings to train those scenarios' ``seed`` preset on (None: synthetic ratings)."""
     top_k: int = 10
     """Rows kept per user."""
     batch_size: int | None = None
@@ -85,6 +104,16 @@ class BenchOptions:
             )
         if self.model is not None and self.ratings is not None:
             raise ConfigError("pass --model or --ratings, not both")
+        bad = [s for s in self.scenarios if s not in SCENARIOS]
+        if bad or not self.scenarios:
+            raise ConfigError(
+                f"unknown scenario {', '.join(bad) or '(none)'}; expected a comma-separated "
+                f"subset of {','.join(SCENARIOS)}"
+            )
+        if not 1 <= self.candidates <= self.movies:
+            raise ConfigError(
+                f"--candidates must be in [1, --movies {self.movies}]; received {self.candidates}"
+            )
 
 
 def _run_variant(name: str, args: Sequence[str], work: Path) -> dict[str, Any]:
@@ -214,17 +243,75 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def _agreement(a: Path, b: Path) -> float | None:
-    """Share of ``b``'s (user, movie) rows also in ``a``'s top-k (a sanity check)."""
-    import polars as pl
+def _scenario_inputs(
+    opts: BenchOptions, w: Workload, work: Path, say: Callable[[str], None]
+) -> tuple[Path, Path, Path]:
+    """The pairs file, the model and the titles file of one scenario."""
+    if w.realistic:
+        pairs = ensure_workload_pairs(work, w, seed=opts.seed)
+        model = ensure_workload_bundle(work, w, seed=opts.seed, say=say)
+        return pairs, model, workload_titles(work, w.movies)
+    movies = ensure_catalogue(work, seed=opts.seed).movies
+    pairs = ensure_pairs(work, w.pairs, seed=opts.seed)
+    model = _ensure_model(opts, work, movies, say)
+    coverage = _coverage(model)
+    if min(coverage.values()) < 1.0:
+        say(
+            f"warning: the model knows {coverage['users']:.0%} of the catalogue's users and "
+            f"{coverage['movies']:.0%} of its movies; unknown pairs are skipped by batchrank "
+            "and scored with the OOV row by naive"
+        )
+    return pairs, model, movies
 
-    if not (a.exists() and b.exists()):
-        return None
-    left = pl.read_parquet(a, columns=["user_id", "movie_id"]).unique()
-    right = pl.read_parquet(b, columns=["user_id", "movie_id"]).unique()
-    if right.height == 0:
-        return None
-    return left.join(right, on=["user_id", "movie_id"], how="inner").height / right.height
+
+def _run_scenario(
+    opts: BenchOptions, w: Workload, work: Path, outputs: list[Path], say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Every variant of ``opts`` on one scenario; their reports by name."""
+    pairs, model, movies = _scenario_inputs(opts, w, work, say)
+    say(w.describe())
+    common = ["--model", str(model), "--pairs", str(pairs), "--top-k", str(opts.top_k)]
+    tag = w.scenario
+    results: dict[str, Any] = {}
+    if "ceiling" in opts.variants:
+        say(f"{tag} ceiling: sweeping batch sizes {list(opts.sweep)}, then {w.pairs:,} pairs")
+        extra = ["--sweep", ",".join(str(b) for b in opts.sweep)]
+        extra += ["--sweep-pairs", str(opts.sweep_pairs)]
+        if opts.batch_size is not None:
+            extra += ["--batch-size", str(opts.batch_size)]
+        rep = _run_variant("ceiling", [*common, *extra], work)
+        for key, name in (("unfolded", "ceiling"), ("folded", "ceiling_folded")):
+            results[name] = {
+                **rep[key],
+                "peak_rss_bytes": rep["peak_rss_bytes"],
+                "process_s": rep["process_s"],
+                "machine": rep["machine"],
+            }
+    for name in ("naive", *BATCHRANK_VARIANTS):
+        if name not in opts.variants or (name == "batchrank_no_table" and tag != "repeated"):
+            continue
+        say(f"{tag} {name}: {w.pairs:,} pairs")
+        out = work / f"out-{tag}-{name}.parquet"
+        outputs += [out, manifest_path_of(out)]
+        args = [*common, "--movies", str(movies), "--out", str(out)]
+        if name.startswith("batchrank"):
+            if tag == "all":
+                args += ["--cross-join"]
+            if opts.batch_size is not None:
+                args += ["--batch-size", str(opts.batch_size)]
+            if opts.chunk_rows is not None:
+                args += ["--chunk-rows", str(opts.chunk_rows)]
+        results[name] = _run_variant(name, args, work)
+    done = {n: work / f"out-{tag}-{n}.parquet" for n in ("naive", "batchrank", "batchrank_bf16")}
+    return {
+        "workload": w,
+        "variants": results,
+        "topk_agreement": topk_agreement(done["naive"], done["batchrank"]),
+        "precision_agreement": precision_agreement(done["batchrank"], done["batchrank_bf16"]),
+        "model": model,
+        "movies": movies,
+        "pairs_file": pairs,
+    }
 
 
 def run_bench(opts: BenchOptions, say: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
@@ -241,71 +328,38 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = lambda _m: None) 
     try:
         machine = _machine()
         started = dt.datetime.now(dt.UTC)
-        movies = ensure_catalogue(work, seed=opts.seed).movies
         say(f"work folder {work}")
-        pairs = ensure_pairs(work, opts.pairs, seed=opts.seed)
-        model = _ensure_model(opts, work, movies, say)
-        coverage = _coverage(model)
-        if min(coverage.values()) < 1.0:
-            say(
-                f"warning: the model knows {coverage['users']:.0%} of the catalogue's users and "
-                f"{coverage['movies']:.0%} of its movies; unknown pairs are skipped by batchrank "
-                "and scored with the OOV row by naive"
-            )
-        common = ["--model", str(model), "--pairs", str(pairs), "--top-k", str(opts.top_k)]
-        results: dict[str, Any] = {}
-        if "ceiling" in opts.variants:
-            say(f"ceiling: sweeping batch sizes {list(opts.sweep)}, then {opts.pairs:,} pairs")
-            extra = ["--sweep", ",".join(str(b) for b in opts.sweep)]
-            extra += ["--sweep-pairs", str(opts.sweep_pairs)]
-            if opts.batch_size is not None:
-                extra += ["--batch-size", str(opts.batch_size)]
-            rep = _run_variant("ceiling", [*common, *extra], work)
-            for key, name in (("unfolded", "ceiling"), ("folded", "ceiling_folded")):
-                results[name] = {
-                    **rep[key],
-                    "peak_rss_bytes": rep["peak_rss_bytes"],
-                    "process_s": rep["process_s"],
-                }
-            machine.update(rep["machine"])
-        for name in ("naive", "batchrank", "batchrank_no_table"):
-            if name not in opts.variants:
-                continue
-            say(f"{name}: {opts.pairs:,} pairs")
-            out = work / f"out-{name}.parquet"
-            outputs += [out, manifest_path_of(out)]
-            args = [*common, "--movies", str(movies), "--out", str(out)]
-            if name.startswith("batchrank"):
-                if opts.batch_size is not None:
-                    args += ["--batch-size", str(opts.batch_size)]
-                if opts.chunk_rows is not None:
-                    args += ["--chunk-rows", str(opts.chunk_rows)]
-            rep = _run_variant(name, args, work)
-            machine.update(rep.pop("machine"))
-            results[name] = rep
+        runs = []
+        for scenario in opts.scenarios:
+            w = workload(scenario, opts.pairs, candidates=opts.candidates, movies=opts.movies)
+            runs.append(_run_scenario(opts, w, work, outputs, say))
         if "startup" in opts.variants:
             say("startup: batchrank --help, and batchrank score on 1,000 pairs")
-            small = ensure_pairs(work, STARTUP_PAIRS, seed=opts.seed)
+            first = runs[0]
+            small = work / "pairs-startup.parquet"
+            if not small.exists():
+                with atomic_file(small) as tmp:
+                    pq.write_table(pq.read_table(first["pairs_file"]).slice(0, STARTUP_PAIRS), tmp)
             startup_out = work / "out-startup.parquet"
             outputs += [startup_out, manifest_path_of(startup_out)]
-            results["startup"] = _run_startup(model, small, movies, work)
-        agreement = _agreement(work / "out-naive.parquet", work / "out-batchrank.parquet")
+            first["variants"]["startup"] = _run_startup(
+                first["model"], small, first["movies"], work
+            )
+        for run in runs:
+            for rep in run["variants"].values():
+                machine.update(rep.pop("machine", {}))
+                rep["peak_rss_mib"] = rep["peak_rss_bytes"] / MIB
         machine["load_avg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         machine["parent_peak_rss_bytes"] = peak_rss_bytes()
-        for rep in results.values():
-            rep["peak_rss_mib"] = rep["peak_rss_bytes"] / MIB
         from batchrank.bench.report import assemble
 
         return assemble(
-            variants=results,
-            pairs=opts.pairs,
+            runs=runs,
             top_k=opts.top_k,
-            model=model,
             trained=opts.model is None,
             machine=machine,
             started=started,
             work_dir=work if (opts.keep or not temporary) else None,
-            topk_agreement=agreement,
         )
     finally:
         if temporary and not opts.keep:

@@ -6,13 +6,11 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from batchrank.bench.data import N_MOVIES, N_USERS
-
 __all__ = ["TARGETS", "assemble", "ratios", "render_table", "targets"]
 
 TARGETS = {
     "batchrank_over_naive": 3.0,
-    "batchrank_over_ceiling": 0.8,
+    "batchrank_over_ceiling_folded": 0.8,
     "batchrank_peak_rss_mib": 1024.0,
     "help_s": 1.0,
     "score_1000_s": 5.0,
@@ -25,6 +23,7 @@ _LABELS = {
     "naive": "naive (polars + model.predict)",
     "batchrank": "batchrank score",
     "batchrank_no_table": "batchrank score --score-table never",
+    "batchrank_bf16": "batchrank score --precision bfloat16",
 }
 
 
@@ -54,6 +53,8 @@ def ratios(variants: dict[str, Any]) -> dict[str, float | None]:
         "batchrank_over_ceiling_folded_cpu": _div(
             _get(variants, "ceiling_folded", "cpu_s"), br_cpu
         ),
+        "bf16_over_batchrank": _div(_get(variants, "batchrank_bf16", "pairs_per_s"), br),
+        "bf16_over_batchrank_cpu": _div(br_cpu, _get(variants, "batchrank_bf16", "cpu_s")),
         "rss_batchrank_over_naive": _div(
             _get(variants, "batchrank", "peak_rss_bytes"), _get(variants, "naive", "peak_rss_bytes")
         ),
@@ -64,7 +65,7 @@ def targets(variants: dict[str, Any], rat: dict[str, float | None]) -> list[dict
     """Each target of the issue this run can check: value, bound and whether it is met."""
     values = {
         "batchrank_over_naive": rat["batchrank_over_naive"],
-        "batchrank_over_ceiling": rat["batchrank_over_ceiling"],
+        "batchrank_over_ceiling_folded": rat["batchrank_over_ceiling_folded"],
         "batchrank_peak_rss_mib": _get(variants, "batchrank", "peak_rss_mib"),
         "help_s": _get(variants, "startup", "help_s"),
         "score_1000_s": _get(variants, "startup", "score_s"),
@@ -87,45 +88,60 @@ def targets(variants: dict[str, Any], rat: dict[str, float | None]) -> list[dict
     return out
 
 
+def _scenario_result(run: dict[str, Any]) -> dict[str, Any]:
+    w = run["workload"]
+    variants = run["variants"]
+    rat = ratios(variants)
+    return {
+        "scenario": w.scenario,
+        "description": w.describe(),
+        "pairs": w.pairs,
+        "catalogue": {"users": w.users, "movies": w.movies, "cross_join": w.users * w.movies},
+        "candidates_per_user": w.candidates,
+        "distinct_pairs": w.distinct_pairs,
+        "model": {"path": str(run["model"])},
+        "variants": variants,
+        "ratios": rat,
+        "targets": targets(variants, rat),
+        "topk_agreement_naive_batchrank": run["topk_agreement"],
+        "precision_agreement_bf16_fp32": run["precision_agreement"],
+    }
+
+
 def assemble(
     *,
-    variants: dict[str, Any],
-    pairs: int,
+    runs: list[dict[str, Any]],
     top_k: int,
-    model: Path,
     trained: bool,
     machine: dict[str, Any],
     started: dt.datetime,
     work_dir: Path | None,
-    topk_agreement: float | None,
 ) -> dict[str, Any]:
     """The benchmark's JSON object.
 
+    The first scenario's figures are also at the top level (``pairs``, ``variants``,
+    ``ratios``, ``targets``...); every scenario's are in ``scenarios``, in the order they ran.
+
     Args:
-        variants: per-variant reports (``pairs_per_s``, ``peak_rss_bytes``, ``wall_s``...).
-        pairs: pairs in the input.
+        runs: per scenario: ``workload``, ``variants`` (per-variant reports: ``pairs_per_s``,
+            ``peak_rss_bytes``, ``wall_s``...), ``model``, ``topk_agreement`` and
+            ``precision_agreement``.
         top_k: rows kept per user.
-        model: the bundle benchmarked.
-        trained: whether the benchmark trained it.
+        trained: whether the benchmark trained the models.
         machine: machine facts.
         started: when the run started.
         work_dir: the kept work folder, if any.
-        topk_agreement: share of batchrank's top-k rows also in naive's.
     """
-    rat = ratios(variants)
+    scenarios = [_scenario_result(r) for r in runs]
+    first = scenarios[0]
     return {
-        "batchrank_bench": 1,
+        "batchrank_bench": 2,
         "date": started.isoformat(timespec="seconds"),
-        "pairs": pairs,
-        "catalogue": {"users": N_USERS, "movies": N_MOVIES, "cross_join": N_USERS * N_MOVIES},
-        "distinct_pairs": min(pairs, N_USERS * N_MOVIES),
+        **first,
+        "model": {**first["model"], "trained_by_bench": trained},
         "top_k": top_k,
-        "model": {"path": str(model), "trained_by_bench": trained},
         "machine": machine,
-        "variants": variants,
-        "ratios": rat,
-        "targets": targets(variants, rat),
-        "topk_agreement_naive_batchrank": topk_agreement,
+        "scenarios": scenarios,
         "work_dir": str(work_dir) if work_dir is not None else None,
     }
 
@@ -136,7 +152,7 @@ def _num(x: float | None, digits: int = 0) -> str:
     return f"{x:,.{digits}f}"
 
 
-def _row(*cells: str, width: int = 5) -> str:
+def _row(*cells: str, width: int = 6) -> str:
     """A Markdown table row of ``width`` cells (missing cells empty)."""
     padded = [*cells, *([""] * (width - len(cells)))]
     return "| " + " | ".join(padded) + " |"
@@ -146,22 +162,11 @@ def _ratio(x: float | None) -> str:
     return "" if x is None else f"{x:.2f}×"
 
 
-def render_table(result: dict[str, Any]) -> str:
-    """The Markdown table ``batchrank bench`` prints (and the README shows)."""
-    v = result["variants"]
-    m = result["machine"]
-    rat = result["ratios"]
-    lines = [
-        f"batchrank bench: {result['pairs']:,} pairs over {N_USERS} users × {N_MOVIES:,} movies, "
-        f"top {result['top_k']}",
-        f"machine: {m.get('cpu_count')} CPUs ({m.get('cpu_model')}), jax "
-        f"{m.get('jax_backend', '?')} {m.get('jax_devices', '')}, load avg before "
-        f"{_load(m.get('load_avg_before'))} after {_load(m.get('load_avg_after'))}; "
-        f"{result['date']}",
-        "",
-        "| variant | pairs/s | peak RSS (MiB) | wall s | CPU s |",
-        "|---|--:|--:|--:|--:|",
-    ]
+def _scenario_rows(sc: dict[str, Any]) -> list[str]:
+    v = sc["variants"]
+    rat = sc["ratios"]
+    tag = sc["scenario"]
+    lines = []
     for name, label in _LABELS.items():
         rep = v.get(name)
         if not rep:
@@ -170,6 +175,7 @@ def render_table(result: dict[str, Any]) -> str:
             label = f"{label}, batch {rep['batch_size']:,}"
         lines.append(
             _row(
+                tag,
                 label,
                 _num(rep["pairs_per_s"]),
                 _num(rep["peak_rss_mib"]),
@@ -178,24 +184,33 @@ def render_table(result: dict[str, Any]) -> str:
             )
         )
     for key, label in (
-        ("naive", "batchrank / naive"),
-        ("ceiling", "batchrank / ceiling (unfolded)"),
-        ("ceiling_folded", "batchrank / ceiling (folded)"),
+        ("batchrank_over_naive", "batchrank / naive"),
+        ("batchrank_over_ceiling", "batchrank / ceiling (unfolded)"),
+        ("batchrank_over_ceiling_folded", "batchrank / ceiling (folded)"),
+        ("bf16_over_batchrank", "batchrank bfloat16 / float32"),
     ):
-        if rat[f"batchrank_over_{key}"] is None:
+        if rat[key] is None:
             continue
-        rss = _ratio(rat["rss_batchrank_over_naive"]) if key == "naive" else ""
-        wall, cpu = _ratio(rat[f"batchrank_over_{key}"]), _ratio(rat[f"batchrank_over_{key}_cpu"])
-        lines.append(_row(label, wall, rss, "", cpu))
+        rss = _ratio(rat["rss_batchrank_over_naive"]) if key.endswith("naive") else ""
+        wall, cpu = _ratio(rat[key]), _ratio(rat[f"{key}_cpu"])
+        lines.append(_row(tag, label, wall, rss, "", cpu))
     st = v.get("startup")
     if st:
         runs = len(st["help_runs_s"])
         help_cpu = _num(st.get("help_cpu_s"), 2)
         lines.append(
-            _row(f"`batchrank --help` (median of {runs})", "", "", f"{st['help_s']:.2f}", help_cpu)
+            _row(
+                "",
+                f"`batchrank --help` (median of {runs})",
+                "",
+                "",
+                f"{st['help_s']:.2f}",
+                help_cpu,
+            )
         )
         lines.append(
             _row(
+                tag,
                 f"`batchrank score`, {st['score_pairs']:,} pairs, cold",
                 _num(st["pairs_per_s"]),
                 _num(st["peak_rss_mib"]),
@@ -203,23 +218,57 @@ def render_table(result: dict[str, Any]) -> str:
                 _num(st.get("cpu_s"), 2),
             )
         )
-    if "ceiling" in v or "ceiling_folded" in v:
-        lines.append("")
+    return lines
+
+
+def _scenario_notes(sc: dict[str, Any]) -> list[str]:
+    v = sc["variants"]
+    tag = sc["scenario"]
+    lines = []
     for name in ("ceiling", "ceiling_folded"):
         rep = v.get(name)
         if rep:
             sweep = ", ".join(f"{r['batch_size']:,}: {r['pairs_per_s']:,.0f}" for r in rep["sweep"])
             on = f"{rep['sweep_pairs']:,} pairs"
-            lines.append(f"{_LABELS[name]} sweep, pairs/s by batch size on {on}: {sweep}")
-    if result["targets"]:
-        lines.append("")
-        for t in result["targets"]:
-            op = "≥" if t["kind"] == "min" else "≤"
-            mark = "met" if t["met"] else "NOT met"
-            lines.append(f"target {t['name']} {op} {t['bound']:g}: {t['value']:.2f} ({mark})")
-    agreement = result.get("topk_agreement_naive_batchrank")
+            lines.append(f"{tag}: {_LABELS[name]} sweep, pairs/s by batch size on {on}: {sweep}")
+    for t in sc["targets"]:
+        op = "≥" if t["kind"] == "min" else "≤"
+        mark = "met" if t["met"] else "NOT met"
+        lines.append(f"{tag}: target {t['name']} {op} {t['bound']:g}: {t['value']:.2f} ({mark})")
+    agreement = sc.get("topk_agreement_naive_batchrank")
     if agreement is not None:
-        lines.append(f"top-k agreement of naive and batchrank: {agreement:.1%}")
+        lines.append(f"{tag}: top-k agreement of naive and batchrank: {agreement:.1%}")
+    pa_ = sc.get("precision_agreement_bf16_fp32")
+    if pa_:
+        delta = pa_["max_abs_delta_stars"]
+        lines.append(
+            f"{tag}: bfloat16 vs float32 on the same pairs: {pa_['identical_users']:.1%} of "
+            f"{pa_['users']:,} users with an identical top-k list, mean overlap@k "
+            f"{pa_['mean_overlap']:.1%}, max |Δ stars| "
+            f"{'n/a' if delta is None else f'{delta:.4f}'}"
+        )
+    return lines
+
+
+def render_table(result: dict[str, Any]) -> str:
+    """The Markdown table ``batchrank bench`` prints (and the README shows)."""
+    m = result["machine"]
+    lines = [f"batchrank bench, top {result['top_k']}:"]
+    lines += [f"- {sc['description']}" for sc in result["scenarios"]]
+    lines += [
+        f"machine: {m.get('cpu_count')} CPUs ({m.get('cpu_model')}), jax "
+        f"{m.get('jax_backend', '?')} {m.get('jax_devices', '')}, load avg before "
+        f"{_load(m.get('load_avg_before'))} after {_load(m.get('load_avg_after'))}; "
+        f"{result['date']}",
+        "",
+        "| scenario | variant | pairs/s | peak RSS (MiB) | wall s | CPU s |",
+        "|---|---|--:|--:|--:|--:|",
+    ]
+    for sc in result["scenarios"]:
+        lines += _scenario_rows(sc)
+    notes = [n for sc in result["scenarios"] for n in _scenario_notes(sc)]
+    if notes:
+        lines += ["", *notes]
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from batchrank.bench import VARIANTS
+from batchrank.bench import DEFAULT_CANDIDATES, DEFAULT_MOVIES, VARIANTS
 from batchrank.bench.variants import SWEEP
 
 _VARIANTS = ",".join(VARIANTS)
@@ -20,12 +20,36 @@ _VARIANTS = ",".join(VARIANTS)
     default=5_000_000,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Pairs in the synthetic input (943 users × 1,682 movies).",
+    help="Pairs in the synthetic input; the realistic scenarios' users scale with it "
+    "(pairs / --candidates).",
+)
+@click.option(
+    "--scenario",
+    "scenarios",
+    default="grouped,shuffled",
+    show_default=True,
+    help="Comma-separated scenarios: grouped (U users × C distinct candidates from M movies, "
+    "rows grouped by user), shuffled (the same, rows shuffled), repeated (943 × 1,682 "
+    "catalogue, pairs repeating), all (--pairs all on that catalogue).",
+)
+@click.option(
+    "--candidates",
+    default=DEFAULT_CANDIDATES,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Candidates per user of grouped and shuffled.",
+)
+@click.option(
+    "--movies",
+    default=DEFAULT_MOVIES,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Catalogue size of grouped and shuffled.",
 )
 @click.option(
     "--model",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Existing model bundle (default: train the seed preset for 1 epoch).",
+    help="Existing model bundle for repeated and all (default: train the seed preset for 1 epoch).",
 )
 @click.option(
     "--ratings",
@@ -63,6 +87,9 @@ _VARIANTS = ",".join(VARIANTS)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 def command(
     n_pairs: int,
+    scenarios: str,
+    candidates: int,
+    movies: int,
     model: Path | None,
     ratings: Path | None,
     top_k: int,
@@ -77,12 +104,14 @@ def command(
 ) -> None:
     """Benchmark the scorer against a naive script and the model's in-memory ceiling.
 
-    On one synthetic pairs file (written to Parquet first, reused from --work-dir when it
-    exists), each variant runs in its own process, one at a time: the ceiling (the jitted model
-    over index pairs in memory, unfolded and folded, best of a batch-size sweep), naive (polars
-    + model.predict + sort, as in the tutorial) and batchrank score end to end; then the
-    start-up times of `batchrank --help` and of scoring 1,000 pairs. Prints pairs/s, peak RSS
-    and wall seconds per variant and the ratios.
+    Per scenario, on one synthetic pairs file (written to Parquet first, reused from
+    --work-dir when it exists) and a model whose vocabularies match it, each variant runs in
+    its own process, one at a time: the ceiling (the jitted model over index pairs in memory,
+    unfolded and folded, best of a batch-size sweep), naive (polars + model.predict + sort, as
+    in the tutorial), batchrank score end to end (and with --precision bfloat16, compared with
+    float32 on the same pairs); then the start-up times of `batchrank --help` and of scoring
+    1,000 pairs. Prints pairs/s, peak RSS and wall seconds per variant and the ratios, each row
+    labelled with its scenario.
     """
     from batchrank.bench.harness import BenchOptions, run_bench
     from batchrank.bench.report import render_table
@@ -96,6 +125,9 @@ def command(
         raise ConfigError(f"--sweep must be positive integers; received {sweep!r}")
     opts = BenchOptions(
         pairs=n_pairs,
+        scenarios=tuple(x.strip() for x in scenarios.split(",") if x.strip()),
+        candidates=candidates,
+        movies=movies,
         model=model,
         ratings=ratings,
         top_k=top_k,

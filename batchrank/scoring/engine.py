@@ -24,7 +24,14 @@ import pyarrow as pa
 from batchrank.scoring.context import Fragment, RunContext, fragment_chunks, fragment_work, new_topk
 from batchrank.scoring.progress import make_progress
 from batchrank.scoring.schema import PARTIAL_COLUMNS, partial_schema
-from batchrank.scoring.stage import StageContext, finish_chunk, map_chunk, stage_for_run
+from batchrank.scoring.stage import (
+    ChunkResult,
+    StageContext,
+    map_chunk,
+    predict_chunk,
+    rank_chunk,
+    stage_for_run,
+)
 from batchrank.scoring.topk import TopK
 from batchrank.scoring.workdir import FragmentStore, RejectsPart
 
@@ -150,18 +157,30 @@ def _run_fragment(
     keep_rejects = store is not None or spec.rejects is not None
     counts: Counter[str] = Counter()
     work_done = 0
+
+    def take(raw: Any, chunk: ChunkResult) -> None:
+        nonlocal work_done
+        counts.update(chunk.counts)
+        if keep_rejects:
+            rejects.write(chunk.rejects)
+        if chunk.partial.num_rows:
+            local.add(chunk.partial)
+        w = fragment_work(ctx, frag, raw)
+        work_done += w
+        progress.advance(w, raw.table.num_rows)
+
     try:
         mapped_iter = _prefetch((raw, map_chunk(raw, stage)) for raw in fragment_chunks(ctx, frag))
+        # Chunk N+1's batches are queued on the device before chunk N is ranked, so the
+        # partial top-k runs while JAX computes; chunks still reach the state in order.
+        pending = None
         for raw, mapped in mapped_iter:
-            chunk = finish_chunk(mapped, stage)
-            counts.update(chunk.counts)
-            if keep_rejects:
-                rejects.write(chunk.rejects)
-            if chunk.partial.num_rows:
-                local.add(chunk.partial)
-            w = fragment_work(ctx, frag, raw)
-            work_done += w
-            progress.advance(w, raw.table.num_rows)
+            queued = (raw, predict_chunk(mapped, stage))
+            if pending is not None:
+                take(pending[0], rank_chunk(pending[1], stage))
+            pending = queued
+        if pending is not None:
+            take(pending[0], rank_chunk(pending[1], stage))
         if store is not None:
             partial = _collect(local)
             local.close()

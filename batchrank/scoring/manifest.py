@@ -128,6 +128,7 @@ def build_manifest(
             "compression": spec.compression,
             "max_rows_per_file": spec.max_rows_per_file,
             "csv_formulas": spec.csv_formulas,
+            "precision": spec.precision,
             "items": str(spec.items) if spec.items else None,
         },
         "counts": _counts(scored.counts, written, missing_titles),

@@ -28,15 +28,21 @@ __all__ = [
     "BATCH_MULTIPLE",
     "DEFAULT_BATCH_SIZE",
     "MAX_TABLE_CELLS",
+    "Collect",
     "Predictor",
     "TablePredictor",
     "make_predictor",
     "round_batch",
 ]
 
+Collect = Callable[[], tuple[np.ndarray, np.ndarray]]
+"""Waits for dispatched batches; returns scores and stars (float32)."""
+
 BATCH_MULTIPLE = 64
 DEFAULT_BATCH_SIZE = 8192
-DEFAULT_FOLD_BUDGET = 1 << 30
+DEFAULT_FOLD_BUDGET = 256 << 20
+"""Largest folded first-layer table (bytes): 256 K users at width 256. Past it the user side is
+projected per batch, so a million-user vocabulary does not cost a GiB of resident memory."""
 # Largest dense score table (cells); two float32 arrays of this many cells is 128 MiB.
 MAX_TABLE_CELLS = 16_000_000
 
@@ -63,9 +69,18 @@ class Predictor:
 
     def predict(self, u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores (label units) and stars for index arrays of any length, as float32."""
+        return self.dispatch(u, i)()
+
+    def dispatch(self, u: np.ndarray, i: np.ndarray) -> Collect:
+        """Queue every batch of ``u, i`` on the device and return at once.
+
+        JAX runs the batches asynchronously; the returned function waits for them and returns
+        what :meth:`predict` would. The engine ranks the previous chunk meanwhile, so both
+        cores stay busy.
+        """
         n = len(u)
         if n == 0:
-            return np.zeros(0, np.float32), np.zeros(0, np.float32)
+            return lambda: (np.zeros(0, np.float32), np.zeros(0, np.float32))
         b = self.batch_size
         nb = -(-n // b)
         pad = nb * b - n
@@ -76,9 +91,13 @@ class Predictor:
         i = np.ascontiguousarray(i, dtype=np.int32)
         # Dispatch every batch first: JAX runs them asynchronously while Python queues the next.
         outs = [self.fn(u[s : s + b], i[s : s + b]) for s in range(0, nb * b, b)]
-        scores = np.concatenate([np.asarray(o[0]) for o in outs])[:n]
-        stars = np.concatenate([np.asarray(o[1]) for o in outs])[:n]
-        return scores, stars
+
+        def collect() -> tuple[np.ndarray, np.ndarray]:
+            scores = np.concatenate([np.asarray(o[0]) for o in outs])[:n]
+            stars = np.concatenate([np.asarray(o[1]) for o in outs])[:n]
+            return scores, stars
+
+        return collect
 
 
 @dataclass
@@ -109,6 +128,11 @@ class TablePredictor:
         """Where JAX runs."""
         return self.inner.device
 
+    def dispatch(self, u: np.ndarray, i: np.ndarray) -> Collect:
+        """As :meth:`Predictor.dispatch` (a gather: computed at once)."""
+        out = self.predict(u, i)
+        return lambda: out
+
     def predict(self, u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores and stars for index arrays, from the table (built on first use)."""
         if self._table is None:
@@ -127,7 +151,10 @@ def _star_constants(t: LabelTransform) -> tuple[np.float32, np.float32, np.float
 
 
 def _folded_fn(
-    weights: dict[str, np.ndarray], transform: LabelTransform, fold_budget_bytes: int
+    weights: dict[str, np.ndarray],
+    transform: LabelTransform,
+    fold_budget_bytes: int,
+    precision: str = "float32",
 ) -> Callable[[Any, Any], tuple[Any, Any]]:
     import jax
     import jax.numpy as jnp
@@ -150,8 +177,13 @@ def _folded_fn(
     u_tab, u_folded = table(e_u, w_u, b0)
     m_tab, m_folded = table(e_m, w_m, None)
     w_u_j, w_m_j, b0_j = jnp.asarray(w_u), jnp.asarray(w_m), jnp.asarray(b0)
+    low_precision = precision == "bfloat16"
+    hidden_type = jnp.bfloat16 if low_precision else jnp.float32
     dense = [
-        (jnp.asarray(weights[f"dense_{n}_kernel"]), jnp.asarray(weights[f"dense_{n}_bias"]))
+        (
+            jnp.asarray(weights[f"dense_{n}_kernel"], dtype=hidden_type),
+            jnp.asarray(weights[f"dense_{n}_bias"]),
+        )
         for n in range(1, n_hidden)
     ]
     w_o, b_o = jnp.asarray(weights["rating_kernel"]), jnp.asarray(weights["rating_bias"])
@@ -167,7 +199,11 @@ def _folded_fn(
         hm = m_tab[i] if m_folded else m_tab[i] @ w_m_j
         h = jax.nn.relu(hu + hm)
         for w, b in dense:
-            h = jax.nn.relu(h @ w + b)
+            if low_precision:  # bfloat16 operands, float32 accumulation and bias
+                h = jnp.dot(h.astype(w.dtype), w, preferred_element_type=jnp.float32)
+            else:
+                h = h @ w
+            h = jax.nn.relu(h + b)
         out = (h @ w_o + b_o)[:, 0]
         if bias_terms:
             out = out + ub[u] + ib[i] + gb[0]
@@ -212,6 +248,7 @@ def make_predictor(
     batch_size: int = DEFAULT_BATCH_SIZE,
     fold: bool = True,
     fold_budget_bytes: int = DEFAULT_FOLD_BUDGET,
+    precision: str = "float32",
 ) -> Predictor:
     """Build the jitted predictor of a bundle.
 
@@ -221,6 +258,11 @@ def make_predictor(
         fold: fold the first Dense layer when the model is a :class:`RankingModel`.
         fold_budget_bytes: largest folded table kept on the device; larger ones are projected
             per batch.
+        precision: ``float32``, or ``bfloat16`` for the hidden Dense layers after the folded
+            one (bfloat16 operands, float32 accumulation; folded path only).
+
+    Raises:
+        ModelError: ``bfloat16`` for a model that is not a folded RankingModel.
     """
     import jax
 
@@ -234,8 +276,15 @@ def make_predictor(
     use_fold = fold and weights is not None
     if use_fold:
         assert weights is not None
-        fn = _folded_fn(weights, bundle.transform, fold_budget_bytes)
+        fn = _folded_fn(weights, bundle.transform, fold_budget_bytes, precision)
     else:
+        if precision != "float32":
+            from batchrank.errors import ModelError
+
+            raise ModelError(
+                f"{bundle.path}: --precision {precision} needs a batchrank RankingModel "
+                "(seed/default presets); this model runs through the generic Keras path"
+            )
         if model is None:
             model = load_bundle(bundle.path).model  # type: ignore[arg-type]
         fn = _generic_fn(
@@ -244,6 +293,6 @@ def make_predictor(
     return Predictor(
         fn=fn,
         batch_size=round_batch(batch_size),
-        path="folded" if use_fold else "generic",
+        path=("folded" if use_fold else "generic") + ("+bf16" if precision == "bfloat16" else ""),
         device=jax.default_backend(),
     )

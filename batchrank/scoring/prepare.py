@@ -127,6 +127,8 @@ def _fragments(
     if rules is not None:  # a changed exclude file or star floor must not reuse a partial
         rule_files = tuple(file_identity(f) for f in rules.files)
         common += ("rules", rules.min_stars, spec.exclude, rule_files)
+    if spec.precision != "float32":  # float32 keys stay as they were: old work folders resume
+        common += (spec.precision,)
     if cross_users is not None:
         per_block = max(1, CROSS_JOIN_FRAGMENT_PAIRS // max(len(bundle.items), 1))
         everyone = _ids_digest(cross_users)

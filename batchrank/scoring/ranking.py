@@ -36,6 +36,7 @@ __all__ = [
     "partial_topk",
     "ranked",
     "reduce_topk",
+    "run_thresholds",
     "select_partial",
     "user_chunks",
 ]
@@ -91,15 +92,62 @@ def reduce_topk(df: pl.DataFrame, k: int) -> pl.DataFrame:
     return ordered.filter(~repeat).filter(_position_in_user() < k)
 
 
+def run_thresholds(groups: np.ndarray, score: np.ndarray, k: int) -> np.ndarray | None:
+    """Rows that can enter their user's top ``k``, from runs of equal ``groups``; None: all.
+
+    ``groups`` is the user's vocabulary index (``u``): rows of one user are adjacent when the
+    input is grouped by user, as a retrieval job writes it. Within each run the k-th largest
+    *distinct* score is a safe threshold: k distinct scores mean k distinct pairs (copies of a
+    pair share their score), so a row below it cannot be in the top k, and ties are kept, so
+    the exact sort that follows still breaks them by movie id. NaN ranks last (as -inf). Index
+    0 (the OOV row, shared by every unknown user under ``--unknown oov``) is never cut.
+
+    Runs go into a padded ``runs × longest`` matrix sorted row by row, so the work is
+    vectorised; None (keep everything) when runs are too short to cut anything or too uneven
+    to pad.
+    """
+    n = len(groups)
+    if n == 0:
+        return None
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.not_equal(groups[1:], groups[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    runs = len(starts)
+    if runs * 2 * k > n:  # mean run not longer than 2k: little to cut
+        return None
+    lengths = np.diff(np.append(starts, n))
+    longest = int(lengths.max())
+    if runs * longest > 4 * n:
+        return None
+    clean = np.where(np.isnan(score), np.float32(-np.inf), score).astype(np.float32, copy=False)
+    row = np.repeat(np.arange(runs), lengths)
+    col = np.arange(n) - np.repeat(starts, lengths)
+    grid = np.full((runs, longest), np.inf, dtype=np.float32)  # padding ranks last
+    grid[row, col] = -clean  # ascending sort of the negation: best first
+    grid.sort(axis=1)
+    distinct = np.ones(grid.shape, dtype=np.int32)
+    distinct[:, 1:] = grid[:, 1:] != grid[:, :-1]
+    np.cumsum(distinct, axis=1, out=distinct)
+    at_k = distinct >= k
+    first = np.argmax(at_k, axis=1)
+    thr = np.where(at_k[np.arange(runs), first], -grid[np.arange(runs), first], -np.inf)
+    keep = clean >= thr.astype(np.float32)[row]
+    keep |= groups == 0
+    return keep
+
+
 def partial_topk(table: pa.Table, k: int) -> pa.Table:
     """The best ``k`` rows per user of a scored table.
 
     Exact and deterministic, so it can be applied to any split of the rows and the partial
-    results merged with :func:`merge_partials` (or fed to :class:`TopK`).
+    results merged with :func:`merge_partials` (or fed to :class:`TopK`). A table that also
+    carries the users' vocabulary indices (column ``u``) is first cut with
+    :func:`run_thresholds` (rows grouped by user then skip most of the sort).
 
     Args:
         table: Scored rows with ``user_id``, ``movie_id``, ``score``, ``stars`` (other
-            columns are dropped). Id types are kept.
+            columns are dropped) and optionally ``u``. Id types are kept.
         k: How many rows to keep per user (>= 1).
 
     Returns:
@@ -110,6 +158,11 @@ def partial_topk(table: pa.Table, k: int) -> pa.Table:
         ValueError: ``k`` < 1 or a column is missing.
     """
     check_k(k)
+    if "u" in table.schema.names and table.num_rows and not table.column("score").null_count:
+        groups = np.asarray(table.column("u").to_numpy())
+        keep = run_thresholds(groups, np.asarray(table.column("score").to_numpy()), k)
+        if keep is not None:
+            table = table.filter(pa.array(keep))
     selected = select_partial(table)
     out = reduce_topk(pl.from_arrow(selected), k)  # type: ignore[arg-type]
     return out.to_arrow().cast(selected.schema)

@@ -192,6 +192,15 @@ class ScoreSpec:
         default="auto",
         metadata=doc("`auto`: score each (user, movie) cell once when pairs outnumber cells 2:1."),
     )
+    precision: Literal["float32", "bfloat16"] = field(
+        default="float32",
+        metadata=doc(
+            "Arithmetic of the hidden Dense layers: `bfloat16` (opt-in, folded seed/default "
+            "models only) multiplies in bfloat16 with float32 accumulation, faster on CPUs with "
+            "native bfloat16, with scores that can differ in the third digit and so top-k lists "
+            "that can differ (`batchrank bench` prints the agreement)."
+        ),
+    )
     csv_formulas: Literal["escape", "keep"] = field(
         default="escape",
         metadata=doc(

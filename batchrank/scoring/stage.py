@@ -1,5 +1,9 @@
 """The per-chunk stage both engines run: map ids and reject → predict → rescale → partial top-k.
 
+:func:`finish_chunk` is :func:`predict_chunk` (queue the batches on the device, the rescale to
+stars is inside the jitted function) then :func:`rank_chunk` (wait, build the scored table,
+cut it to its partial top-k); the local engine ranks chunk N while chunk N+1 predicts.
+
 :func:`score_chunk` is a pure function of a raw chunk and a :class:`StageContext` (the
 vocabularies, the jitted predictor, ``k`` and the unknown-id policy). The local engine runs it
 chunk by chunk (mapping in its reader thread: :func:`map_chunk` then :func:`finish_chunk`);
@@ -12,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 
 from batchrank.scoring.ids import MappedChunk, UnknownPolicy, map_ids
@@ -23,16 +28,19 @@ from batchrank.scoring.schema import MOVIE_ID, SCORE, STARS, USER_ID, I, U, part
 if TYPE_CHECKING:
     from batchrank.bundle import Bundle
     from batchrank.scoring.context import RunContext
-    from batchrank.scoring.predict import Predictor, TablePredictor
+    from batchrank.scoring.predict import Collect, Predictor, TablePredictor
     from batchrank.vocab import Vocabulary
 
 __all__ = [
     "ChunkResult",
+    "Predicting",
     "StageContext",
     "finish_chunk",
     "map_chunk",
+    "predict_chunk",
+    "rank_chunk",
     "score_chunk",
-    "score_mapped",
+    "scored_table",
     "stage_context",
     "stage_for_run",
 ]
@@ -73,12 +81,13 @@ def stage_context(
     batch_size: int,
     score_table: bool,
     rules: Rules | None = None,
+    precision: str = "float32",
 ) -> StageContext:
     """Build the jitted predictor for ``bundle`` and the stage's other inputs."""
     from batchrank.scoring.predict import TablePredictor, make_predictor
     from batchrank.scoring.schema import id_type
 
-    inner = make_predictor(bundle, batch_size=batch_size)
+    inner = make_predictor(bundle, batch_size=batch_size, precision=precision)
     predictor: Predictor | TablePredictor = (
         TablePredictor(inner, (bundle.users.size, bundle.items.size)) if score_table else inner
     )
@@ -104,6 +113,7 @@ def stage_for_run(ctx: RunContext) -> StageContext:
         batch_size=spec.batch_size,
         score_table=ctx.score_table,
         rules=ctx.rules,
+        precision=spec.precision,
     )
 
 
@@ -116,33 +126,63 @@ def map_chunk(raw: RawChunk, stage: StageContext) -> MappedChunk:
     return map_ids(raw, stage.users, stage.items, unknown=stage.unknown)
 
 
-def score_mapped(mapped: MappedChunk, predictor: Predictor | TablePredictor) -> pa.Table:
-    """Predict and rescale a mapped chunk: ``user_id, movie_id, score, stars``."""
+@dataclass(frozen=True)
+class Predicting:
+    """A mapped chunk whose batches are queued on the device (:func:`predict_chunk`)."""
+
+    mapped: MappedChunk
+    collect: Collect | None
+    """Waits for the scores and stars; None for a chunk without rows."""
+
+
+def predict_chunk(mapped: MappedChunk, stage: StageContext) -> Predicting:
+    """Queue a mapped chunk's predictions and return at once (JAX runs asynchronously)."""
     t = mapped.table
-    scores, stars = predictor.predict(t.column(U).to_numpy(), t.column(I).to_numpy())
+    if not t.num_rows:
+        return Predicting(mapped, None)
+    return Predicting(
+        mapped, stage.predictor.dispatch(t.column(U).to_numpy(), t.column(I).to_numpy())
+    )
+
+
+def scored_table(mapped: MappedChunk, scores: np.ndarray, stars: np.ndarray) -> pa.Table:
+    """A mapped chunk with its predictions: ``user_id, movie_id, score, stars, u``.
+
+    ``u`` (the user's vocabulary index) rides along to the partial top-k, which uses it to cut
+    rows that cannot enter a user's top k before sorting; a filter that drops rows keeps it
+    aligned for free.
+    """
+    t = mapped.table
     return pa.table(
         {
             USER_ID: t.column(USER_ID),
             MOVIE_ID: t.column(MOVIE_ID),
             SCORE: pa.array(scores, pa.float32()),
             STARS: pa.array(stars, pa.float32()),
+            U: t.column(U),
         }
     )
 
 
-def finish_chunk(mapped: MappedChunk, stage: StageContext) -> ChunkResult:
-    """Predict, rescale and cut a mapped chunk to its partial top-k."""
+def rank_chunk(pending: Predicting, stage: StageContext) -> ChunkResult:
+    """Wait for a chunk's predictions (already rescaled to stars), apply the business rules and
+    cut it to its partial top-k."""
+    mapped = pending.mapped
+    schema = partial_schema(stage.user_type, stage.item_type)
     ruled: dict[str, int] = {}
-    if mapped.table.num_rows:
-        scored = score_mapped(mapped, stage.predictor)
+    if pending.collect is not None:
+        scored = scored_table(mapped, *pending.collect())
         scored, ruled = apply_rules(scored, mapped.table, stage.rules)
-        partial = partial_topk(scored, stage.top_k).cast(
-            partial_schema(stage.user_type, stage.item_type)
-        )
+        partial = partial_topk(scored, stage.top_k).cast(schema)
     else:
-        partial = partial_schema(stage.user_type, stage.item_type).empty_table()
+        partial = schema.empty_table()
     rejects = mapped.rejects if mapped.rejects is not None and mapped.rejects.num_rows else None
     return ChunkResult(partial=partial, rejects=rejects, counts={**mapped.counts, **ruled})
+
+
+def finish_chunk(mapped: MappedChunk, stage: StageContext) -> ChunkResult:
+    """Predict, rescale and cut a mapped chunk to its partial top-k."""
+    return rank_chunk(predict_chunk(mapped, stage), stage)
 
 
 def score_chunk(raw: RawChunk, stage: StageContext) -> ChunkResult:

@@ -197,6 +197,7 @@ def _config(ctx: RunContext, paths: list[str], buckets: int, per_block: int) -> 
         fractional_gpu=0 < spec.gpus_per_worker < 1,
         score_table=ctx.score_table,
         rules=ctx.rules,
+        precision=ctx.spec.precision,
     )
 
 

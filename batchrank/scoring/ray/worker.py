@@ -63,6 +63,8 @@ class WorkerConfig:
     """Score every (user, movie) cell once per actor, then gather (the driver's choice)."""
     rules: Any = None
     """The run's :class:`~batchrank.scoring.rules.Rules` (pickled; None when none)."""
+    precision: str = "float32"
+    """``--precision``."""
 
 
 def output_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
@@ -140,6 +142,7 @@ class Scorer:
             batch_size=cfg.batch_size,
             score_table=cfg.score_table,
             rules=cfg.rules,
+            precision=cfg.precision,
         )
         self.schema = output_schema(self.stage.user_type, self.stage.item_type)
 
