@@ -64,6 +64,7 @@ def build_manifest(
     missing_titles: int,
     started: dt.datetime,
     timings: dict[str, float],
+    published: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The manifest of a committed run.
 
@@ -74,6 +75,7 @@ def build_manifest(
         missing_titles: output rows without a title.
         started: when the run started (UTC).
         timings: seconds per phase, added to the preparation's.
+        published: what each sink staged (Redis: the generation, key count and bytes).
     """
     from batchrank.scoring.predict import round_batch
 
@@ -120,6 +122,7 @@ def build_manifest(
             "sha256": written["sha256"],
             "rejects": str(spec.rejects) if spec.rejects else None,
         },
+        **({"publish": {"redis": published[0]}} if published else {}),
         "timings_s": {k: round(v, 3) for k, v in {**ctx.timings, **timings}.items()},
         "device": scored.device,
         "predictor": scored.predictor,

@@ -32,6 +32,8 @@ __all__ = [
     "Format",
     "Layout",
     "OutputWriter",
+    "nested_users",
+    "run_starts",
 ]
 
 Format = OutputFormat
@@ -50,17 +52,17 @@ def _norm_type(t: pa.DataType) -> pa.DataType:
     return t
 
 
-def _run_starts(users: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def run_starts(users: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Row positions where a new user starts (rows grouped by user)."""
     s = pl.Series(values=users)
     return np.flatnonzero(s.ne_missing(s.shift(1)).to_numpy())
 
 
-def _nested(table: pa.Table, item_schema: pa.StructType) -> pa.Table:
-    """One row per user: ``user_id``, ``items`` list<struct<rank, movie_id, title, stars,
-    score>> (``table`` holds complete users, grouped)."""
+def nested_users(table: pa.Table, item_schema: pa.StructType) -> pa.Table:
+    """The nested layout, one row per user: ``user_id``, ``items`` list<struct<rank, movie_id,
+    title, stars, score>> (``table`` holds complete users, grouped); the Redis sink's values too."""
     table = table.combine_chunks()
-    starts = _run_starts(table.column("user_id"))
+    starts = run_starts(table.column("user_id"))
     offsets = pa.array(np.append(starts, table.num_rows), pa.int32())
     values = pa.StructArray.from_arrays(
         [table.column(c).combine_chunks() for c in ITEM_COLUMNS],
@@ -213,7 +215,7 @@ class OutputWriter:
 
     def _write(self, table: pa.Table) -> None:
         table = table.select(list(LONG_COLUMNS)).cast(self._long_schema(table))
-        starts = _run_starts(table.column("user_id"))
+        starts = run_starts(table.column("user_id"))
         users = len(starts)
         first = table.column("user_id")[0].as_py()
         if self._rows and first == self._last_user:
@@ -250,14 +252,14 @@ class OutputWriter:
     def _set_buffer(self, rest: pa.Table) -> None:
         self._buffer = [rest] if rest.num_rows else []
         self._buffer_rows = rest.num_rows
-        self._buffer_users = len(_run_starts(rest.column("user_id"))) if rest.num_rows else 0
+        self._buffer_users = len(run_starts(rest.column("user_id"))) if rest.num_rows else 0
 
     def _emit_users(self, final: bool) -> None:
         """Write buffered users in groups of ``_group_users()``; keep an incomplete tail."""
         if not self._buffer:
             return
         buf = pa.concat_tables(self._buffer)
-        starts = _run_starts(buf.column("user_id"))
+        starts = run_starts(buf.column("user_id"))
         group = self._group_users()
         n_users = len(starts)
         # Only users followed by another user are known complete, unless final.
@@ -267,13 +269,13 @@ class OutputWriter:
             return
         if self.format == "jsonl":
             end = buf.num_rows if emit == n_users else int(starts[emit])
-            nested = _nested(buf.slice(0, end), self._item_struct())
+            nested = nested_users(buf.slice(0, end), self._item_struct())
             pl.from_arrow(nested).write_ndjson(self._file)  # type: ignore[union-attr]
         else:
             for g in range(0, emit, group):
                 lo = int(starts[g])
                 hi = buf.num_rows if g + group >= n_users else int(starts[g + group])
-                self._write_row_group(_nested(buf.slice(lo, hi - lo), self._item_struct()))
+                self._write_row_group(nested_users(buf.slice(lo, hi - lo), self._item_struct()))
             end = buf.num_rows if emit == n_users else int(starts[emit])
         self._set_buffer(buf.slice(end))
 
