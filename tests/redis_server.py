@@ -11,75 +11,33 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
-import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from batchrank.sinks.redis.server import LocalRedis, free_port
 
 __all__ = ["CutProxy", "RedisServer", "free_port", "redis_server"]
 
 REDIS_SERVER = shutil.which("redis-server")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """``redis-server`` on 127.0.0.1 with ``--save "" --appendonly no`` and extra arguments."""
+class RedisServer(LocalRedis):
+    """:class:`~batchrank.sinks.redis.server.LocalRedis`, skipping the test when no
+    ``redis-server`` is installed, with a redis-py client for checks."""
 
     def __init__(self, folder: Path, *args: str) -> None:
         if REDIS_SERVER is None:
             pytest.skip("redis-server is not installed (.ci/run installs it)")
-        self.port = free_port()
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(folder), "--protected-mode", "no", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 1),
-            ):
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("redis-server did not start within 20 s")
+        super().__init__(folder, *args)
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self, password: str | None = None, db: int = 0):  # type: ignore[no-untyped-def]
+    def client(self, password: str | None = None, db: int = 0) -> Any:
         import redis
 
         return redis.Redis(host="127.0.0.1", port=self.port, db=db, password=password)
-
-    def kill(self) -> None:
-        """SIGKILL: the server goes away at once (its data with it: persistence is off)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture

@@ -82,6 +82,10 @@ class Keyspace:
 
     _lost = False
 
+    def lost(self) -> None:
+        """Reconnect before the next command."""
+        self._lost = True
+
     def close(self) -> None:
         self.conn.close()
 
@@ -303,7 +307,9 @@ class RedisSink:
     def discard(self) -> None:
         """Best effort: delete what was loaded (else the next run does), then disconnect."""
         try:
-            self.space.conn = self.loader.conn
+            self.loader.abort()  # its thread may still be sending
+            self.space.conn.close()
+            self.space.lost()  # a fresh connection: the loader's may be mid-command
             if self.generation != self.before:
                 self.space.retrying(
                     "delete the partial generation", lambda: self.space.delete(self.generation)
@@ -319,9 +325,9 @@ class RedisSink:
             self.close()
 
     def close(self) -> None:
-        self.space.close()
         with contextlib.suppress(AttributeError):
-            self.loader.conn.close()
+            self.loader.abort()
+        self.space.close()
 
 
 def ping(target: RedisTarget) -> None:
