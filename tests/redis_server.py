@@ -12,6 +12,7 @@ import contextlib
 import shutil
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -85,11 +86,14 @@ class CutProxy:
     def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
         try:
             while data := src.recv(65536):
+                if counted and self.forwarded + len(data) > self.cut_after:
+                    dst.sendall(data[: self.cut_after - self.forwarded])  # up to the cut
+                    self.forwarded = self.cut_after
+                    time.sleep(0.2)  # let the server execute what it received
+                    self._cut()
+                    return
                 if counted:
                     self.forwarded += len(data)
-                    if self.forwarded > self.cut_after:
-                        self._cut()
-                        return
                 dst.sendall(data)
         except OSError:
             pass
