@@ -4,25 +4,13 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from batchrank.logs import teardown_logging
-from tests.jobs.test_job_run import run
+from tests.jobs.test_job_run import _clean_env, run  # noqa: F401 (autouse: no BATCHRANK_*)
 from tests.redis_server import CutProxy, RedisServer
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key in list(os.environ):
-        if key.startswith("BATCHRANK_"):
-            monkeypatch.delenv(key)
-    yield
-    teardown_logging()
 
 
 def score(bundle: Path, out: Path, url: str) -> int:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import batchrank
-from batchrank.logs import teardown_logging
-from tests.jobs.test_job_run import run
+from tests.jobs.test_job_run import _clean_env, run  # noqa: F401 (autouse: no BATCHRANK_*)
 from tests.redis_server import RedisServer
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key in list(os.environ):
-        if key.startswith("BATCHRANK_"):
-            monkeypatch.delenv(key)
-    yield
-    teardown_logging()
 
 
 def manifest_of(out: Path) -> dict[str, Any]:
