@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from batchrank.sinks.redis.target import RedisTarget, redact, target_of
 
 if TYPE_CHECKING:
-    from batchrank.sinks.redis.generations import RedisSink, ping, rollback, status
+    from batchrank.sinks.redis.admin import ping, rollback, status
+    from batchrank.sinks.redis.generations import RedisSink
 
 __all__ = ["RedisSink", "RedisTarget", "ping", "redact", "rollback", "status", "target_of"]
 
@@ -26,8 +27,12 @@ __all__ = ["RedisSink", "RedisTarget", "ping", "redact", "rollback", "status", "
 def __getattr__(name: str) -> Any:
     """The publisher itself (polars, pyarrow) is imported on first use, so reading a job file
     that names a target stays light."""
-    if name in ("RedisSink", "ping", "rollback", "status"):
-        from batchrank.sinks.redis import generations
+    if name == "RedisSink":
+        from batchrank.sinks.redis.generations import RedisSink
 
-        return getattr(generations, name)
+        return RedisSink
+    if name in ("ping", "rollback", "status"):
+        from batchrank.sinks.redis import admin
+
+        return getattr(admin, name)
     raise AttributeError(name)

@@ -12,8 +12,7 @@
   ``SCAN MATCH`` and batched ``UNLINK`` (freed off the server's main thread).
 
 Every command touches one key, so nothing relies on keys sharing a cluster slot (no
-``RENAME``, no multi-key transaction). :func:`rollback` and :func:`status` serve
-``batchrank publish``.
+``RENAME``, no multi-key transaction). ``batchrank publish`` is :mod:`.admin`.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ from batchrank.sinks.redis.protocol import Connection, LinkError, with_retries
 from batchrank.sinks.redis.target import RedisTarget
 from batchrank.storage.base import Committed, Staged
 
-__all__ = ["Keyspace", "RedisSink", "RedisStaged", "ping", "rollback", "status"]
+__all__ = ["Keyspace", "RedisSink", "RedisStaged", "now"]
 
 log = logging.getLogger("batchrank.publish")
 
@@ -46,7 +45,8 @@ def _text(reply: Any) -> str | None:
     return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
 
 
-def _now() -> str:
+def now() -> str:
+    """UTC now, as generation records show it."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
@@ -116,7 +116,7 @@ class Keyspace:
         pattern = (self.prefix + generation + ":").translate(_GLOB) + "*"
         cursor, deleted = b"0", 0
         while True:
-            cursor, keys = self.conn.call("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            cursor, keys = self.conn.call("SCAN", cursor, "MATCH", pattern, "COUNT", 10_000)
             for lo in range(0, len(keys), _UNLINK_BATCH):
                 deleted += self.conn.call("UNLINK", *keys[lo : lo + _UNLINK_BATCH])
             if cursor in (b"0", 0, "0"):
@@ -255,7 +255,7 @@ class RedisSink:
             self.before = self.space.current()
             self._clean(prefix)
             if generation != self.before:  # an idempotent re-run rewrites the current lists
-                self.space.mark(generation, {"state": "loading", "started_at": _now()})
+                self.space.mark(generation, {"state": "loading", "started_at": now()})
             self.loader = Loader(target, self.space.conn, prefix + generation + ":")
         except BaseException:
             self.close()
@@ -300,7 +300,7 @@ class RedisSink:
             "value": self.target.value,
         }
         info = {k: report[k] for k in ("keys", "bytes", "value")}
-        self.space.mark(self.generation, {"state": "ready", "loaded_at": _now(), **info})
+        self.space.mark(self.generation, {"state": "ready", "loaded_at": now(), **info})
         self._report = report
         return RedisStaged(self), report
 
@@ -328,58 +328,3 @@ class RedisSink:
         with contextlib.suppress(AttributeError):
             self.loader.abort()
         self.space.close()
-
-
-def ping(target: RedisTarget) -> None:
-    """Connect, authenticate and select the database (retried): fail before any work."""
-    with with_retries(target, "connect", lambda: Connection(target)) as conn:
-        conn.call("PING")
-
-
-def rollback(target: RedisTarget, prefix: str, to: str | None = None) -> tuple[str | None, str]:
-    """Point ``{prefix}current`` at the committed generation before the current one (or ``to``).
-
-    Returns:
-        The generation it named before, and the one it names now.
-
-    Raises:
-        OutputError: no earlier generation is kept, or ``to`` is not a ready generation.
-    """
-    space = Keyspace(target, prefix)
-    with space.conn as conn:
-        current = space.current()
-        ready = {g for g, i in space.generations().items() if i.get("state") == "ready"}
-        if to is None:
-            history = [g for g in space.history() if g in ready]
-            older = history[history.index(current) + 1 :] if current in history else history[1:]
-            if not older:
-                raise OutputError(
-                    f"{target.display} {prefix}: no generation before {current or 'none'} is "
-                    f"kept to roll back to (kept: {', '.join(history) or 'none'})"
-                )
-            to = older[0]
-        elif to not in ready:
-            raise OutputError(
-                f"{target.display} {prefix}: generation {to!r} is not a loaded generation "
-                f"(ready: {', '.join(sorted(ready)) or 'none'})"
-            )
-        space.point(to)
-        # The rolled-back generation drops out of the history so a second rollback goes further.
-        if current is not None and current != to:
-            conn.call("ZREM", space.history_key, current)
-            info = space.generations().get(current, {})
-            space.mark(current, {**info, "state": "rolled-back", "rolled_back_at": _now()})
-        return current, to
-
-
-def status(target: RedisTarget, prefix: str) -> dict[str, Any]:
-    """``current``, the committed history (newest first) and every generation's record."""
-    space = Keyspace(target, prefix)
-    with space.conn:
-        return {
-            "url": target.display,
-            "prefix": prefix,
-            "current": space.current(),
-            "history": space.history(),
-            "generations": space.generations(),
-        }
