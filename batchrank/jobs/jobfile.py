@@ -109,8 +109,11 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         ConfigError: the text is not of that shape.
     """
     head, eq, value = text.partition("=")
-    section, dot, key = head.strip().rpartition(".")  # publish.redis.url: [publish.redis] url
-    if not eq or not dot or not section or not key:
+    section, dot, key = head.strip().partition(".")
+    sub, subdot, rest = key.partition(".")
+    if subdot and f"{section}.{sub}" in KEYS and rest:  # publish.redis.url: [publish.redis] url
+        section, key = f"{section}.{sub}", rest
+    if not eq or not dot or not section or not key or "." in key:
         raise ConfigError(
             f"--set expects SECTION.KEY=VALUE such as score.top_k=20; received {redact(text)!r}"
         )
