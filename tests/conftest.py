@@ -16,6 +16,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from tests.redis_server import redis_server  # noqa: F401 (the fixture: a real redis-server)
+
 # ../shared/data/ml-100k beside the checkout; a user's fresh clone has no ../shared.
 ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 requires_ml100k = pytest.mark.skipif(

@@ -19,8 +19,9 @@ from batchrank.scoring.spec import SCORE_OPTIONS, ScoreSpec, options_markdown
 ROOT = Path(__file__).resolve().parents[1]
 PER_RUN_FLAGS = {"quiet", "as_json", "log_format"}
 """Flags of one invocation, not options of the scoring: no job key."""
-CLI_ONLY = {"work_dir"}
-"""A job keeps its work folder beside its output (resume per job and date)."""
+CLI_ONLY = {"work_dir", "publish"}
+"""A job keeps its work folder beside its output (resume per job and date), and names its
+Redis target in [publish.redis] (the same RedisTarget options as --publish's URL query)."""
 
 
 def _params() -> dict[str, click.Parameter]:

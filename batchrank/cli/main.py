@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "batchrank.cli.bench",
         "Benchmark the scorer against a naive script and the ceiling.",
     ),
+    "publish": (
+        "batchrank.cli.publish",
+        "Redis generations: status, rollback, and the loader's benchmark.",
+    ),
     "sample-data": ("batchrank.cli.sample_data", "Regenerate the synthetic sample_data/ folder."),
 }
 

@@ -27,6 +27,8 @@ from batchrank.errors import ConfigError
 from batchrank.jobs.paths import TemplateError, placeholders_of, render
 from batchrank.options import ENV_PREFIX, Option, OptionError, shown_value
 from batchrank.scoring.spec import SCORE_OPTIONS
+from batchrank.sinks.redis.target import OPTION_KEYS as REDIS_KEYS
+from batchrank.sinks.redis.target import redact
 from batchrank.uris import refuse_uri
 
 __all__ = [
@@ -70,6 +72,7 @@ KEYS: dict[str, tuple[str, ...]] = {
         "max_rmse",
         "max_drop",
     ),
+    "publish.redis": ("url", *REDIS_KEYS),
 }
 """Every section of a job file and the keys it accepts."""
 
@@ -118,9 +121,12 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     """
     head, eq, value = text.partition("=")
     section, dot, key = head.strip().partition(".")
+    sub, subdot, rest = key.partition(".")
+    if subdot and f"{section}.{sub}" in KEYS and rest:  # publish.redis.url: [publish.redis] url
+        section, key = f"{section}.{sub}", rest
     if not eq or not dot or not section or not key or "." in key:
         raise ConfigError(
-            f"--set expects SECTION.KEY=VALUE such as score.top_k=20; received {text!r}"
+            f"--set expects SECTION.KEY=VALUE such as score.top_k=20; received {redact(text)!r}"
         )
     return section.strip(), key.strip(), _override_value(value.strip())
 
@@ -136,7 +142,7 @@ class JobFile:
     # -- messages ------------------------------------------------------------------------------
 
     def where(self, section: str, key: str, v: Value | None = None) -> str:
-        origin = f" (set by {v.origin})" if v is not None and v.origin else ""
+        origin = f" (set by {redact(v.origin)})" if v is not None and v.origin else ""
         return f"{self.file}: [{section}] {key}{origin}"
 
     def bad(self, section: str, key: str, v: Value, expected: str) -> NoReturn:
@@ -353,6 +359,11 @@ def collect(
             )
         if not isinstance(table, dict):
             raise ConfigError(f"{file}: [{name}] must be a table (a section); received {table!r}")
+        if name == "publish" and isinstance(table.get("redis"), dict):
+            table = dict(table)
+            tables["publish.redis"] = {
+                k: Value(v, None, base) for k, v in table.pop("redis").items()
+            }
         tables[name] = {k: Value(v, None, base) for k, v in table.items()}
     applied: list[str] = []
     cwd = Path.cwd()
@@ -360,23 +371,25 @@ def collect(
     for var, text in env_items:
         section, _, key = var[len(ENV_PREFIX) :].partition("_")
         section = section.lower()
+        if section == "publish" and key.startswith("REDIS_"):
+            section, key = "publish.redis", key.removeprefix("REDIS_")
         if section not in KEYS or not key:
             continue  # BATCHRANK_* variables of other purposes
         if section in ("train", "gate") and section not in tables:
             continue  # the environment tunes a [train] step or a [gate]; it does not add one
         if section == "score" and key.lower() in _COMMAND_LINE_ONLY:
             continue  # `batchrank score` reads it (BATCHRANK_SCORE_WORK_DIR); a job has its own
-        origin = f"{var}={text}"
+        origin = f"{var}={redact(text)}"
         tables.setdefault(section, {})[key.lower()] = Value(_override_value(text), origin, cwd)
         applied.append(origin)
     for text in overrides:
         section, key, value = parse_override(text)
         if section not in KEYS:
             raise ConfigError(
-                f"{file}: --set {text}: unknown section `{section}`"
+                f"{file}: --set {redact(text)}: unknown section `{section}`"
                 f"{_hint(section, list(KEYS))}; expected job, train, score, gate or publish"
             )
-        origin = f"--set {text}"
+        origin = f"--set {redact(text)}"
         tables.setdefault(section, {})[key] = Value(value, origin, cwd)
         applied.append(origin)
     for section, values in tables.items():

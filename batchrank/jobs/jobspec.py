@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from batchrank.jobs.paths import PathTemplate
 from batchrank.scoring.spec import ScoreSpec
+from batchrank.sinks.redis.target import RedisTarget
 
 __all__ = [
     "WORK_FOLDER",
@@ -160,6 +161,8 @@ class PublishStep:
     """Write ``_SUCCESS`` (listing the files) beside the output once it is committed."""
     latest: Path | None = None
     """The ``latest`` pointer file, or None for none."""
+    redis: RedisTarget | None = None
+    """The ``[publish.redis]`` target (its prefix's ``{job}`` filled in), or None."""
 
 
 @dataclass(frozen=True, kw_only=True)

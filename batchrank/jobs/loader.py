@@ -15,6 +15,7 @@ import glob
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, get_args
 
@@ -43,6 +44,8 @@ from batchrank.jobs.jobspec import (
 from batchrank.jobs.paths import PathTemplate, render
 from batchrank.options import OptionError
 from batchrank.scoring.spec import SCORE_OPTIONS, ScoreSpec
+from batchrank.sinks.redis.target import OPTION_KEYS as REDIS_KEYS
+from batchrank.sinks.redis.target import RedisTarget, target_of
 
 __all__ = ["ENV_PREFIX", "KEYS", "load_job", "parse_date", "parse_override"]
 
@@ -283,7 +286,19 @@ def _publish_step(j: JobFile, name: str, score: ScoreStep) -> PublishStep:
     return PublishStep(
         success_marker=j.boolean("publish", "success_marker", True),
         latest=latest,
+        redis=_redis_target(j, name),
     )
+
+
+def _redis_target(j: JobFile, name: str) -> RedisTarget | None:
+    """The ``[publish.redis]`` section: ``url`` and the options of :class:`RedisTarget`."""
+    if not j.has("publish.redis"):
+        return None
+    url = j.require("publish.redis", "url")
+    options = {k: v.value for k in REDIS_KEYS if (v := j.get("publish.redis", k)) is not None}
+    where = f"{j.file}: [publish.redis]"
+    target = target_of(url.value, options, where=where, url_key="url")
+    return replace(target, prefix=target.key_prefix(name))
 
 
 def _check_conflicts(j: JobFile, spec: JobSpec) -> None:

@@ -23,7 +23,7 @@ import datetime as dt
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +56,19 @@ def success_entry(path: Path, folder: Path, *, sha256: str, size: int) -> dict[s
 
 
 def stage_success(
-    folder: Path, entries: Sequence[dict[str, Any]], *, job: str, date: dt.date, run_id: str
+    folder: Path,
+    entries: Sequence[dict[str, Any]],
+    *,
+    job: str,
+    date: dt.date,
+    run_id: str,
+    sinks: Sequence[Mapping[str, Any]] = (),
 ) -> Staged:
     """Write ``folder/_SUCCESS`` under a temporary name; the caller commits it.
 
     Args:
         entries: from :func:`success_entry`, one per committed file.
+        sinks: the reports of the sinks published in the same unit (a Redis generation).
     """
     record: dict[str, Any] = {
         "batchrank_success": 1,
@@ -70,6 +77,8 @@ def stage_success(
         "run_id": run_id,
         "committed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "files": list(entries),
+        "sinks": ["files", *(("redis",) if sinks else ())],
+        **({"redis": dict(sinks[0])} if sinks else {}),
     }
     staged = LOCAL.stage(folder / SUCCESS_NAME, "success marker")
     try:
@@ -83,9 +92,9 @@ def stage_success(
 def success_certificate(folder: Path, *, job: str, date: dt.date, run_id: str) -> Certificate:
     """``folder/_SUCCESS`` as the last file of a run's commit unit, listing the unit's files."""
 
-    def make(published: Sequence[PublishedFile]) -> Staged:
+    def make(published: Sequence[PublishedFile], sinks: Sequence[Mapping[str, Any]]) -> Staged:
         entries = [success_entry(f.path, folder, sha256=f.sha256, size=f.bytes) for f in published]
-        return stage_success(folder, entries, job=job, date=date, run_id=run_id)
+        return stage_success(folder, entries, job=job, date=date, run_id=run_id, sinks=sinks)
 
     return Certificate(folder / SUCCESS_NAME, make)
 

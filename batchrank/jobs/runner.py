@@ -184,7 +184,7 @@ def _score(
     from batchrank.scoring.api import score_spec
 
     spec = job.score.spec(run_id, work_dir=work, progress=progress, extra_manifest={"job": extra})
-    return score_spec(spec, certificates=certificates)
+    return score_spec(spec, certificates=certificates, publish=job.publish.redis)
 
 
 def run_job(
@@ -246,7 +246,7 @@ def run_job(
             "name": job.name,
             "file": str(job.source.resolve()),
             "date": job.date.isoformat(),
-            "overrides": list(job.overrides),
+            "overrides": list(job.overrides),  # redacted when read (jobfile.collect)
             "trained": trained,
             "train_reason": reason,
         }

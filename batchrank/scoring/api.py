@@ -8,7 +8,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchrank.errors import DataError
 from batchrank.scoring.commit import Certificate, PublishedFile, commit_run
@@ -25,6 +25,9 @@ from batchrank.scoring.workdir import copy_rejects
 from batchrank.scoring.writers import OutputWriter
 from batchrank.storage import Staged
 from batchrank.storage.lock import output_lock
+
+if TYPE_CHECKING:
+    from batchrank.sinks.redis import RedisSink, RedisTarget
 
 __all__ = ["ScoreSpec", "score", "score_spec"]
 
@@ -68,9 +71,11 @@ def _run_engine(ctx: RunContext) -> Scored:
     return run_local(ctx)
 
 
-def _write_output(ctx: RunContext, scored: Scored) -> tuple[Staged, dict[str, Any], int]:
-    """Write the ranked lists under a temporary name; return it staged, the writer's report and
-    the number of missing titles."""
+def _write_output(
+    ctx: RunContext, scored: Scored, sinks: Sequence[RedisSink]
+) -> tuple[Staged, dict[str, Any], int]:
+    """Write the ranked lists under a temporary name, and load them into each sink; return the
+    file staged, the writer's report and the number of missing titles."""
     spec, bundle = ctx.spec, ctx.bundle
     metadata = {
         "batchrank.model_fingerprint": bundle.fingerprint,
@@ -97,6 +102,8 @@ def _write_output(ctx: RunContext, scored: Scored) -> tuple[Staged, dict[str, An
             joined, missing = join_titles(table, ctx.titles)
             missing_titles += missing
             writer.write(joined)
+            for sink in sinks:
+                sink.write(joined)
         staged, written = writer.finish()
         if "files" not in written:  # a single file
             written = {**written, "files": [file_entry(spec.out.name, written, spec.layout)]}
@@ -106,11 +113,18 @@ def _write_output(ctx: RunContext, scored: Scored) -> tuple[Staged, dict[str, An
         raise
 
 
-def score_spec(spec: ScoreSpec, *, certificates: Sequence[Certificate] = ()) -> dict[str, Any]:
+def score_spec(
+    spec: ScoreSpec,
+    *,
+    certificates: Sequence[Certificate] = (),
+    publish: RedisTarget | None = None,
+) -> dict[str, Any]:
     """Run a validated spec end to end: check, prepare, score, write, then commit as one unit.
 
     Args:
         certificates: files committed last in the same unit (a job's ``_SUCCESS``).
+        publish: a Redis target loaded from the same lists and committed in the unit, after
+            the files and before the certificates (default: ``spec.publish``'s).
 
     Raises:
         LockedError: another run is writing the same output path.
@@ -126,20 +140,37 @@ def score_spec(spec: ScoreSpec, *, certificates: Sequence[Certificate] = ()) -> 
         inputs=rule_inputs(spec),
         parts=spec.max_rows_per_file is not None,
     )
+    target = publish if publish is not None else spec.publish_target
+    if target is not None:
+        from batchrank.sinks.redis import ping
+
+        ping(target)  # a wrong address or password fails before any work
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     ctx = prepare(spec)  # reads only: a bad bundle or input leaves no folder behind
     try:
         with output_lock(spec.out, ctx.run_id):
             clean_spill_leftovers(spec.out)
-            return _score_locked(ctx, certificates, started, t0)
+            return _score_locked(ctx, certificates, target, started, t0)
     finally:
         if ctx.rules is not None:
             ctx.rules.close()  # a spilled exclude set's partition files
 
 
+def _open_sinks(ctx: RunContext, target: RedisTarget | None) -> list[RedisSink]:
+    if target is None:
+        return []
+    from batchrank.sinks.redis import RedisSink
+
+    return [RedisSink(target, prefix=target.prefix, generation=ctx.run_id)]
+
+
 def _score_locked(
-    ctx: RunContext, certificates: Sequence[Certificate], started: dt.datetime, t0: float
+    ctx: RunContext,
+    certificates: Sequence[Certificate],
+    target: RedisTarget | None,
+    started: dt.datetime,
+    t0: float,
 ) -> dict[str, Any]:
     spec = ctx.spec
     log.info(
@@ -151,13 +182,21 @@ def _score_locked(
     )
     scored: Scored | None = None
     staged: list[Staged] = []
+    sinks: list[RedisSink] = []
     try:
         t1 = time.perf_counter()
         scored = _run_engine(ctx)
         t2 = time.perf_counter()
         _check_rejects(spec, scored.counts)
-        output, written, missing_titles = _write_output(ctx, scored)
+        sinks = _open_sinks(ctx, target)
+        output, written, missing_titles = _write_output(ctx, scored, sinks)
         staged.append(output)
+        published: list[tuple[Staged, dict[str, Any]]] = []
+        for sink in sinks:
+            sink_staged, report = sink.finish()
+            staged.append(sink_staged)
+            published.append((sink_staged, report))
+        sinks = []  # staged: discarding them is the staged objects' part now
         rejects = copy_rejects(scored.rejects, spec.rejects) if spec.rejects is not None else None
         if rejects is not None:
             staged.append(rejects)
@@ -172,6 +211,7 @@ def _score_locked(
             missing_titles=missing_titles,
             started=started,
             timings=timings,
+            published=[report for _, report in published],
         )
         commit_run(
             output=output,
@@ -182,10 +222,13 @@ def _score_locked(
             rejects=rejects,
             manifest=manifest,
             certificates=certificates,
+            sinks=published,
         )
     except BaseException:
         for s in staged:
             s.discard()
+        for sink in sinks:
+            sink.discard()
         raise
     finally:
         if scored is not None:

@@ -10,7 +10,7 @@ output only when its manifest (or ``_SUCCESS``) is present and names the output'
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +50,9 @@ class Certificate:
     """A file written last that vouches for the others (``_SUCCESS``)."""
 
     target: Path
-    make: Callable[[Sequence[PublishedFile]], Staged]
-    """Stages the certificate from the unit's files (output, manifest, rejects)."""
+    make: Callable[[Sequence[PublishedFile], Sequence[Mapping[str, Any]]], Staged]
+    """Stages the certificate from the unit's files (output, manifest, rejects) and the reports
+    of the sinks published with them (a Redis generation)."""
 
 
 def stage_json(target: Path, record: dict[str, Any], what: str) -> Staged:
@@ -73,12 +74,16 @@ def commit_run(
     rejects: Staged | None,
     manifest: dict[str, Any],
     certificates: Sequence[Certificate] = (),
+    sinks: Sequence[tuple[Staged, Mapping[str, Any]]] = (),
 ) -> None:
     """Publish a run's files as one unit, or nothing (see the module docstring).
 
     Args:
         output: the staged output file, or folder of part files.
         output_files: the data files it publishes (one, or each part), for the certificates.
+
+    ``sinks`` (a staged Redis generation and its report) commit after the output and before
+    the manifest and certificates, so ``_SUCCESS`` appears only once every sink is published.
 
     Raises:
         OutputError: a file cannot be written or renamed; everything is rolled back.
@@ -92,6 +97,7 @@ def commit_run(
             digest, size = sha256_file(rejects.path)
             files.append(PublishedFile(rejects.target, digest, size))
         staged.append(output)
+        staged.extend(s for s, _ in sinks)
         man_path = manifest_path_of(output.target)
         man = stage_json(man_path, manifest, "manifest")
         staged.append(man)
@@ -100,7 +106,7 @@ def commit_run(
         unit.withdraw(man_path)
         for cert in certificates:
             unit.withdraw(cert.target)
-            staged.append(cert.make(files))
+            staged.append(cert.make(files, [r for _, r in sinks]))
     except BaseException:
         output.discard()
         for s in staged:

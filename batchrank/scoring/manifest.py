@@ -83,6 +83,7 @@ def build_manifest(
     missing_titles: int,
     started: dt.datetime,
     timings: dict[str, float],
+    published: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The manifest of a committed run.
 
@@ -94,6 +95,7 @@ def build_manifest(
         missing_titles: output rows without a title.
         started: when the run started (UTC).
         timings: seconds per phase, added to the preparation's.
+        published: what each sink staged (Redis: the generation, key count and bytes).
     """
     from batchrank.scoring.predict import round_batch
     from batchrank.scoring.rules import rule_counts
@@ -150,6 +152,7 @@ def build_manifest(
         },
         "files": written["files"],
         "rejects_file": written.get("rejects_file"),
+        **({"publish": {"redis": published[0]}} if published else {}),
         "timings_s": {k: round(v, 3) for k, v in {**ctx.timings, **timings}.items()},
         "device": scored.device,
         "predictor": scored.predictor,

@@ -13,7 +13,7 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from batchrank.errors import ConfigError
 from batchrank.formats import (
@@ -25,6 +25,9 @@ from batchrank.formats import (
     output_kind_of,
 )
 from batchrank.options import Option, OptionError, doc, options_of
+
+if TYPE_CHECKING:
+    from batchrank.sinks.redis.target import RedisTarget
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
@@ -158,6 +161,17 @@ class ScoreSpec:
     rejects: Path | None = field(
         default=None, metadata=doc("CSV file receiving rejected rows (file, row, ids, reason).")
     )
+    publish: str | None = field(
+        default=None,
+        repr=False,  # may hold a password
+        metadata=doc(
+            "Also publish each user's list to Redis with an atomic generation swap: "
+            "`redis://[user:password@]host:port/db` (`rediss://`: TLS); options as its query "
+            "(`?prefix=..&keep=2&value=compact&timeout=10&retries=3`), see docs/serving.md. "
+            "A job uses [publish.redis].",
+            scope="cli",
+        ),
+    )
     memory_budget_mb: float = field(
         default=1024.0,
         metadata=doc(
@@ -237,6 +251,8 @@ class ScoreSpec:
                 "files is written only with ‹max_rows_per_file›)",
             )  # fmt: skip
         object.__setattr__(self, "format", self._format())
+        if self.publish is not None:
+            self.publish_target  # noqa: B018 (validates the URL, password redacted)
         if self.layout == "nested" and self.format == "csv":
             raise OptionError(
                 "layout", "‹layout› is 'nested', which needs format parquet or jsonl; the output "
@@ -320,6 +336,19 @@ class ScoreSpec:
         from batchrank.scoring.commit import manifest_path_of
 
         return manifest_path_of(self.out)
+
+    @property
+    def publish_target(self) -> RedisTarget | None:
+        """The Redis target of ``publish`` (``{job}`` in its prefix: the output's stem)."""
+        if self.publish is None:
+            return None
+        from batchrank.sinks.redis.target import target_of
+
+        try:
+            target = target_of(self.publish, where="‹publish›")
+        except ConfigError as e:
+            raise OptionError("publish", str(e)) from None
+        return replace(target, prefix=target.key_prefix(self.out.name.split(".")[0]))
 
     @property
     def is_cross_join(self) -> bool:

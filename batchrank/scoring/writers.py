@@ -32,6 +32,7 @@ __all__ = [
     "Format",
     "Layout",
     "OutputWriter",
+    "nested_users",
     "run_starts",
 ]
 
@@ -57,9 +58,9 @@ def run_starts(users: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.flatnonzero(s.ne_missing(s.shift(1)).to_numpy())
 
 
-def _nested(table: pa.Table, item_schema: pa.StructType) -> pa.Table:
-    """One row per user: ``user_id``, ``items`` list<struct<rank, movie_id, title, stars,
-    score>> (``table`` holds complete users, grouped)."""
+def nested_users(table: pa.Table, item_schema: pa.StructType) -> pa.Table:
+    """The nested layout, one row per user: ``user_id``, ``items`` list<struct<rank, movie_id,
+    title, stars, score>> (``table`` holds complete users, grouped); the Redis sink's values too."""
     table = table.combine_chunks()
     starts = run_starts(table.column("user_id"))
     offsets = pa.array(np.append(starts, table.num_rows), pa.int32())
@@ -268,13 +269,13 @@ class OutputWriter:
             return
         if self.format == "jsonl":
             end = buf.num_rows if emit == n_users else int(starts[emit])
-            nested = _nested(buf.slice(0, end), self._item_struct())
+            nested = nested_users(buf.slice(0, end), self._item_struct())
             pl.from_arrow(nested).write_ndjson(self._file)  # type: ignore[union-attr]
         else:
             for g in range(0, emit, group):
                 lo = int(starts[g])
                 hi = buf.num_rows if g + group >= n_users else int(starts[g + group])
-                self._write_row_group(_nested(buf.slice(lo, hi - lo), self._item_struct()))
+                self._write_row_group(nested_users(buf.slice(lo, hi - lo), self._item_struct()))
             end = buf.num_rows if emit == n_users else int(starts[emit])
         self._set_buffer(buf.slice(end))
 

@@ -33,7 +33,7 @@ def test_success_marker_lists_files_with_sizes_and_hashes(tmp_path: Path) -> Non
     elsewhere.write_text("file,row\n")
     cert = success_certificate(out.parent, job="t", date=dt.date(2025, 1, 31), run_id="r1")
     published = [PublishedFile(f, *sha256_file(f)) for f in (out, manifest, elsewhere)]
-    cert.make(published).commit().finalize()
+    cert.make(published, []).commit().finalize()
     marker = cert.target
     assert marker == out.parent / SUCCESS_NAME
     record = json.loads(marker.read_text())

@@ -1,0 +1,117 @@
+"""A real ``redis-server`` for tests: a free 127.0.0.1 port, persistence off, stopped after.
+
+``redis_server`` (a fixture, registered in tests/conftest.py) starts one per test; tests that
+need a password or a memory limit start their own :class:`RedisServer`. :class:`CutProxy`
+forwards a connection to a server and cuts it after a number of bytes (optionally killing the
+server there), which is how the tests make a server go away in the middle of a load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchrank.sinks.redis.server import LocalRedis, free_port
+
+__all__ = ["CutProxy", "RedisServer", "free_port", "redis_server"]
+
+REDIS_SERVER = shutil.which("redis-server")
+
+
+class RedisServer(LocalRedis):
+    """:class:`~batchrank.sinks.redis.server.LocalRedis`, skipping the test when no
+    ``redis-server`` is installed, with a redis-py client for checks."""
+
+    def __init__(self, folder: Path, *args: str) -> None:
+        if REDIS_SERVER is None:
+            pytest.skip("redis-server is not installed (.ci/run installs it)")
+        super().__init__(folder, *args)
+
+    def client(self, password: str | None = None, db: int = 0) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db, password=password)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class CutProxy:
+    """Forward connections on a free port to ``port``; after ``cut_after`` bytes from the
+    client in all, close every connection, refuse new ones and run ``on_cut``."""
+
+    def __init__(self, port: int, cut_after: int, on_cut: Callable[[], None] | None = None) -> None:
+        self.upstream = port
+        self.cut_after = cut_after
+        self.on_cut = on_cut
+        self.forwarded = 0
+        self.cut = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self._socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _accept(self) -> None:
+        while not self.cut.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.cut.is_set():
+                client.close()
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            self._socks += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if counted and self.forwarded + len(data) > self.cut_after:
+                    dst.sendall(data[: self.cut_after - self.forwarded])  # up to the cut
+                    self.forwarded = self.cut_after
+                    time.sleep(0.2)  # let the server execute what it received
+                    self._cut()
+                    return
+                if counted:
+                    self.forwarded += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_RDWR)
+
+    def _cut(self) -> None:
+        if self.cut.is_set():
+            return
+        self.cut.set()
+        if self.on_cut is not None:
+            self.on_cut()
+        self.listener.close()
+        for s in self._socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self._cut()
