@@ -8,7 +8,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchrank.errors import DataError
 from batchrank.scoring.commit import Certificate, commit_run
@@ -23,6 +23,9 @@ from batchrank.scoring.workdir import copy_rejects
 from batchrank.scoring.writers import OutputWriter
 from batchrank.storage import Staged
 from batchrank.storage.lock import output_lock
+
+if TYPE_CHECKING:
+    from batchrank.scoring.tables import TableWriter
 
 __all__ = ["ScoreSpec", "score", "score_spec"]
 
@@ -66,9 +69,9 @@ def _run_engine(ctx: RunContext) -> Scored:
     return run_local(ctx)
 
 
-def _write_output(ctx: RunContext, scored: Scored) -> tuple[Staged, dict[str, Any], int]:
-    """Write the ranked lists under a temporary name; return it staged, the writer's report and
-    the number of missing titles."""
+def _open_writer(ctx: RunContext) -> OutputWriter | TableWriter:
+    """The run's output writer; a table's is opened before scoring, so an incompatible table or
+    a missing catalog fails the run before any work."""
     spec, bundle = ctx.spec, ctx.bundle
     metadata = {
         "batchrank.model_fingerprint": bundle.fingerprint,
@@ -77,14 +80,32 @@ def _write_output(ctx: RunContext, scored: Scored) -> tuple[Staged, dict[str, An
         "batchrank.rating_scale": f"{bundle.transform.low:g},{bundle.transform.high:g}",
     }
     assert spec.format is not None
-    writer = OutputWriter(
+    if spec.is_table:
+        from batchrank.scoring.tables import open_table_writer
+
+        return open_table_writer(
+            spec,
+            run_id=ctx.run_id,
+            user_type=ctx.user_type,
+            item_type=ctx.item_type,
+            record={k: v for k, v in metadata.items() if k != "batchrank.layout"},
+        )
+    return OutputWriter(
         spec.out,
-        format=spec.format,
+        format=spec.format,  # type: ignore[arg-type]  # a file format: not is_table
         layout=spec.layout,
         metadata=metadata,
         compression=spec.compression,
         escape_formulas=spec.csv_formulas == "escape",
     )
+
+
+def _write_output(
+    ctx: RunContext, scored: Scored, writer: OutputWriter | TableWriter | None
+) -> tuple[Staged, dict[str, Any], int]:
+    """Write the ranked lists under a temporary name (a table: data files no commit lists yet);
+    return them staged, the writer's report and the number of missing titles."""
+    writer = writer or _open_writer(ctx)
     missing_titles = 0
     try:
         for table in scored.topk.results():
@@ -115,6 +136,7 @@ def score_spec(spec: ScoreSpec, *, certificates: Sequence[Certificate] = ()) -> 
         model=spec.model,
         items=spec.items,
         users=spec.users,
+        table=spec.is_table,
     )
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
@@ -137,12 +159,13 @@ def _score_locked(
     )
     scored: Scored | None = None
     staged: list[Staged] = []
+    writer = _open_writer(ctx) if spec.is_table else None
     try:
         t1 = time.perf_counter()
         scored = _run_engine(ctx)
         t2 = time.perf_counter()
         _check_rejects(spec, scored.counts)
-        output, written, missing_titles = _write_output(ctx, scored)
+        output, written, missing_titles = _write_output(ctx, scored, writer)
         staged.append(output)
         rejects = copy_rejects(scored.rejects, spec.rejects) if spec.rejects is not None else None
         if rejects is not None:
@@ -166,6 +189,8 @@ def _score_locked(
             certificates=certificates,
         )
     except BaseException:
+        if writer is not None:
+            writer.close(commit=False)
         for s in staged:
             s.discard()
         raise

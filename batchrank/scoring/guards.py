@@ -54,8 +54,11 @@ def check_output_paths(
     model: Path,
     items: Path | None = None,
     users: Path | None = None,
+    table: bool = False,
 ) -> None:
     """Refuse outputs that would clobber an input or be read back as one (exit 2).
+
+    ``table``: ``out`` is a lake table's folder (its kind is checked by the table writer).
 
     Raises:
         ConfigError: naming the option, the path and the input it collides with.
@@ -67,7 +70,8 @@ def check_output_paths(
     if rejects is not None:
         outputs.append(("--rejects", _abs(rejects)))
     for what, path in outputs:
-        check_target(path, what, ConfigError)
+        if not (table and what == "--out"):
+            check_target(path, what, ConfigError)
     for i, (what, path) in enumerate(outputs):
         for other, opath in outputs[:i]:
             if _same(path, opath):

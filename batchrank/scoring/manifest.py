@@ -119,6 +119,8 @@ def build_manifest(
             "bytes": written["bytes"],
             "sha256": written["sha256"],
             "rejects": str(spec.rejects) if spec.rejects else None,
+            # a lake table: format, partition, the Delta version or Iceberg snapshot id, files
+            **({"table": written["table"]} if "table" in written else {}),
         },
         "timings_s": {k: round(v, 3) for k, v in {**ctx.timings, **timings}.items()},
         "device": scored.device,

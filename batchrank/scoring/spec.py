@@ -9,7 +9,9 @@ construction.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -19,12 +21,14 @@ from batchrank.errors import ConfigError
 from batchrank.formats import (
     COMPRESSIONS,
     OUTPUT_SUFFIXES,
+    TABLE_FORMATS,
     Compression,
     Layout,
     OutputFormat,
     output_kind_of,
 )
 from batchrank.options import Option, OptionError, doc, options_of
+from batchrank.scoring.schema import LONG_COLUMNS
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
@@ -41,6 +45,7 @@ Format = OutputFormat
 Unknown = Literal["skip", "oov", "fail"]
 Engine = Literal["local", "ray"]
 Progress = Literal["auto", "bar", "log", "none"]
+TableMode = Literal["replace-partition", "append"]
 
 # Rows per chunk. Measured at 20M pairs: 262,144 gave 695 MiB peak RSS and 13 s, against
 # 973 MiB and 22 s for 1,000,000 (cache-sized sorts and buffers).
@@ -61,7 +66,8 @@ class ScoreSpec:
     out: Path = field(
         metadata=doc(
             "Output file; its suffix names the format: .parquet, .csv, .jsonl or .ndjson, text "
-            "ones optionally .gz or .zst compressed. Its manifest is `<out>.manifest.json`."
+            "ones optionally .gz or .zst compressed. With `--format delta` or `iceberg`: the "
+            "table's folder. Its manifest is `<out>.manifest.json`."
         )
     )
     items: Path | None = field(
@@ -73,7 +79,10 @@ class ScoreSpec:
     top_k: int = field(default=10, metadata=doc("Recommendations per user.", low=1, high=100_000))
     format: Format | None = field(
         default=None,
-        metadata=doc("Output format; must agree with the output's suffix, which names it anyway."),
+        metadata=doc(
+            "Output format; a file's must agree with its suffix, which names it anyway; "
+            "`delta` or `iceberg` write a lake table (docs/tables.md)."
+        ),
     )
     layout: Layout = field(
         default="long",
@@ -166,6 +175,58 @@ class ScoreSpec:
             "spreadsheets would run as formulas (OWASP); `keep` writes them as they are."
         ),
     )
+    date: dt.date | None = field(
+        default=None,
+        metadata=doc(
+            "Table outputs: the run date, the value of the partition column, whose partition "
+            "the run replaces (default: today; a job's date).",
+            scope="cli",
+        ),
+    )
+    table_mode: TableMode = field(
+        default="replace-partition",
+        metadata=doc(
+            "Table outputs: `replace-partition` replaces the run date's partition in one commit; "
+            "`append` adds the rows to the table.",
+            scope="table",
+        ),
+    )
+    table_partition_column: str = field(
+        default="run_date",
+        metadata=doc("Table outputs: the date column the table is partitioned by.", scope="table"),
+    )
+    table_catalog: str = field(
+        default="batchrank",
+        metadata=doc(
+            "Iceberg: the catalog's name (pyiceberg's `PYICEBERG_CATALOG__<NAME>__*` settings "
+            "and `.pyiceberg.yaml` apply).",
+            scope="table",
+        ),
+    )
+    table_catalog_uri: str | None = field(
+        default=None,
+        metadata=doc(
+            "Iceberg: the catalog URI: `sqlite:///...`, `postgresql+psycopg2://...`, "
+            "`http(s)://...` (REST) or `thrift://...` (Hive); default: the SQLite file "
+            "`batchrank-catalog.db` beside the table.",
+            scope="table",
+        ),
+    )
+    table_warehouse: str | None = field(
+        default=None,
+        metadata=doc(
+            "Iceberg: the catalog's warehouse (default: the folder holding the table).",
+            scope="table",
+        ),
+    )
+    table_identifier: str | None = field(
+        default=None,
+        metadata=doc(
+            "Iceberg: the table's `namespace.name` in the catalog (default: "
+            "`batchrank.<name of --out>`).",
+            scope="table",
+        ),
+    )
     progress: Progress = field(
         default="auto",
         metadata=doc(
@@ -189,9 +250,10 @@ class ScoreSpec:
             raise OptionError(
                 "users", f'‹users› only applies with ‹pairs› = "all"; received pairs {list(pairs)}'
             )
-        if self.out.is_dir():
+        if self.format not in TABLE_FORMATS and self.out.is_dir():
             raise OptionError("out", f"‹out› is a folder ({self.out}); expected a file name")
         object.__setattr__(self, "format", self._format())
+        self._check_table_options()
         if self.layout == "nested" and self.format == "csv":
             raise OptionError(
                 "layout", "‹layout› is 'nested', which needs format parquet or jsonl; the output "
@@ -217,7 +279,33 @@ class ScoreSpec:
                 raise ConfigError(f"missing score option `{opt.name}` ({opt.doc})")
         return cls(**options)
 
+    def _check_table_options(self) -> None:
+        if not self.is_table:
+            if self.date is not None:
+                raise OptionError(
+                    "date", f"‹date› applies to table outputs (format delta or iceberg); the "
+                    f"output format is {self.format}",
+                )  # fmt: skip
+            return
+        col = self.table_partition_column
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", col) or col in LONG_COLUMNS:
+            raise OptionError(
+                "table_partition_column", "‹table_partition_column› must be a column name of "
+                f"letters, digits and '_', not one of {', '.join(LONG_COLUMNS)}; received {col!r}",
+            )  # fmt: skip
+        if self.format == "delta":
+            for name in ("table_catalog_uri", "table_warehouse", "table_identifier"):
+                if getattr(self, name) is not None:
+                    raise OptionError(name, f"‹{name}› applies to iceberg tables; format is delta")
+
+    @property
+    def is_table(self) -> bool:
+        """Whether the output is a lake table (``delta`` or ``iceberg``), not a file."""
+        return self.format in TABLE_FORMATS
+
     def _format(self) -> Format:
+        if self.format in TABLE_FORMATS:
+            return self.format
         kind = output_kind_of(self.out)
         if kind is None:
             suffix = "".join(self.out.suffixes[-2:]) or "no suffix"
@@ -310,7 +398,9 @@ def options_markdown() -> str:
     for opt in SCORE_OPTIONS:
         if opt.scope == "run":
             continue
-        key = f"`{opt.name}`" if opt.scope == "all" else "(job: managed)"
+        key = {"all": f"`{opt.name}`", "table": f"`[table] {opt.job_key}`"}.get(
+            opt.scope, "(job: managed)"
+        )
         value = opt.expected.replace('"', "`")
         lines.append(f"| {key} | `{opt.flag}` | {value} | {_default(opt)} | {opt.doc} |")
     return "\n".join(lines) + "\n"

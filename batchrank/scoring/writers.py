@@ -19,7 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrank.errors import ConfigError, OutputError
-from batchrank.formats import Compression, Layout, OutputFormat, check_format_layout
+from batchrank.formats import (
+    TABLE_FORMATS,
+    Compression,
+    FileFormat,
+    Layout,
+    check_format_layout,
+)
 from batchrank.scoring.schema import LONG_COLUMNS, long_schema
 from batchrank.scoring.titles import escape_formulas
 from batchrank.storage import LOCAL, LocalStorage, Staged, sha256_file
@@ -34,7 +40,7 @@ __all__ = [
     "OutputWriter",
 ]
 
-Format = OutputFormat
+Format = FileFormat
 ITEM_COLUMNS = LONG_COLUMNS[1:]
 ROW_GROUP_ROWS = 65_536
 """Rows per Parquet row group in the long layout."""
@@ -50,7 +56,7 @@ def _norm_type(t: pa.DataType) -> pa.DataType:
     return t
 
 
-def _run_starts(users: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def run_starts(users: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Row positions where a new user starts (rows grouped by user)."""
     s = pl.Series(values=users)
     return np.flatnonzero(s.ne_missing(s.shift(1)).to_numpy())
@@ -60,7 +66,7 @@ def _nested(table: pa.Table, item_schema: pa.StructType) -> pa.Table:
     """One row per user: ``user_id``, ``items`` list<struct<rank, movie_id, title, stars,
     score>> (``table`` holds complete users, grouped)."""
     table = table.combine_chunks()
-    starts = _run_starts(table.column("user_id"))
+    starts = run_starts(table.column("user_id"))
     offsets = pa.array(np.append(starts, table.num_rows), pa.int32())
     values = pa.StructArray.from_arrays(
         [table.column(c).combine_chunks() for c in ITEM_COLUMNS],
@@ -117,6 +123,8 @@ class OutputWriter:
             OutputError: The folder cannot be created or written, or ``out`` is a folder.
         """
         check_format_layout(format, layout)
+        if format in TABLE_FORMATS:
+            raise ConfigError(f"{out}: a {format} table is written by scoring/tables, not a file")
         if compression is not None and format == "parquet":
             raise ConfigError(
                 "parquet compresses inside the file; a compression suffix such as "
@@ -213,7 +221,7 @@ class OutputWriter:
 
     def _write(self, table: pa.Table) -> None:
         table = table.select(list(LONG_COLUMNS)).cast(self._long_schema(table))
-        starts = _run_starts(table.column("user_id"))
+        starts = run_starts(table.column("user_id"))
         users = len(starts)
         first = table.column("user_id")[0].as_py()
         if self._rows and first == self._last_user:
@@ -250,14 +258,14 @@ class OutputWriter:
     def _set_buffer(self, rest: pa.Table) -> None:
         self._buffer = [rest] if rest.num_rows else []
         self._buffer_rows = rest.num_rows
-        self._buffer_users = len(_run_starts(rest.column("user_id"))) if rest.num_rows else 0
+        self._buffer_users = len(run_starts(rest.column("user_id"))) if rest.num_rows else 0
 
     def _emit_users(self, final: bool) -> None:
         """Write buffered users in groups of ``_group_users()``; keep an incomplete tail."""
         if not self._buffer:
             return
         buf = pa.concat_tables(self._buffer)
-        starts = _run_starts(buf.column("user_id"))
+        starts = run_starts(buf.column("user_id"))
         group = self._group_users()
         n_users = len(starts)
         # Only users followed by another user are known complete, unless final.
