@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "batchrank.cli.bench",
         "Benchmark the scorer against a naive script and the ceiling.",
     ),
+    "table": ("batchrank.cli.table", "Maintain a lake table: compact, expire old versions."),
     "sample-data": ("batchrank.cli.sample_data", "Regenerate the synthetic sample_data/ folder."),
 }
 

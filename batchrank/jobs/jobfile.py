@@ -59,6 +59,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     ),
     "score": tuple(opt.name for opt in SCORE_OPTIONS if opt.scope == "all"),
     "publish": ("success_marker", "latest"),
+    "table": tuple(opt.job_key for opt in SCORE_OPTIONS if opt.scope == "table"),
 }
 """Every section of a job file and the keys it accepts."""
 
@@ -334,11 +335,11 @@ def collect(
             if isinstance(table, dict):
                 raise ConfigError(
                     f"{file}: unknown section [{name}]{_hint(name, list(KEYS), '[{}]')}; "
-                    "expected [job], [train], [score] or [publish]"
+                    "expected [job], [train], [score], [table] or [publish]"
                 )
             raise ConfigError(
                 f"{file}: unknown top-level key `{name}`; keys belong in a section "
-                "([job], [train], [score] or [publish])"
+                "([job], [train], [score], [table] or [publish])"
             )
         if not isinstance(table, dict):
             raise ConfigError(f"{file}: [{name}] must be a table (a section); received {table!r}")
@@ -363,7 +364,7 @@ def collect(
         if section not in KEYS:
             raise ConfigError(
                 f"{file}: --set {text}: unknown section `{section}`"
-                f"{_hint(section, list(KEYS))}; expected job, train, score or publish"
+                f"{_hint(section, list(KEYS))}; expected job, train, score, table or publish"
             )
         origin = f"--set {text}"
         tables.setdefault(section, {})[key] = Value(value, origin, cwd)

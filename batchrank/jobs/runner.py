@@ -124,6 +124,7 @@ def _check_paths(job: JobSpec, output: Path, run_id: str) -> None:
         model=s.model,
         items=s.items,
         users=s.users,
+        table=s.options.is_table,
     )
     preflight(job)
 

@@ -27,7 +27,14 @@ from batchrank.scoring.schema import long_schema
 if TYPE_CHECKING:
     from batchrank.scoring.spec import ScoreSpec, TableMode
 
-__all__ = ["TableTarget", "check_compatible", "commit_properties", "table_error", "table_schema"]
+__all__ = [
+    "TableTarget",
+    "check_compatible",
+    "commit_properties",
+    "location_of",
+    "table_error",
+    "table_schema",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,7 +71,7 @@ class TableTarget:
         assert spec.format in ("delta", "iceberg")
         return cls(
             format=spec.format,
-            location=_location(str(spec.out)),
+            location=location_of(str(spec.out)),
             date=spec.date or dt.date.today(),
             mode=spec.table_mode,
             partition_column=spec.table_partition_column,
@@ -88,7 +95,8 @@ class TableTarget:
         return table_schema(self.user_type, self.item_type, self.partition_column)
 
 
-def _location(text: str) -> str:
+def location_of(text: str) -> str:
+    """A table's location: an absolute local path, or an object-store URI as given."""
     if "://" in text and not text.startswith("file://"):
         return text.rstrip("/")  # an object store: the table library resolves it
     return os.path.abspath(os.path.expanduser(text.removeprefix("file://")))
