@@ -287,6 +287,10 @@ class ScoreSpec:
                     f"output format is {self.format}",
                 )  # fmt: skip
             return
+        if self.layout == "nested":
+            raise OptionError(
+                "layout", f"a {self.format} table holds the long layout; ‹layout› is nested"
+            )
         col = self.table_partition_column
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", col) or col in LONG_COLUMNS:
             raise OptionError(

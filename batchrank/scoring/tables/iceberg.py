@@ -32,10 +32,24 @@ from batchrank.scoring.tables.target import (
 )
 from batchrank.scoring.writers import ROW_GROUP_ROWS
 
-__all__ = ["CATALOG_FILE", "FILE_ROWS", "IcebergSink", "load_table", "open_catalog"]
+__all__ = [
+    "CATALOG_FILE",
+    "FILE_ROWS",
+    "TABLE_PROPERTIES",
+    "IcebergSink",
+    "load_table",
+    "open_catalog",
+]
 
 FILE_ROWS = 16 * ROW_GROUP_ROWS
 """Rows per data file (about 1M): pyiceberg writes a file from batches held in memory."""
+TABLE_PROPERTIES = {
+    "write.parquet.compression-codec": "zstd",
+    # A commit that loses a race fails (exit 5) rather than being re-applied on the new base:
+    # a re-applied partition replace would keep rows another writer added to the date meanwhile.
+    "commit.retry.num-retries": "0",
+}
+"""Properties of the tables batchrank creates (a table created elsewhere keeps its own)."""
 CATALOG_FILE = "batchrank-catalog.db"
 """The default SQLite catalog's file, beside the table."""
 
@@ -175,7 +189,7 @@ class IcebergSink:
                     schema,
                     location=_uri(target.location),
                     partition_spec=spec,
-                    properties={"write.parquet.compression-codec": "zstd"},
+                    properties=TABLE_PROPERTIES,
                 )
                 self.missing = []
                 self.io = self.txn._table.io
