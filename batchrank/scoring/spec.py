@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -28,7 +27,7 @@ from batchrank.formats import (
     output_kind_of,
 )
 from batchrank.options import Option, OptionError, doc, options_of
-from batchrank.scoring.schema import LONG_COLUMNS
+from batchrank.scoring.table_options import check_table_options
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
@@ -253,7 +252,7 @@ class ScoreSpec:
         if self.format not in TABLE_FORMATS and self.out.is_dir():
             raise OptionError("out", f"‹out› is a folder ({self.out}); expected a file name")
         object.__setattr__(self, "format", self._format())
-        self._check_table_options()
+        check_table_options(self)
         if self.layout == "nested" and self.format == "csv":
             raise OptionError(
                 "layout", "‹layout› is 'nested', which needs format parquet or jsonl; the output "
@@ -278,29 +277,6 @@ class ScoreSpec:
             if opt.required and opt.name not in options:
                 raise ConfigError(f"missing score option `{opt.name}` ({opt.doc})")
         return cls(**options)
-
-    def _check_table_options(self) -> None:
-        if not self.is_table:
-            if self.date is not None:
-                raise OptionError(
-                    "date", f"‹date› applies to table outputs (format delta or iceberg); the "
-                    f"output format is {self.format}",
-                )  # fmt: skip
-            return
-        if self.layout == "nested":
-            raise OptionError(
-                "layout", f"a {self.format} table holds the long layout; ‹layout› is nested"
-            )
-        col = self.table_partition_column
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", col) or col in LONG_COLUMNS:
-            raise OptionError(
-                "table_partition_column", "‹table_partition_column› must be a column name of "
-                f"letters, digits and '_', not one of {', '.join(LONG_COLUMNS)}; received {col!r}",
-            )  # fmt: skip
-        if self.format == "delta":
-            for name in ("table_catalog_uri", "table_warehouse", "table_identifier"):
-                if getattr(self, name) is not None:
-                    raise OptionError(name, f"‹{name}› applies to iceberg tables; format is delta")
 
     @property
     def is_table(self) -> bool:
