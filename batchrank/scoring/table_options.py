@@ -3,20 +3,31 @@ that it stays one declaration of the options; no table library is imported here.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from batchrank.formats import TABLE_FORMATS
 from batchrank.options import OptionError
 from batchrank.scoring.schema import LONG_COLUMNS
 
-if TYPE_CHECKING:
-    from batchrank.scoring.spec import ScoreSpec
-
 __all__ = ["check_table_options"]
 
 
-def check_table_options(spec: ScoreSpec) -> None:
+class _Spec(Protocol):
+    """The fields of a :class:`~batchrank.scoring.spec.ScoreSpec` checked here."""
+
+    @property
+    def format(self) -> str | None: ...
+    @property
+    def layout(self) -> str: ...
+    @property
+    def date(self) -> dt.date | None: ...
+    @property
+    def table_partition_column(self) -> str: ...
+
+
+def check_table_options(spec: _Spec) -> None:
     """Refuse table options where they do not apply, and a bad partition column.
 
     Raises:
