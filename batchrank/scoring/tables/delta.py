@@ -31,6 +31,7 @@ from batchrank.scoring.tables.target import (
     TableTarget,
     check_compatible,
     commit_properties,
+    committing,
     table_error,
 )
 from batchrank.scoring.writers import ROW_GROUP_ROWS
@@ -213,7 +214,7 @@ class DeltaSink:
                 return CommitProperties(custom_metadata=dict(props), max_commit_retries=0)
 
             col = target.partition_column
-            try:
+            with committing(target, CommitFailedError):
                 if table is None:
                     create_table_with_add_actions(
                         target.location,
@@ -238,13 +239,6 @@ class DeltaSink:
                     partition_filters=[(col, "=", target.date.isoformat())] if replace else None,
                     commit_properties=properties(),
                 )
-            except CommitFailedError as e:
-                raise table_error(
-                    target, "another writer committed to the table during this run; nothing "
-                    "of this run was committed (run it again)", e,
-                ) from e  # fmt: skip
-            except Exception as e:
-                raise table_error(target, "the commit failed", e) from e
 
         record = {
             "format": "delta",

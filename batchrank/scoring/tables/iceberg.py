@@ -28,6 +28,7 @@ from batchrank.scoring.tables.target import (
     TableTarget,
     check_compatible,
     commit_properties,
+    committing,
     table_error,
 )
 from batchrank.scoring.writers import ROW_GROUP_ROWS
@@ -274,15 +275,8 @@ class IcebergSink:
         txn = self.txn
 
         def commit() -> None:
-            try:
+            with committing(target, CommitFailedException):
                 txn.commit_transaction()
-            except CommitFailedException as e:
-                raise table_error(
-                    target, "another writer committed to the table during this run; nothing "
-                    "of this run was committed (run it again)", e,
-                ) from e  # fmt: skip
-            except Exception as e:
-                raise table_error(target, "the commit failed", e) from e
 
         record = {
             "format": "iceberg",

@@ -12,9 +12,10 @@ partition column alone. Anything else is an incompatible table: one line naming 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "TableTarget",
     "check_compatible",
     "commit_properties",
+    "committing",
     "location_of",
     "table_error",
     "table_schema",
@@ -111,6 +113,23 @@ def table_error(target: TableTarget, what: str, e: BaseException | None = None) 
     """One line naming the table (exit 5): ``<format> table <location>: <what>``."""
     reason = f" ({str(e).splitlines()[0][:300]})" if e is not None and str(e) else ""
     return OutputError(f"{target.format} table {target.location}: {what}{reason}")
+
+
+@contextlib.contextmanager
+def committing(target: TableTarget, conflict: type[BaseException]) -> Iterator[None]:
+    """Map a table library's commit errors: ``conflict`` (another writer won the race) and any
+    other, each to one line naming the table (exit 5)."""
+    try:
+        yield
+    except conflict as e:
+        raise table_error(
+            target, "another writer committed to the table during this run; nothing of this "
+            "run was committed (run it again)", e,
+        ) from e  # fmt: skip
+    except OutputError:
+        raise
+    except Exception as e:  # the libraries raise many kinds
+        raise table_error(target, "the commit failed", e) from e
 
 
 def _same(a: pa.DataType, b: pa.DataType) -> bool:

@@ -15,7 +15,7 @@ import pyarrow as pa
 from batchrank.scoring.schema import LONG_COLUMNS
 from batchrank.scoring.tables.staged import TableStaged
 from batchrank.scoring.tables.target import TableTarget
-from batchrank.scoring.writers import ROW_GROUP_ROWS, run_starts
+from batchrank.scoring.writers import ROW_GROUP_ROWS, RowCount, full_row_groups
 
 __all__ = ["Sink", "TableWriter"]
 
@@ -43,9 +43,7 @@ class TableWriter:
         self._long = pa.schema([self._schema.field(c) for c in LONG_COLUMNS])
         self._buffer: list[pa.Table] = []
         self._buffered = 0
-        self._rows = 0
-        self._users = 0
-        self._last_user: Any = None
+        self._count = RowCount()
         self._closed = False
 
     def write(self, table: pa.Table) -> None:
@@ -54,20 +52,13 @@ class TableWriter:
             return
         try:
             table = table.select(list(LONG_COLUMNS)).cast(self._long)
-            users = len(run_starts(table.column("user_id")))
-            if self._rows and table.column("user_id")[0].as_py() == self._last_user:
-                users -= 1
-            self._last_user = table.column("user_id")[-1].as_py()
-            self._rows += table.num_rows
-            self._users += users
+            self._count.add(table)
             self._buffer.append(table)
             self._buffered += table.num_rows
             if self._buffered >= ROW_GROUP_ROWS:
-                buf = pa.concat_tables(self._buffer)
-                full = (buf.num_rows // ROW_GROUP_ROWS) * ROW_GROUP_ROWS
-                for lo in range(0, full, ROW_GROUP_ROWS):
-                    self._emit(buf.slice(lo, ROW_GROUP_ROWS))
-                rest = buf.slice(full)
+                groups, rest = full_row_groups(self._buffer)
+                for group in groups:
+                    self._emit(group)
                 self._buffer = [rest] if rest.num_rows else []
                 self._buffered = rest.num_rows
         except BaseException:
@@ -94,8 +85,8 @@ class TableWriter:
                 self._buffer = []
             written: dict[str, Any] = {
                 "path": self.target.location,
-                "rows": self._rows,
-                "users": self._users,
+                "rows": self._count.rows,
+                "users": self._count.users,
                 "sha256": None,
             }
             staged = self.sink.stage(written)
