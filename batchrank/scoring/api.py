@@ -159,6 +159,7 @@ def _score_locked(
     )
     scored: Scored | None = None
     staged: list[Staged] = []
+    t_open = time.perf_counter()
     writer = _open_writer(ctx) if spec.is_table else None
     try:
         t1 = time.perf_counter()
@@ -172,6 +173,8 @@ def _score_locked(
             staged.append(rejects)
         t3 = time.perf_counter()
         timings = {"score_s": t2 - t1, "write_s": t3 - t2, "total_s": time.perf_counter() - t0}
+        if writer is not None:
+            timings["open_table_s"] = t1 - t_open
         manifest = build_manifest(
             ctx,
             scored,
