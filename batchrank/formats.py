@@ -2,7 +2,8 @@
 
 Inputs (pairs, users, items) are Parquet or CSV. Outputs are Parquet, CSV or JSON Lines; CSV and
 JSON Lines may be compressed (``.gz``, ``.zst``), which the suffix says. A name whose suffix is
-not in these tables is refused, never guessed.
+not in these tables is refused, never guessed. Lake tables (Delta Lake, Apache Iceberg) are
+folders, not files: their format is named (``--format delta``), never read from a suffix.
 """
 
 from __future__ import annotations
@@ -16,21 +17,29 @@ __all__ = [
     "GLOB_CHARS",
     "INPUT_SUFFIXES",
     "OUTPUT_SUFFIXES",
+    "TABLE_FORMATS",
     "Compression",
+    "FileFormat",
     "InputFormat",
     "Layout",
     "OutputFormat",
     "OutputKind",
+    "TableFormat",
     "check_format_layout",
     "input_format_of",
     "output_kind_of",
     "output_suffixes_for",
 ]
 
-OutputFormat = Literal["parquet", "csv", "jsonl"]
+FileFormat = Literal["parquet", "csv", "jsonl"]
+TableFormat = Literal["delta", "iceberg"]
+OutputFormat = Literal["parquet", "csv", "jsonl", "delta", "iceberg"]
 Layout = Literal["long", "nested"]
 InputFormat = Literal["parquet", "csv"]
 Compression = Literal["gzip", "zstd"] | None
+
+TABLE_FORMATS: tuple[TableFormat, ...] = get_args(TableFormat)
+"""Output formats that are lake tables (a folder committed by a table transaction)."""
 
 GLOB_CHARS = frozenset("*?[")
 """Characters that make a path a glob pattern."""
@@ -41,7 +50,7 @@ INPUT_SUFFIXES: dict[str, InputFormat] = {".parquet": "parquet", ".csv": "csv"}
 COMPRESSIONS: dict[str, Compression] = {".gz": "gzip", ".zst": "zstd"}
 """Compression suffixes allowed after a text output's suffix."""
 
-OUTPUT_SUFFIXES: dict[str, OutputFormat] = {
+OUTPUT_SUFFIXES: dict[str, FileFormat] = {
     ".parquet": "parquet",
     ".csv": "csv",
     ".jsonl": "jsonl",
@@ -54,7 +63,7 @@ OUTPUT_SUFFIXES: dict[str, OutputFormat] = {
 class OutputKind:
     """What an output's name says: its format and compression."""
 
-    format: OutputFormat
+    format: FileFormat
     compression: Compression = None
 
 
@@ -83,7 +92,7 @@ def output_kind_of(name: str | PurePath) -> OutputKind | None:
 
 
 def check_format_layout(fmt: str, layout: str) -> None:
-    """Refuse an unknown format or layout, or the nested layout in CSV.
+    """Refuse an unknown format or layout, or the nested layout in CSV or a table.
 
     Raises:
         ConfigError: naming the value and what was expected.
@@ -91,14 +100,18 @@ def check_format_layout(fmt: str, layout: str) -> None:
     from batchrank.errors import ConfigError
 
     if fmt not in get_args(OutputFormat):
-        raise ConfigError(f"unknown output format {fmt!r}; expected parquet, csv or jsonl")
+        raise ConfigError(
+            f"unknown output format {fmt!r}; expected parquet, csv, jsonl, delta or iceberg"
+        )
     if layout not in get_args(Layout):
         raise ConfigError(f"unknown output layout {layout!r}; expected long or nested")
     if fmt == "csv" and layout == "nested":
         raise ConfigError("the nested layout needs parquet or jsonl; received csv")
+    if fmt in TABLE_FORMATS and layout == "nested":
+        raise ConfigError(f"a {fmt} table holds the long layout; received layout nested")
 
 
-def output_suffixes_for(fmt: OutputFormat) -> list[str]:
+def output_suffixes_for(fmt: FileFormat) -> list[str]:
     """Every output suffix that names ``fmt`` (for messages)."""
     plain = [s for s, f in OUTPUT_SUFFIXES.items() if f == fmt]
     if fmt == "parquet":

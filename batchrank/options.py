@@ -13,6 +13,7 @@ refuses everything else with an :class:`OptionError`, which callers name in thei
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import difflib
 import math
 import operator
@@ -42,11 +43,12 @@ __all__ = [
 ENV_PREFIX = "BATCHRANK_"
 """Prefix of environment overrides: ``BATCHRANK_<SECTION>_<KEY>``, ``BATCHRANK_SCORE_TOP_K=20``."""
 
-Scope = Literal["all", "cli", "run"]
+Scope = Literal["all", "cli", "run", "table"]
 """Where an option is set: ``all`` (CLI and job file), ``cli`` (the command line only: a job
-manages it), ``run`` (by the program for one run: neither flag nor job key)."""
+manages it), ``run`` (by the program for one run: neither flag nor job key), ``table`` (CLI and
+the job file's ``[table]`` section, its key the name without ``table_``)."""
 
-Kind = Literal["path", "paths", "int", "float", "str", "choice"]
+Kind = Literal["path", "paths", "int", "float", "str", "choice", "date"]
 
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
@@ -124,6 +126,11 @@ class Option:
     low_open: bool = False
 
     @property
+    def job_key(self) -> str:
+        """The option's key in its job section: ``[table] mode`` for ``table_mode``."""
+        return self.name.removeprefix("table_") if self.scope == "table" else self.name
+
+    @property
     def flag(self) -> str:
         """The command-line flag: ``--top-k``."""
         return flag_of(self.name)
@@ -146,6 +153,8 @@ class Option:
             return f"{what} {self.bounds}" if self.bounds else what
         if self.kind == "paths":
             return "a path or a list of paths"
+        if self.kind == "date":
+            return "a date YYYY-MM-DD"
         return "a path (a non-empty string)" if self.kind == "path" else "a non-empty string"
 
     @property
@@ -190,6 +199,8 @@ class Option:
             if not isinstance(value, str) or not value.strip():
                 raise self.bad(value)
             return value
+        if self.kind == "date":
+            return self._date(value)
         if self.kind == "path":
             return Path(self.local_path(value))
         values = [value] if isinstance(value, str | os.PathLike) else value
@@ -207,6 +218,16 @@ class Option:
             return refuse_uri(value, f"‹{self.name}›")
         except ConfigError as e:
             raise OptionError(self.name, str(e)) from None
+
+    def _date(self, value: Any) -> dt.date:
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+            try:
+                return dt.date.fromisoformat(value.strip())
+            except ValueError:
+                pass
+        raise self.bad(value)
 
     def _int(self, value: Any) -> int:
         if isinstance(value, str) and _INT.fullmatch(value.strip()):
@@ -255,7 +276,13 @@ def _kind(hint: Any) -> tuple[Kind, bool, tuple[str, ...]]:
         return "choice", False, tuple(str(a) for a in args)
     if typing.get_origin(hint) is tuple:
         return "paths", False, ()
-    kinds: dict[Any, Kind] = {Path: "path", int: "int", float: "float", str: "str"}
+    kinds: dict[Any, Kind] = {
+        Path: "path",
+        int: "int",
+        float: "float",
+        str: "str",
+        dt.date: "date",
+    }
     if hint in kinds:
         return kinds[hint], False, ()
     raise TypeError(f"no option kind for the type {hint!r}")

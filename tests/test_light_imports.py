@@ -1,5 +1,6 @@
-"""Scoring never imports Keras or TensorFlow: `batchrank --help`, `batchrank score` and the
-Python API `batchrank.score` run in fresh interpreters and report what they imported."""
+"""Scoring never imports Keras or TensorFlow, nor the lake libraries unless it writes a table:
+`batchrank --help`, `batchrank score` and the Python API `batchrank.score` run in fresh
+interpreters and report what they imported."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
-HEAVY = ("keras", "tensorflow")
+HEAVY = ("keras", "tensorflow", "deltalake", "pyiceberg", "duckdb")
 
 # Runs a snippet, then prints the top-level packages of HEAVY it imported (even on sys.exit).
 REPORT = (

@@ -19,9 +19,10 @@ from batchrank.scoring.spec import SCORE_OPTIONS, ScoreSpec, options_markdown
 ROOT = Path(__file__).resolve().parents[1]
 PER_RUN_FLAGS = {"quiet", "as_json", "log_format"}
 """Flags of one invocation, not options of the scoring: no job key."""
-CLI_ONLY = {"work_dir", "publish"}
-"""A job keeps its work folder beside its output (resume per job and date), and names its
-Redis target in [publish.redis] (the same RedisTarget options as --publish's URL query)."""
+CLI_ONLY = {"work_dir", "publish", "date"}
+"""A job keeps its work folder beside its output (resume per job and date), names its Redis
+target in [publish.redis] (the same RedisTarget options as --publish's URL query), and takes its
+run date from the job's date."""
 
 
 def _params() -> dict[str, click.Parameter]:
@@ -30,7 +31,9 @@ def _params() -> dict[str, click.Parameter]:
 
 def test_cli_flags_and_job_keys_are_the_same_options() -> None:
     flags = set(_params()) - PER_RUN_FLAGS
-    job_keys = set(KEYS["score"])
+    table = {o.name for o in SCORE_OPTIONS if o.scope == "table"}
+    assert {o.job_key for o in SCORE_OPTIONS if o.scope == "table"} == set(KEYS["table"])
+    job_keys = set(KEYS["score"]) | table  # [table] keys: table_mode is `[table] mode`
     assert flags - job_keys == CLI_ONLY
     assert job_keys - flags == set()
     declared = {o.name for o in SCORE_OPTIONS if o.scope != "run"}

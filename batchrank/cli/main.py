@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "batchrank.cli.publish",
         "Redis generations: status, rollback, and the loader's benchmark.",
     ),
+    "table": ("batchrank.cli.table", "Maintain a lake table: compact, expire old versions."),
     "sample-data": ("batchrank.cli.sample_data", "Regenerate the synthetic sample_data/ folder."),
 }
 

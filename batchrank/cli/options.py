@@ -74,7 +74,9 @@ class _OptionType(click.ParamType):
 
     def __init__(self, opt: Option) -> None:
         self.opt = opt
-        self.name = {"int": "INTEGER", "float": "NUMBER", "str": "TEXT"}.get(opt.kind, "PATH")
+        self.name = {"int": "INTEGER", "float": "NUMBER", "str": "TEXT", "date": "DATE"}.get(
+            opt.kind, "PATH"
+        )
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         return _coerce(self.opt, value, param, ctx)

@@ -73,6 +73,7 @@ KEYS: dict[str, tuple[str, ...]] = {
         "max_drop",
     ),
     "publish.redis": ("url", *REDIS_KEYS),
+    "table": tuple(opt.job_key for opt in SCORE_OPTIONS if opt.scope == "table"),
 }
 """Every section of a job file and the keys it accepts."""
 
@@ -351,11 +352,11 @@ def collect(
             if isinstance(table, dict):
                 raise ConfigError(
                     f"{file}: unknown section [{name}]{_hint(name, list(KEYS), '[{}]')}; "
-                    "expected [job], [train], [score], [gate] or [publish]"
+                    "expected [job], [train], [score], [gate], [table] or [publish]"
                 )
             raise ConfigError(
                 f"{file}: unknown top-level key `{name}`; keys belong in a section "
-                "([job], [train], [score], [gate] or [publish])"
+                "([job], [train], [score], [gate], [table] or [publish])"
             )
         if not isinstance(table, dict):
             raise ConfigError(f"{file}: [{name}] must be a table (a section); received {table!r}")
@@ -387,7 +388,7 @@ def collect(
         if section not in KEYS:
             raise ConfigError(
                 f"{file}: --set {redact(text)}: unknown section `{section}`"
-                f"{_hint(section, list(KEYS))}; expected job, train, score, gate or publish"
+                f"{_hint(section, list(KEYS))}; expected job, train, score, gate, table or publish"
             )
         origin = f"--set {redact(text)}"
         tables.setdefault(section, {})[key] = Value(value, origin, cwd)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from batchrank.errors import ConfigError
-from batchrank.formats import GLOB_CHARS
+from batchrank.formats import GLOB_CHARS, TABLE_FORMATS
 from batchrank.jobs.jobfile import (
     ENV_PREFIX,
     INPUT_PLACEHOLDERS,
@@ -42,7 +42,7 @@ from batchrank.jobs.jobspec import (
     TrainStep,
 )
 from batchrank.jobs.paths import PathTemplate, render
-from batchrank.options import OptionError
+from batchrank.options import Option, OptionError
 from batchrank.scoring.spec import SCORE_OPTIONS, ScoreSpec
 from batchrank.sinks.redis.target import OPTION_KEYS as REDIS_KEYS
 from batchrank.sinks.redis.target import RedisTarget, target_of
@@ -64,6 +64,8 @@ _SCORE_PATHS = (
 """``[score]`` keys read as paths relative to the job file (templated, checked to exist)."""
 _OUTPUT_PLACEHOLDERS = ("date", "job", "run_id")
 _RAY_ONLY = ("ray_address", "concurrency", "gpus_per_worker")
+_TABLE_OPTIONS: dict[str, Option] = {o.name: o for o in SCORE_OPTIONS if o.scope == "table"}
+"""Options of the ``[table]`` section (``table_mode`` is its key ``mode``)."""
 
 
 def parse_date(text: str) -> dt.date:
@@ -233,8 +235,9 @@ def _score_step(j: JobFile, date: dt.date, name: str, train: TrainStep | None) -
     }
     for opt in SCORE_OPTIONS:
         v = j.get("score", opt.name)
-        if v is not None and opt.name not in _SCORE_PATHS:
+        if v is not None and opt.name not in _SCORE_PATHS and opt.scope != "table":
             values[opt.name] = j.option("score", opt, v)
+    _table_values(j, values, date)
     probe = "<run_id>"
     try:
         options = ScoreSpec(
@@ -243,7 +246,9 @@ def _score_step(j: JobFile, date: dt.date, name: str, train: TrainStep | None) -
             rejects=rejects.render(probe) if rejects is not None else None,
         )
     except OptionError as e:
-        raise j.named("score", e) from None
+        if e.key not in _TABLE_OPTIONS:
+            raise j.named("score", e) from None
+        raise _table_named(j, e) from None
     return ScoreStep(options=options, out=out, rejects=rejects)
 
 
@@ -274,7 +279,38 @@ def _gate_step(j: JobFile, date: dt.date, name: str, score: ScoreStep) -> GateSt
     return gate
 
 
+def _table_named(j: JobFile, e: OptionError) -> ConfigError:
+    """A ``[table]`` option's error, named by its key there (``[table] mode``)."""
+    key = _TABLE_OPTIONS[e.key].job_key
+    where = j.where("table", key, j.get("table", key))
+    return ConfigError(e.named(lambda k: where if k == e.key else k))
+
+
+def _table_values(j: JobFile, values: dict[str, Any], date: dt.date) -> None:
+    """A table output's ``[table]`` options, and the run date as its partition value."""
+    if values.get("format") not in TABLE_FORMATS:
+        if j.has("table"):
+            j.error('[table] applies to [score] format = "delta" or "iceberg"')
+        return
+    values["date"] = date
+    for opt in _TABLE_OPTIONS.values():
+        v = j.get("table", opt.job_key)
+        if v is not None:
+            try:
+                values[opt.name] = opt.coerce(v.value)
+            except OptionError as e:
+                raise _table_named(j, e) from None
+
+
 def _publish_step(j: JobFile, name: str, score: ScoreStep) -> PublishStep:
+    if score.options.is_table:
+        # The table's commit is the certificate, and the table is the latest export.
+        for key in ("success_marker", "latest"):
+            v = j.get("publish", key)
+            if v is not None and v.value is not False:
+                j.bad("publish", key, v, "false or absent with a table output (its commit "
+                      "is the certificate)")  # fmt: skip
+        return PublishStep(success_marker=False, latest=None)
     latest: Path | None = score.out.static_root / "latest"
     v = j.get("publish", "latest")
     if v is not None:

@@ -128,6 +128,7 @@ def _check_paths(job: JobSpec, output: Path, run_id: str) -> None:
         users=s.users,
         inputs=rule_inputs(s.options),
         parts=s.max_rows_per_file is not None,
+        table=s.options.is_table,
     )
     preflight(job)
 

@@ -27,6 +27,7 @@ from batchrank.storage import Staged
 from batchrank.storage.lock import output_lock
 
 if TYPE_CHECKING:
+    from batchrank.scoring.tables import TableWriter
     from batchrank.sinks.redis import RedisSink, RedisTarget
 
 __all__ = ["ScoreSpec", "score", "score_spec"]
@@ -71,11 +72,9 @@ def _run_engine(ctx: RunContext) -> Scored:
     return run_local(ctx)
 
 
-def _write_output(
-    ctx: RunContext, scored: Scored, sinks: Sequence[RedisSink]
-) -> tuple[Staged, dict[str, Any], int]:
-    """Write the ranked lists under a temporary name, and load them into each sink; return the
-    file staged, the writer's report and the number of missing titles."""
+def _open_writer(ctx: RunContext) -> OutputWriter | PartWriter | TableWriter:
+    """The run's output writer; a table's is opened before scoring, so an incompatible table or
+    a missing catalog fails the run before any work."""
     spec, bundle = ctx.spec, ctx.bundle
     metadata = {
         "batchrank.model_fingerprint": bundle.fingerprint,
@@ -84,6 +83,16 @@ def _write_output(
         "batchrank.rating_scale": f"{bundle.transform.low:g},{bundle.transform.high:g}",
     }
     assert spec.format is not None
+    if spec.is_table:
+        from batchrank.scoring.tables import open_table_writer
+
+        return open_table_writer(
+            spec,
+            run_id=ctx.run_id,
+            user_type=ctx.user_type,
+            item_type=ctx.item_type,
+            record={k: v for k, v in metadata.items() if k != "batchrank.layout"},
+        )
     options: dict[str, Any] = {
         "format": spec.format,
         "layout": spec.layout,
@@ -91,11 +100,22 @@ def _write_output(
         "compression": spec.compression,
         "escape_formulas": spec.csv_formulas == "escape",
     }
-    writer: OutputWriter | PartWriter = (
-        OutputWriter(spec.out, **options)
-        if spec.max_rows_per_file is None
-        else PartWriter(spec.out, max_rows=spec.max_rows_per_file, **options)
-    )
+    if spec.max_rows_per_file is None:
+        return OutputWriter(spec.out, **options)
+    return PartWriter(spec.out, max_rows=spec.max_rows_per_file, **options)
+
+
+def _write_output(
+    ctx: RunContext,
+    scored: Scored,
+    writer: OutputWriter | PartWriter | TableWriter | None,
+    sinks: Sequence[RedisSink],
+) -> tuple[Staged, dict[str, Any], int]:
+    """Write the ranked lists under a temporary name (a table: data files no commit lists yet)
+    and load them into each sink; return the output staged, the writer's report and the number
+    of missing titles."""
+    spec = ctx.spec
+    writer = writer or _open_writer(ctx)
     missing_titles = 0
     try:
         for table in scored.topk.results():
@@ -105,7 +125,9 @@ def _write_output(
             for sink in sinks:
                 sink.write(joined)
         staged, written = writer.finish()
-        if "files" not in written:  # a single file
+        if spec.is_table:  # a table's data files are listed by its commit, not by certificates
+            written = {**written, "files": []}
+        elif "files" not in written:  # a single file
             written = {**written, "files": [file_entry(spec.out.name, written, spec.layout)]}
         return staged, written, missing_titles
     except BaseException:
@@ -139,6 +161,7 @@ def score_spec(
         users=spec.users,
         inputs=rule_inputs(spec),
         parts=spec.max_rows_per_file is not None,
+        table=spec.is_table,
     )
     target = publish if publish is not None else spec.publish_target
     if target is not None:
@@ -183,13 +206,15 @@ def _score_locked(
     scored: Scored | None = None
     staged: list[Staged] = []
     sinks: list[RedisSink] = []
+    t_open = time.perf_counter()
+    writer = _open_writer(ctx) if spec.is_table else None
     try:
         t1 = time.perf_counter()
         scored = _run_engine(ctx)
         t2 = time.perf_counter()
         _check_rejects(spec, scored.counts)
         sinks = _open_sinks(ctx, target)
-        output, written, missing_titles = _write_output(ctx, scored, sinks)
+        output, written, missing_titles = _write_output(ctx, scored, writer, sinks)
         staged.append(output)
         published: list[tuple[Staged, dict[str, Any]]] = []
         for sink in sinks:
@@ -204,6 +229,8 @@ def _score_locked(
             written = {**written, "rejects_file": rejects_entry(rejects, spec.out, rows)}
         t3 = time.perf_counter()
         timings = {"score_s": t2 - t1, "write_s": t3 - t2, "total_s": time.perf_counter() - t0}
+        if writer is not None:
+            timings["open_table_s"] = t1 - t_open
         manifest = build_manifest(
             ctx,
             scored,
@@ -225,6 +252,8 @@ def _score_locked(
             sinks=published,
         )
     except BaseException:
+        if writer is not None:
+            writer.close(commit=False)
         for s in staged:
             s.discard()
         for sink in sinks:

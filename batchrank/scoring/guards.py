@@ -61,6 +61,7 @@ def check_output_paths(
     users: Path | None = None,
     inputs: Iterable[tuple[str, Path | str | None]] = (),
     parts: bool = False,
+    table: bool = False,
 ) -> None:
     """Refuse outputs that would clobber an input or be read back as one (exit 2).
 
@@ -68,6 +69,7 @@ def check_output_paths(
 
     Args:
         parts: ``out`` is a folder of part files (``--max-rows-per-file``).
+        table: ``out`` is a lake table's folder (its kind is checked by the table writer).
 
     Raises:
         ConfigError: naming the option, the path and the input it collides with.
@@ -79,7 +81,9 @@ def check_output_paths(
     if rejects is not None:
         outputs.append(("--rejects", _abs(rejects)))
     for what, path in outputs:
-        if parts and what == "--out":
+        if table and what == "--out":
+            pass
+        elif parts and what == "--out":
             check_part_folder(path)
         else:
             check_target(path, what, ConfigError)

@@ -149,6 +149,8 @@ def build_manifest(
             "sha256": written["sha256"],
             "parts": written.get("parts"),
             "rejects": str(spec.rejects) if spec.rejects else None,
+            # a lake table: format, partition, the Delta version or Iceberg snapshot id, files
+            **({"table": written["table"]} if "table" in written else {}),
         },
         "files": written["files"],
         "rejects_file": written.get("rejects_file"),

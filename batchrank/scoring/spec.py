@@ -9,6 +9,7 @@ construction.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -19,12 +20,14 @@ from batchrank.errors import ConfigError
 from batchrank.formats import (
     COMPRESSIONS,
     OUTPUT_SUFFIXES,
+    TABLE_FORMATS,
     Compression,
     Layout,
     OutputFormat,
     output_kind_of,
 )
 from batchrank.options import Option, OptionError, doc, options_of
+from batchrank.scoring.table_options import check_table_options
 
 if TYPE_CHECKING:
     from batchrank.sinks.redis.target import RedisTarget
@@ -44,6 +47,7 @@ Format = OutputFormat
 Unknown = Literal["skip", "oov", "fail"]
 Engine = Literal["local", "ray"]
 Progress = Literal["auto", "bar", "log", "none"]
+TableMode = Literal["replace-partition", "append"]
 
 # Rows per chunk. Measured at 20M pairs: 262,144 gave 695 MiB peak RSS and 13 s, against
 # 973 MiB and 22 s for 1,000,000 (cache-sized sorts and buffers).
@@ -65,7 +69,8 @@ class ScoreSpec:
         metadata=doc(
             "Output file (a folder of part files with --max-rows-per-file); its suffix names the "
             "format: .parquet, .csv, .jsonl or .ndjson, text ones optionally .gz or .zst "
-            "compressed. Its manifest is `<out>.manifest.json`."
+            "compressed. With `--format delta` or `iceberg`: the table's folder. Its manifest is "
+            "`<out>.manifest.json`."
         )
     )
     items: Path | None = field(
@@ -100,7 +105,10 @@ class ScoreSpec:
     )
     format: Format | None = field(
         default=None,
-        metadata=doc("Output format; must agree with the output's suffix, which names it anyway."),
+        metadata=doc(
+            "Output format; a file's must agree with its suffix, which names it anyway; "
+            "`delta` or `iceberg` write a lake table (docs/tables.md)."
+        ),
     )
     layout: Layout = field(
         default="long",
@@ -222,6 +230,58 @@ class ScoreSpec:
             "spreadsheets would run as formulas (OWASP); `keep` writes them as they are."
         ),
     )
+    date: dt.date | None = field(
+        default=None,
+        metadata=doc(
+            "Table outputs: the run date, the value of the partition column, whose partition "
+            "the run replaces (default: today; a job's date).",
+            scope="cli",
+        ),
+    )
+    table_mode: TableMode = field(
+        default="replace-partition",
+        metadata=doc(
+            "Table outputs: `replace-partition` replaces the run date's partition in one commit; "
+            "`append` adds the rows to the table.",
+            scope="table",
+        ),
+    )
+    table_partition_column: str = field(
+        default="run_date",
+        metadata=doc("Table outputs: the date column the table is partitioned by.", scope="table"),
+    )
+    table_catalog: str = field(
+        default="batchrank",
+        metadata=doc(
+            "Iceberg: the catalog's name (pyiceberg's `PYICEBERG_CATALOG__<NAME>__*` settings "
+            "and `.pyiceberg.yaml` apply).",
+            scope="table",
+        ),
+    )
+    table_catalog_uri: str | None = field(
+        default=None,
+        metadata=doc(
+            "Iceberg: the catalog URI: `sqlite:///...`, `postgresql+psycopg2://...`, "
+            "`http(s)://...` (REST) or `thrift://...` (Hive); default: the SQLite file "
+            "`batchrank-catalog.db` beside the table.",
+            scope="table",
+        ),
+    )
+    table_warehouse: str | None = field(
+        default=None,
+        metadata=doc(
+            "Iceberg: the catalog's warehouse (default: the folder holding the table).",
+            scope="table",
+        ),
+    )
+    table_identifier: str | None = field(
+        default=None,
+        metadata=doc(
+            "Iceberg: the table's `namespace.name` in the catalog (default: "
+            "`batchrank.<name of --out>`).",
+            scope="table",
+        ),
+    )
     progress: Progress = field(
         default="auto",
         metadata=doc(
@@ -245,12 +305,17 @@ class ScoreSpec:
             raise OptionError(
                 "users", f'‹users› only applies with ‹pairs› = "all"; received pairs {list(pairs)}'
             )
-        if self.out.is_dir() and self.max_rows_per_file is None:
+        if (
+            self.format not in TABLE_FORMATS
+            and self.out.is_dir()
+            and self.max_rows_per_file is None
+        ):
             raise OptionError(
                 "out", f"‹out› is a folder ({self.out}); expected a file name (a folder of part "
                 "files is written only with ‹max_rows_per_file›)",
             )  # fmt: skip
         object.__setattr__(self, "format", self._format())
+        check_table_options(self)
         if self.publish is not None:
             self.publish_target  # noqa: B018 (validates the URL, password redacted)
         if self.layout == "nested" and self.format == "csv":
@@ -278,7 +343,14 @@ class ScoreSpec:
                 raise ConfigError(f"missing score option `{opt.name}` ({opt.doc})")
         return cls(**options)
 
+    @property
+    def is_table(self) -> bool:
+        """Whether the output is a lake table (``delta`` or ``iceberg``), not a file."""
+        return self.format in TABLE_FORMATS
+
     def _format(self) -> Format:
+        if self.format in TABLE_FORMATS:
+            return self.format
         kind = output_kind_of(self.out)
         if kind is None:
             suffix = "".join(self.out.suffixes[-2:]) or "no suffix"
@@ -384,7 +456,9 @@ def options_markdown() -> str:
     for opt in SCORE_OPTIONS:
         if opt.scope == "run":
             continue
-        key = f"`{opt.name}`" if opt.scope == "all" else "(job: managed)"
+        key = {"all": f"`{opt.name}`", "table": f"`[table] {opt.job_key}`"}.get(
+            opt.scope, "(job: managed)"
+        )
         value = opt.expected.replace('"', "`")
         lines.append(f"| {key} | `{opt.flag}` | {value} | {_default(opt)} | {opt.doc} |")
     return "\n".join(lines) + "\n"

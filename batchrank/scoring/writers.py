@@ -19,7 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrank.errors import ConfigError, OutputError
-from batchrank.formats import Compression, Layout, OutputFormat, check_format_layout
+from batchrank.formats import (
+    TABLE_FORMATS,
+    Compression,
+    FileFormat,
+    Layout,
+    check_format_layout,
+)
 from batchrank.scoring.schema import LONG_COLUMNS, long_schema
 from batchrank.scoring.titles import escape_formulas
 from batchrank.storage import LOCAL, LocalStorage, Staged, sha256_file
@@ -32,11 +38,13 @@ __all__ = [
     "Format",
     "Layout",
     "OutputWriter",
+    "RowCount",
+    "full_row_groups",
     "nested_users",
     "run_starts",
 ]
 
-Format = OutputFormat
+Format = FileFormat
 ITEM_COLUMNS = LONG_COLUMNS[1:]
 ROW_GROUP_ROWS = 65_536
 """Rows per Parquet row group in the long layout."""
@@ -56,6 +64,34 @@ def run_starts(users: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Row positions where a new user starts (rows grouped by user)."""
     s = pl.Series(values=users)
     return np.flatnonzero(s.ne_missing(s.shift(1)).to_numpy())
+
+
+class RowCount:
+    """Rows and users of ranked rows written in order (a user may continue into the next
+    table), shared by the file and the table writers."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.users = 0
+        self._last: Any = None
+
+    def add(self, table: pa.Table) -> np.ndarray:
+        """Count a non-empty table; return where its users start."""
+        starts = run_starts(table.column("user_id"))
+        users = len(starts)
+        if self.rows and table.column("user_id")[0].as_py() == self._last:
+            users -= 1
+        self._last = table.column("user_id")[-1].as_py()
+        self.rows += table.num_rows
+        self.users += users
+        return starts
+
+
+def full_row_groups(buffer: list[pa.Table]) -> tuple[list[pa.Table], pa.Table]:
+    """The buffered rows cut into :data:`ROW_GROUP_ROWS`-row groups, and the rest."""
+    buf = pa.concat_tables(buffer)
+    full = (buf.num_rows // ROW_GROUP_ROWS) * ROW_GROUP_ROWS
+    return [buf.slice(lo, ROW_GROUP_ROWS) for lo in range(0, full, ROW_GROUP_ROWS)], buf.slice(full)
 
 
 def nested_users(table: pa.Table, item_schema: pa.StructType) -> pa.Table:
@@ -119,6 +155,8 @@ class OutputWriter:
             OutputError: The folder cannot be created or written, or ``out`` is a folder.
         """
         check_format_layout(format, layout)
+        if format in TABLE_FORMATS:
+            raise ConfigError(f"{out}: a {format} table is written by scoring/tables, not a file")
         if compression is not None and format == "parquet":
             raise ConfigError(
                 "parquet compresses inside the file; a compression suffix such as "
@@ -137,9 +175,7 @@ class OutputWriter:
         self._buffer: list[pa.Table] = []
         self._buffer_rows = 0
         self._buffer_users = 0
-        self._rows = 0
-        self._users = 0
-        self._last_user: Any = None
+        self._count = RowCount()
         self._closed = False
         self._result: dict[str, Any] | None = None
         self._staged: Staged = storage.stage(self.out, "output")
@@ -215,23 +251,15 @@ class OutputWriter:
 
     def _write(self, table: pa.Table) -> None:
         table = table.select(list(LONG_COLUMNS)).cast(self._long_schema(table))
-        starts = run_starts(table.column("user_id"))
-        users = len(starts)
-        first = table.column("user_id")[0].as_py()
-        if self._rows and first == self._last_user:
-            users -= 1
-        self._last_user = table.column("user_id")[-1].as_py()
-        self._rows += table.num_rows
-        self._users += users
+        starts = self._count.add(table)
         if self.format == "parquet" and self.layout == "long":
             self._buffer.append(table)
             self._buffer_rows += table.num_rows
             if self._buffer_rows >= ROW_GROUP_ROWS:
-                buf = pa.concat_tables(self._buffer)
-                full = (buf.num_rows // ROW_GROUP_ROWS) * ROW_GROUP_ROWS
-                for lo in range(0, full, ROW_GROUP_ROWS):
-                    self._write_row_group(buf.slice(lo, ROW_GROUP_ROWS))
-                self._set_buffer(buf.slice(full))
+                groups, rest = full_row_groups(self._buffer)
+                for group in groups:
+                    self._write_row_group(group)
+                self._set_buffer(rest)
         elif self.layout == "nested":
             self._buffer.append(table)
             self._buffer_rows += table.num_rows
@@ -350,8 +378,8 @@ class OutputWriter:
     def _summary(self, digest: str | None, size: int) -> dict[str, Any]:
         return {
             "path": str(self.out),
-            "rows": self._rows,
-            "users": self._users,
+            "rows": self._count.rows,
+            "users": self._count.users,
             "sha256": digest,
             "bytes": size,
         }
