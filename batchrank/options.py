@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from batchrank.errors import ConfigError
-from batchrank.uris import refuse_uri
+from batchrank.fs import ObjectPath
+from batchrank.uris import as_path, path_text
 
 __all__ = [
     "ENV_PREFIX",
@@ -191,18 +192,20 @@ class Option:
                 raise self.bad(value)
             return value
         if self.kind == "path":
-            return Path(self.local_path(value))
+            return as_path(self.local_path(value), f"‹{self.name}›")
         values = [value] if isinstance(value, str | os.PathLike) else value
         if not isinstance(values, Sequence) or not values:
             raise self.bad(value)
         return tuple(self.local_path(v) for v in values)
 
     def local_path(self, value: Any) -> str:
-        """One path's text: ``file://`` stripped; object-store URIs refused."""
+        """One path's text: ``file://`` stripped; object-store URIs checked."""
+        if isinstance(value, ObjectPath):
+            return str(value)
         if not isinstance(value, str | os.PathLike) or not os.fspath(value).strip():
             raise self.bad(value)
         try:
-            return refuse_uri(value, f"‹{self.name}›")
+            return path_text(value, f"‹{self.name}›")
         except ConfigError as e:
             raise OptionError(self.name, str(e)) from None
 

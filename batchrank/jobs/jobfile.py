@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from batchrank.errors import ConfigError
+from batchrank.fs import is_remote
 from batchrank.jobs.paths import TemplateError, placeholders_of, render
 from batchrank.options import ENV_PREFIX, Option, OptionError, shown_value
 from batchrank.scoring.spec import SCORE_OPTIONS
-from batchrank.uris import refuse_uri
+from batchrank.uris import path_text, to_path, uri_scheme
 
 __all__ = [
     "ENV_PREFIX",
@@ -261,7 +262,7 @@ class JobFile:
         if not isinstance(v.value, str) or not v.value.strip():
             self.bad(section, key, v, "a path (a non-empty string)")
         try:
-            text = refuse_uri(v.value, self.where(section, key, v).removeprefix(self.file + ": "))
+            text = path_text(v.value, self.where(section, key, v).removeprefix(self.file + ": "))
         except ConfigError as e:
             raise ConfigError(f"{self.file}: {e}") from None
         try:
@@ -279,13 +280,15 @@ class JobFile:
                     f"{self.where(section, key, v)} uses unknown placeholder {{{name}}}"
                     f"{_hint(name, allowed, '{{{}}}')}; this key allows {expected}"
                 )
+        if uri_scheme(text) is not None:
+            return text  # a URI is absolute
         return str(v.base / os.path.expanduser(text))
 
     def rendered(
         self, section: str, key: str, v: Value, date: dt.date, job: str, allowed: Sequence[str]
     ) -> Path:
         """A path rendered for the run date (no ``{run_id}``)."""
-        return Path(render(self.template(section, key, v, allowed), date=date, job=job)).resolve()
+        return to_path(render(self.template(section, key, v, allowed), date=date, job=job))
 
     def input_path(
         self, section: str, key: str, date: dt.date, job: str, *, what: str
@@ -295,7 +298,7 @@ class JobFile:
         if v is None:
             return None
         path = self.rendered(section, key, v, date, job, INPUT_PLACEHOLDERS)
-        if not path.exists():
+        if not is_remote(path) and not path.exists():  # a remote one: checked when read
             raise ConfigError(f"{self.where(section, key, v)}: {what} not found: {path}")
         return path
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from batchrank.fs import local_folder_for
 from batchrank.jobs.paths import PathTemplate
 from batchrank.scoring.spec import ScoreSpec
 
@@ -170,14 +171,14 @@ class JobSpec:
     @property
     def work_dir(self) -> Path:
         """Where a run records finished fragments: ``<out folder>/.batchrank-work/<job>-<date>``."""
-        base = self.score.out.run_independent_folder
+        base = local_folder_for(self.score.out.run_independent_folder, "work")
         return base / WORK_FOLDER / f"{self.name}-{self.date.isoformat()}"
 
     @property
     def lock_path(self) -> Path:
         """The job's lock file (one per job, whatever the date)."""
         folder = self.job.lock_dir if self.job.lock_dir is not None else self.export_root
-        return folder / f".batchrank-{self.name}.lock"
+        return local_folder_for(folder, "locks") / f".batchrank-{self.name}.lock"
 
     @property
     def latest_path(self) -> Path | None:

@@ -20,6 +20,7 @@ from typing import Any, get_args
 
 from batchrank.errors import ConfigError
 from batchrank.formats import GLOB_CHARS
+from batchrank.fs import is_remote
 from batchrank.jobs.jobfile import (
     ENV_PREFIX,
     INPUT_PLACEHOLDERS,
@@ -42,6 +43,7 @@ from batchrank.jobs.jobspec import (
 from batchrank.jobs.paths import PathTemplate, render
 from batchrank.options import OptionError
 from batchrank.scoring.spec import SCORE_OPTIONS, ScoreSpec
+from batchrank.uris import to_path
 
 __all__ = ["ENV_PREFIX", "KEYS", "load_job", "parse_date", "parse_override"]
 
@@ -151,7 +153,9 @@ def _pairs(j: JobFile, date: dt.date, name: str) -> tuple[str, ...]:
     for text in values:
         one = Value(text, v.origin, v.base)
         path = j.rendered("score", "pairs", one, date, name, INPUT_PLACEHOLDERS)
-        if GLOB_CHARS & set(text):
+        if is_remote(path):
+            pass  # checked when the run discovers its inputs (exit 3 naming the URI)
+        elif GLOB_CHARS & set(text):
             if not glob.glob(str(path), recursive=True):
                 raise ConfigError(
                     f"{j.where('score', 'pairs', v)}: pattern matches nothing: {path}"
@@ -173,7 +177,7 @@ def _score_step(j: JobFile, date: dt.date, name: str, train: TrainStep | None) -
     else:
         model = j.rendered("score", "model", mv, date, name, INPUT_PLACEHOLDERS)
         if train is None or model != train.out:
-            if not model.exists():
+            if not is_remote(model) and not model.exists():
                 raise ConfigError(
                     f"{j.where('score', 'model', mv)}: model bundle not found: {model}"
                 )
@@ -224,7 +228,7 @@ def _publish_step(j: JobFile, name: str, score: ScoreStep) -> PublishStep:
             latest = latest if v.value else None
         else:
             text = j.template("publish", "latest", v, ("job",))
-            latest = Path(render(text, date=dt.date.min, job=name)).resolve()
+            latest = to_path(render(text, date=dt.date.min, job=name))
     return PublishStep(
         success_marker=j.boolean("publish", "success_marker", True),
         latest=latest,

@@ -29,7 +29,7 @@ from typing import Any
 
 from batchrank.errors import OutputError
 from batchrank.scoring.commit import Certificate, PublishedFile, manifest_path_of
-from batchrank.storage import LOCAL, Staged, atomic_file
+from batchrank.storage import ANY, Staged, atomic_file
 
 __all__ = [
     "SUCCESS_NAME",
@@ -71,7 +71,7 @@ def stage_success(
         "committed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "files": list(entries),
     }
-    staged = LOCAL.stage(folder / SUCCESS_NAME, "success marker")
+    staged = ANY.stage(folder / SUCCESS_NAME, "success marker")
     try:
         staged.path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     except OSError as e:

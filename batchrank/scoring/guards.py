@@ -21,8 +21,10 @@ from pathlib import Path
 
 from batchrank.errors import ConfigError
 from batchrank.formats import GLOB_CHARS
+from batchrank.fs import is_remote
 from batchrank.scoring.commit import MANIFEST_SUFFIX, manifest_path_of
 from batchrank.storage import check_target
+from batchrank.uris import to_path, uri_scheme
 
 __all__ = ["check_output_paths", "is_own_artifact", "own_artifacts"]
 
@@ -30,6 +32,8 @@ log = logging.getLogger("batchrank.score")
 
 
 def _abs(p: Path | str) -> Path:
+    if uri_scheme(p) is not None:
+        return to_path(p)  # a URI is absolute
     return Path(os.path.abspath(os.path.expanduser(str(p))))
 
 
@@ -40,6 +44,8 @@ def _under(path: Path, folder: Path) -> bool:
 def _same(a: Path, b: Path) -> bool:
     if a == b:
         return True
+    if is_remote(a) or is_remote(b):
+        return False  # no links in an object store: equal keys or different objects
     try:
         return a.exists() and b.exists() and os.path.samefile(a, b)
     except OSError:
@@ -102,7 +108,8 @@ def _check_against_pairs(what: str, path: Path, spec: str) -> None:
             )
         return
     inp = _abs(text)
-    if inp.is_dir() and _under(path, inp):
+    # an object-store spec is taken as a prefix (no request needed: refusing errs safe)
+    if (is_remote(inp) or inp.is_dir()) and _under(path, inp) and path != inp:
         raise ConfigError(
             f"{what} {path} lies under the --pairs folder {inp}: the next run would read this "
             "output as candidate pairs; write it outside the inputs"
@@ -115,7 +122,7 @@ def own_artifacts(folder: Path) -> set[str]:
     """Names of files in ``folder`` that batchrank wrote: outputs and rejects with a manifest."""
     names: set[str] = set()
     try:
-        entries = os.listdir(folder)
+        entries = [p.name for p in folder.iterdir()] if is_remote(folder) else os.listdir(folder)
     except OSError:
         return names
     for name in entries:
@@ -123,7 +130,7 @@ def own_artifacts(folder: Path) -> set[str]:
             continue
         names.add(name[: -len(MANIFEST_SUFFIX)])
         try:
-            with open(folder / name, encoding="utf-8") as f:
+            with (folder / name).open(encoding="utf-8") as f:
                 record = json.load(f)
             rejects = record.get("output", {}).get("rejects")
         except (OSError, ValueError, AttributeError):

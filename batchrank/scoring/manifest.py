@@ -90,7 +90,7 @@ def build_manifest(
         "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "engine": spec.engine,
         "model": {
-            "path": str(spec.model),
+            "path": redact(str(spec.model)),
             "fingerprint": bundle.fingerprint,
             "preset": bundle.metadata.get("preset"),
             "rating_scale": [bundle.transform.low, bundle.transform.high],
@@ -106,7 +106,7 @@ def build_manifest(
             "max_reject_fraction": spec.max_reject_fraction,
             "compression": spec.compression,
             "csv_formulas": spec.csv_formulas,
-            "items": str(spec.items) if spec.items else None,
+            "items": redact(str(spec.items)) if spec.items else None,
         },
         "counts": _counts(scored.counts, written, missing_titles),
         "resume": {
@@ -115,10 +115,10 @@ def build_manifest(
         },
         "topk": scored.topk.stats,
         "output": {
-            "path": str(spec.out),
+            "path": redact(str(spec.out)),
             "bytes": written["bytes"],
             "sha256": written["sha256"],
-            "rejects": str(spec.rejects) if spec.rejects else None,
+            "rejects": redact(str(spec.rejects)) if spec.rejects else None,
         },
         "timings_s": {k: round(v, 3) for k, v in {**ctx.timings, **timings}.items()},
         "device": scored.device,

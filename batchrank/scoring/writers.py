@@ -20,9 +20,10 @@ import pyarrow.parquet as pq
 
 from batchrank.errors import ConfigError, OutputError
 from batchrank.formats import Compression, Layout, OutputFormat, check_format_layout
+from batchrank.fs import local_or_remote
 from batchrank.scoring.schema import LONG_COLUMNS, long_schema
 from batchrank.scoring.titles import escape_formulas
-from batchrank.storage import LOCAL, LocalStorage, Staged, sha256_file
+from batchrank.storage import ANY, Staged, Storage, sha256_file
 from batchrank.storage.local import os_reason
 
 __all__ = [
@@ -94,7 +95,7 @@ class OutputWriter:
         item_type: pa.DataType | None = None,
         compression: Compression = None,
         escape_formulas: bool = True,
-        storage: LocalStorage = LOCAL,
+        storage: Storage = ANY,
     ) -> None:
         """Open the temporary output file.
 
@@ -122,7 +123,7 @@ class OutputWriter:
                 "parquet compresses inside the file; a compression suffix such as "
                 ".gz applies to csv and jsonl only"
             )
-        self.out = Path(out)
+        self.out = local_or_remote(Path(out))
         self.format: Format = format
         self.layout: Layout = layout
         self.compression: Compression = compression

@@ -42,6 +42,12 @@ class Staged(abc.ABC):
     def path(self) -> Path:
         """The local path the writer writes to."""
 
+    def seal(self) -> None:  # noqa: B027 (a no-op unless the storage uploads)
+        """Make the written file durable where it will be published, without publishing it
+        (an object store uploads it to a staging key). :class:`CommitUnit` seals every file
+        before it changes any target, so the slow, failure-prone part (the upload) never
+        happens while the previous export is half replaced. A no-op on local disk."""
+
     @abc.abstractmethod
     def commit(self) -> Committed:
         """Publish the file at :attr:`target`; the previous version stays recoverable."""
@@ -66,11 +72,20 @@ class Staged(abc.ABC):
 
 
 class Storage(abc.ABC):
-    """A place batchrank publishes to (a local disk today; an object store next)."""
+    """A place batchrank publishes to (the local disk, an object store)."""
 
     @abc.abstractmethod
-    def stage(self, target: Path) -> Staged:
-        """A temporary file that :meth:`Staged.commit` publishes at ``target``."""
+    def stage(self, target: Path, what: str = "output") -> Staged:
+        """A temporary file that :meth:`Staged.commit` publishes at ``target``.
+
+        ``what`` names the file in messages (``output``, ``manifest``, ``rejects``).
+        """
+
+    @abc.abstractmethod
+    def stage_dir(self, target: Path, what: str = "output") -> Staged:
+        """A temporary folder that :meth:`Staged.commit` publishes as ``target`` as a whole
+        (a bundle; a folder of part files): the previous folder's files are restored on
+        rollback, files it had that the new one lacks are gone after the commit."""
 
     @abc.abstractmethod
     def withdraw(self, target: Path) -> Committed | None:
