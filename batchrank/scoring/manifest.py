@@ -7,6 +7,8 @@ import platform
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from batchrank.fs import redact
+
 if TYPE_CHECKING:
     from batchrank.scoring.context import RunContext
     from batchrank.scoring.engine import Scored
