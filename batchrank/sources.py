@@ -71,6 +71,7 @@ def fingerprint_table(table: pa.Table) -> str:
 
 
 def _read_frame(path: Path, *, what: str) -> pl.DataFrame:
+    path = local_or_remote(Path(path))
     if is_remote(path):
         return _read_remote_frame(path, what=what)
     return _read_local_frame(path, path, what=what)

@@ -91,12 +91,14 @@ class MotoS3:
         return body
 
     def keys(self, uri: str) -> list[str]:
-        """Every key under ``s3://bucket/prefix``, sorted."""
+        """Every object key under ``s3://bucket/prefix``, sorted; not the zero-byte folder
+        markers (``folder/``) Arrow writes, which readers take as folders."""
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-        pages = self.client().get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix
+        pages = (
+            self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         )
-        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+        keys = (o["Key"] for page in pages for o in page.get("Contents", []))
+        return sorted(k for k in keys if not k.endswith("/"))
 
 
 def use_env(env: dict[str, str]) -> Iterator[None]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from batchrank.bundle import read_metadata
 from batchrank.errors import ConfigError, DataError, OutputError, first_line
+from batchrank.fs import ObjectPath, bucket_exists, is_remote, remote_reason
 from batchrank.jobs.jobspec import JobSpec, TrainStep
 from batchrank.jobs.paths import shown
 from batchrank.scoring.spec import ScoreSpec
@@ -102,6 +103,8 @@ def _local_ratings(step: TrainStep) -> str:
 
 def _writable(folder: Path) -> str:
     """Whether files can be created in ``folder`` (or in the folders that would be made)."""
+    if is_remote(folder):
+        return _bucket_reachable(folder)
     probe = folder
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -115,6 +118,16 @@ def _writable(folder: Path) -> str:
     return "writable" if probe == folder else f"will be created (in {shown(probe)}, writable)"
 
 
+def _bucket_reachable(path: ObjectPath) -> str:
+    """An object-store folder: its bucket exists and answers (write access shows at upload)."""
+    try:
+        if not bucket_exists(path):
+            raise OutputError(f"{path.display()}: cannot write (bucket does not exist)")
+    except OSError as e:
+        raise OutputError(f"{path.display()}: cannot write ({remote_reason(e)})") from e
+    return "object store (bucket reachable)"
+
+
 def check_latest(latest: Path) -> str:
     """The ``latest`` pointer can be written: not a folder, not under a file, writable.
 
@@ -122,6 +135,8 @@ def check_latest(latest: Path) -> str:
         ConfigError: ``latest`` is a folder, or one of its parents is a file.
         OutputError: its folder is not writable.
     """
+    if is_remote(latest):
+        return f"{shown(latest)}: {_bucket_reachable(latest)}"
     if latest.is_dir():
         raise ConfigError(
             f"[publish] latest: {latest} is a folder; expected the path of the one-line pointer "

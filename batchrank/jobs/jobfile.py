@@ -60,6 +60,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     ),
     "score": tuple(opt.name for opt in SCORE_OPTIONS if opt.scope == "all"),
     "publish": ("success_marker", "latest"),
+    "storage": ("region", "endpoint", "anonymous", "lock_dir"),
 }
 """Every section of a job file and the keys it accepts."""
 
@@ -337,11 +338,11 @@ def collect(
             if isinstance(table, dict):
                 raise ConfigError(
                     f"{file}: unknown section [{name}]{_hint(name, list(KEYS), '[{}]')}; "
-                    "expected [job], [train], [score] or [publish]"
+                    "expected [job], [train], [score], [publish] or [storage]"
                 )
             raise ConfigError(
                 f"{file}: unknown top-level key `{name}`; keys belong in a section "
-                "([job], [train], [score] or [publish])"
+                "([job], [train], [score], [publish] or [storage])"
             )
         if not isinstance(table, dict):
             raise ConfigError(f"{file}: [{name}] must be a table (a section); received {table!r}")

@@ -9,11 +9,11 @@ the score step, already rendered for the run date.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from batchrank.fs import local_folder_for
+from batchrank.fs import StorageOptions, local_folder_for
 from batchrank.jobs.paths import PathTemplate
 from batchrank.scoring.spec import ScoreSpec
 
@@ -149,6 +149,8 @@ class JobSpec:
     """The overrides applied on top of the file (``--set`` and environment), for the record."""
     warnings: tuple[str, ...] = ()
     """Things that are allowed but probably unintended."""
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    """The ``[storage]`` section: object-store region, endpoint, anonymous, lock folder."""
 
     @property
     def name(self) -> str:

@@ -20,7 +20,7 @@ from typing import Any, get_args
 
 from batchrank.errors import ConfigError
 from batchrank.formats import GLOB_CHARS
-from batchrank.fs import is_remote
+from batchrank.fs import StorageOptions, configure, is_remote
 from batchrank.jobs.jobfile import (
     ENV_PREFIX,
     INPUT_PLACEHOLDERS,
@@ -90,6 +90,25 @@ def _job_info(j: JobFile) -> JobInfo:
         description=j.string("job", "description", ""),
         lock_dir=lock_dir,
         preview_users=j.integer("job", "preview_users", 0, minimum=0),
+    )
+
+
+def _storage(j: JobFile) -> StorageOptions:
+    """The ``[storage]`` section: settings of object-store paths beyond the SDKs' own chains."""
+    endpoint = j.optional_string("storage", "endpoint")
+    if endpoint is not None and "://" not in endpoint:
+        v = j.get("storage", "endpoint")
+        assert v is not None
+        j.bad("storage", "endpoint", v, "a URL such as http://127.0.0.1:9000")
+    lock_dir = j.optional_string("storage", "lock_dir")
+    lv = j.get("storage", "lock_dir")
+    if lv is not None and lock_dir is not None:
+        lock_dir = str(lv.base / os.path.expanduser(lock_dir))  # relative to the job file
+    return StorageOptions(
+        region=j.optional_string("storage", "region"),
+        endpoint=endpoint,
+        anonymous=j.boolean("storage", "anonymous", False),
+        lock_dir=lock_dir,
     )
 
 
@@ -287,6 +306,8 @@ def load_job(
     doc = read_toml(path)
     tables, applied = collect(path, doc, overrides, os.environ if environ is None else environ)
     j = JobFile(path, tables)
+    storage = _storage(j)
+    configure(storage)  # before any path of the job is looked at
     info = _job_info(j)
     run_date = date or dt.date.today()
     train = _train_step(j, run_date, info.name)
@@ -301,6 +322,7 @@ def load_job(
         publish=publish,
         overrides=tuple(applied),
         warnings=tuple(j.warnings),
+        storage=storage,
     )
     _check_conflicts(j, spec)
     return spec

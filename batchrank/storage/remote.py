@@ -41,6 +41,7 @@ __all__ = ["STAGING_DIR", "ObjectStorage", "clean_remote_leftovers", "staging_fo
 
 STAGING_DIR = "_batchrank-tmp"
 """The folder, beside each target, of staged uploads and rollback copies."""
+UPLOAD_CHUNK = 8 << 20
 MAX_COPY_BYTES = 5 * 1024**3
 """S3's CopyObject limit: a larger object cannot be committed by a single server-side copy."""
 
@@ -65,9 +66,20 @@ def _delete(path: ObjectPath) -> None:
 
 
 def _delete_tree(prefix: ObjectPath) -> None:
-    for p, _ in _objects(prefix):
+    """Delete every object under ``prefix`` and its folder marker."""
+    fs, p = filesystem_of(prefix)
+    with contextlib.suppress(OSError):
+        fs.delete_dir(p)
+
+
+def _prune(target: ObjectPath) -> None:
+    """Drop the empty folder markers Arrow leaves under ``_batchrank-tmp/`` (it re-creates a
+    parent's marker after a delete); a folder still holding objects is left alone."""
+    for folder in (staging_folder(target), staging_folder(target).parent):
         with contextlib.suppress(OSError):
-            _delete(p)
+            if _objects(folder):
+                return
+            _delete_tree(folder)
 
 
 def _copy(src: ObjectPath, dst: ObjectPath) -> None:
@@ -91,19 +103,26 @@ def clean_remote_leftovers(target: ObjectPath) -> list[ObjectPath]:
                 _delete(p)
                 removed.append(p)
     abort_uploads(folder)
+    if removed:
+        _prune(target)
     return removed
 
 
 def _upload(local: Path, dest: ObjectPath) -> None:
-    """Upload a local file (or every file of a folder) under ``dest``, checking sizes."""
-    import pyarrow.fs as pafs
+    """Upload a local file (or every file of a folder) under ``dest``, checking sizes.
 
+    A plain output stream (multipart for large files) creates no folder markers. Arrow
+    completes a stream it closes on an error; that partial object lies at the staging key,
+    which the size check and :meth:`_RemoteStaged.discard` take care of.
+    """
     fs, d = filesystem_of(dest)
     files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
     for f in files:
         rel = "" if f == local else f.relative_to(local).as_posix()
         key = f"{d}/{rel}" if rel else d
-        pafs.copy_files(str(f), key, destination_filesystem=fs, use_threads=True)
+        with open(f, "rb") as src, fs.open_output_stream(key) as out:
+            while chunk := src.read(UPLOAD_CHUNK):
+                out.write(chunk)
         size = fs.get_file_info(key).size
         if size != f.stat().st_size:
             raise OSError(f"uploaded {size} of {f.stat().st_size} bytes")
@@ -134,6 +153,8 @@ class _RemoteCommitted(Committed):
         for copy in self.backups.values():
             with contextlib.suppress(OSError):
                 _delete(copy)
+        if self.backups:
+            _prune(self.target)
         self.backups, self.added = {}, []
 
 
@@ -227,6 +248,7 @@ class _RemoteStaged(Staged):
         else:
             with contextlib.suppress(OSError):
                 _delete(self._staging)
+        _prune(self.obj)
 
     def discard(self) -> None:
         if self._done:
