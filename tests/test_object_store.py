@@ -164,8 +164,9 @@ def test_job_run_on_s3_publishes_success_and_latest(
 ) -> None:  # fmt: skip
     for day in ("2026-12-01", "2026-12-02"):
         s3_server.upload(local_pairs, f"{bucket}/jobcands/{day}")
+    storage = '[storage]\nregion = "us-east-1"\n'
     job = _job(tmp_path, s3_bundle, f"{bucket}/jobcands/{{date}}/*.parquet",
-               f"{bucket}/jobs/{{date}}/top5.parquet", "[storage]\nregion = \"us-east-1\"\n")  # fmt: skip
+               f"{bucket}/jobs/{{date}}/top5.parquet", storage)  # fmt: skip
     assert run("run", str(job), "--date", "2026-12-02", "--quiet") == 0
     assert run("run", str(job), "--date", "2026-12-01", "--quiet") == 0  # a backfill
     keys = s3_server.keys(f"{bucket}/jobs/")
