@@ -24,6 +24,7 @@ from batchrank.formats import (
     OutputFormat,
     output_kind_of,
 )
+from batchrank.fs import is_remote
 from batchrank.options import Option, OptionError, doc, options_of
 
 __all__ = [
@@ -189,7 +190,7 @@ class ScoreSpec:
             raise OptionError(
                 "users", f'‹users› only applies with ‹pairs› = "all"; received pairs {list(pairs)}'
             )
-        if self.out.is_dir():
+        if not is_remote(self.out) and self.out.is_dir():  # no request for an object URI
             raise OptionError("out", f"‹out› is a folder ({self.out}); expected a file name")
         object.__setattr__(self, "format", self._format())
         if self.layout == "nested" and self.format == "csv":
