@@ -15,9 +15,9 @@ import pytest
 
 from batchrank.cli.main import main
 from batchrank.errors import ConfigError
+from batchrank.fs import ObjectPath
 from batchrank.jobs.loader import load_job
 from batchrank.scoring.spec import ScoreSpec
-from batchrank.fs import ObjectPath
 from batchrank.uris import path_text
 
 
@@ -197,7 +197,7 @@ def _job_error(path: Path, *overrides: str, env: dict[str, str] | None = None) -
         ("batch_size = 1099511627776", "[score] batch_size must be an integer in [1, 4194304]"),
         ("chunk_rows = 1e20", "chunk_rows must be an integer in [1, 134217728]; received 1e+20"),
         ("top_k = true", "[score] top_k must be an integer in [1, 100000]; received True"),
-        ('out = "ftp://b/{date}/top.parquet"', "out ftp://b/{date}/top.parquet`: unsupported URI scheme ftp://"),
+        ('out = "ftp://b/{date}/top.parquet"', "ftp://b/{date}/top.parquet`: unsupported URI scheme"),
         ('pairs = ["http://bucket/p.parquet"]', "unsupported URI scheme http://"),
         ('out = "s3:///{date}/top.parquet"', "out s3:///{date}/top.parquet`: malformed URI"),
         ('out = "o/top.json"', "[score] out 'top.json': unknown output suffix (.json)"),
