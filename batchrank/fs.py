@@ -101,6 +101,13 @@ def redact(text: str) -> str:
     return _SECRETS.sub(r"\1***", text)
 
 
+KNOWN_REASONS = frozenset(
+    {"bucket does not exist", "access denied", "credentials refused",
+     "cannot reach the storage server", "no such object"}
+)  # fmt: skip
+"""What :func:`remote_reason` says when it recognises the store's error."""
+
+
 def remote_reason(e: BaseException) -> str:
     """A one-line, secret-free reason for a file-system error (``bucket does not exist``)."""
     text = str(e)

@@ -60,6 +60,11 @@ def path_text(value: str | os.PathLike[str], what: str) -> str:
             raise ConfigError(
                 f"`{what} {redact(text)}`: malformed URI; expected {scheme}://BUCKET/KEY"
             )
+        if ":" in authority.rpartition("@")[0]:
+            raise ConfigError(
+                f"`{what} {redact(text)}`: credentials in a URI are not accepted (they would "
+                "show in process lists and logs); use the environment, a profile or a role"
+            )
         return f"{scheme}://{rest}"
     rest = text[len(scheme) + 3 :]
     if scheme == "file":

@@ -16,9 +16,10 @@ from typing import Any
 
 from batchrank.bundle import read_metadata
 from batchrank.errors import ConfigError, DataError, OutputError, first_line
-from batchrank.fs import ObjectPath, bucket_exists, is_remote, remote_reason
+from batchrank.fs import ObjectPath, is_remote
 from batchrank.jobs.jobspec import JobSpec, TrainStep
 from batchrank.jobs.paths import shown
+from batchrank.scoring.guards import check_bucket
 from batchrank.scoring.spec import ScoreSpec
 from batchrank.storage import check_target
 from batchrank.storage.lock import lock_holder
@@ -120,11 +121,7 @@ def _writable(folder: Path) -> str:
 
 def _bucket_reachable(path: ObjectPath) -> str:
     """An object-store folder: its bucket exists and answers (write access shows at upload)."""
-    try:
-        if not bucket_exists(path):
-            raise OutputError(f"{path.display()}: cannot write (bucket does not exist)")
-    except OSError as e:
-        raise OutputError(f"{path.display()}: cannot write ({remote_reason(e)})") from e
+    check_bucket(path, "output")
     return "object store (bucket reachable)"
 
 

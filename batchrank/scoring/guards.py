@@ -19,9 +19,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from batchrank.errors import ConfigError
+from batchrank.errors import ConfigError, OutputError
 from batchrank.formats import GLOB_CHARS
-from batchrank.fs import is_remote
+from batchrank.fs import ObjectPath, bucket_exists, is_remote, remote_reason
 from batchrank.scoring.commit import MANIFEST_SUFFIX, manifest_path_of
 from batchrank.storage import check_target
 from batchrank.uris import to_path, uri_scheme
@@ -74,6 +74,8 @@ def check_output_paths(
         outputs.append(("--rejects", _abs(rejects)))
     for what, path in outputs:
         check_target(path, what, ConfigError)
+        if is_remote(path):
+            check_bucket(path, what)
     for i, (what, path) in enumerate(outputs):
         for other, opath in outputs[:i]:
             if _same(path, opath):
@@ -92,6 +94,20 @@ def check_output_paths(
             if spec == "all":
                 continue
             _check_against_pairs(what, path, spec)
+
+
+def check_bucket(path: ObjectPath, what: str) -> None:
+    """An object-store output's bucket exists and answers, before any work.
+
+    Raises:
+        OutputError: naming the URI (exit 5); whether the run may write shows at the upload,
+            which comes before any final key changes.
+    """
+    try:
+        if not bucket_exists(path):
+            raise OutputError(f"{path.display()}: cannot write the {what} (bucket does not exist)")
+    except OSError as e:
+        raise OutputError(f"{path.display()}: cannot write the {what} ({remote_reason(e)})") from e
 
 
 def _check_against_pairs(what: str, path: Path, spec: str) -> None:

@@ -29,7 +29,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from batchrank.errors import DataError, first_line
-from batchrank.fs import is_remote, open_stream, redact, remote_reason
+from batchrank.fs import KNOWN_REASONS, is_remote, open_stream, redact, remote_reason
 from batchrank.vocab import id_kind_of
 
 __all__ = [
@@ -166,7 +166,10 @@ def parquet_file(path: Path) -> pq.ParquetFile:
             return pq.ParquetFile(path.open("rb"), pre_buffer=True)
         return pq.ParquetFile(path)
     except (pa.ArrowException, OSError, ValueError) as e:
-        raise DataError(f"{path}: not a readable Parquet file ({_why(path, e)})") from e
+        why = _why(path, e)
+        if why in KNOWN_REASONS:  # the store failed, not the file
+            raise DataError(f"{path}: cannot read ({why})") from e
+        raise DataError(f"{path}: not a readable Parquet file ({why})") from e
 
 
 def validate_inputs(files: Sequence[InputFile], *, user_col: str, item_col: str) -> None:
