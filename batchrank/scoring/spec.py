@@ -190,6 +190,11 @@ class ScoreSpec:
             raise OptionError(
                 "users", f'‹users› only applies with ‹pairs› = "all"; received pairs {list(pairs)}'
             )
+        if is_remote(self.work_dir):
+            raise OptionError(
+                "work_dir", f"‹work_dir› must be a local folder (resume state is kept on local "
+                f"disk; a remote --out keeps it under the cache); received {self.work_dir}",
+            )  # fmt: skip
         if not is_remote(self.out) and self.out.is_dir():  # no request for an object URI
             raise OptionError("out", f"‹out› is a folder ({self.out}); expected a file name")
         object.__setattr__(self, "format", self._format())

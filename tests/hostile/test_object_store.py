@@ -190,3 +190,11 @@ def test_the_server_going_away_mid_run_is_one_line_and_publishes_nothing(
         with MotoS3() as again:  # moto's buckets live in this process: look again
             assert again.keys(f"{bucket}/exports/") == []
     assert not Path("s3:").exists()
+
+
+def test_a_remote_work_dir_is_refused() -> None:
+    from batchrank.errors import ConfigError
+    from batchrank.scoring.spec import ScoreSpec
+
+    with pytest.raises(ConfigError, match=r"work_dir› must be a local folder"):
+        ScoreSpec(model=Path("m"), pairs=("p.parquet",), out=Path("o.csv"), work_dir="s3://b/w")  # type: ignore[arg-type]
