@@ -196,5 +196,5 @@ def test_a_remote_work_dir_is_refused() -> None:
     from batchrank.errors import ConfigError
     from batchrank.scoring.spec import ScoreSpec
 
-    with pytest.raises(ConfigError, match=r"work_dir› must be a local folder"):
+    with pytest.raises(ConfigError, match=r"work_dir must be a local folder"):
         ScoreSpec(model=Path("m"), pairs=("p.parquet",), out=Path("o.csv"), work_dir="s3://b/w")  # type: ignore[arg-type]
