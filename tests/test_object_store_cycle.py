@@ -152,22 +152,23 @@ def _job(tmp_path: Path, model: str, pairs: str, out: str, extra: str = "") -> P
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "job.toml"
     path.write_text(
-        f'[job]\nname = "nightly"\n[score]\nmodel = "{model}"\npairs = "{pairs}"\n'
-        f'out = "{out}"\ntop_k = 5\nchunk_rows = 100\n{extra}'
+        f'[job]\nname = "nightly"\npreview_users = 2\n[score]\nmodel = "{model}"\n'
+        f'pairs = "{pairs}"\nout = "{out}"\ntop_k = 5\nchunk_rows = 100\n{extra}'
     )
     return path
 
 
 def test_job_run_on_s3_publishes_success_and_latest(
     s3_server: Any, bucket: str, s3_bundle: str, local_bundle: Path, local_pairs: Path,
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     for day in ("2026-12-01", "2026-12-02"):
         s3_server.upload(local_pairs, f"{bucket}/jobcands/{day}")
     storage = '[storage]\nregion = "us-east-1"\n'
     job = _job(tmp_path, s3_bundle, f"{bucket}/jobcands/{{date}}/*.parquet",
                f"{bucket}/jobs/{{date}}/top5.parquet", storage)  # fmt: skip
-    assert run("run", str(job), "--date", "2026-12-02", "--quiet") == 0
+    assert run("run", str(job), "--date", "2026-12-02") == 0
+    assert "top 5 for user 10:" in capsys.readouterr().out  # the preview reads the object
     assert run("run", str(job), "--date", "2026-12-01", "--quiet") == 0  # a backfill
     keys = s3_server.keys(f"{bucket}/jobs/")
     assert keys == [
