@@ -8,8 +8,10 @@ folder beside the target and renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrank.bundle_checks import check_metadata, check_vocabulary, check_weights, titles_of
+from batchrank.bundle_fetch import localize
 from batchrank.errors import DataError, ModelError, first_line
+from batchrank.fs import local_or_remote
 from batchrank.imported import IMPORTED, custom_objects_of, rows_of, with_rows
 from batchrank.storage import atomic_dir, atomic_file
 from batchrank.vocab import Vocabulary, id_kind_of
@@ -129,8 +133,8 @@ class Bundle:
         return with_rows(table.append_column("title", titles), self.rows, 1)
 
     def save(self, target: Path) -> Path:
-        """Write the bundle atomically to ``target``."""
-        target = Path(target)
+        """Write the bundle atomically to ``target`` (a folder, or an object-store prefix)."""
+        target = local_or_remote(Path(target))
         with atomic_dir(target) as tmp:
             self.model.save(tmp / MODEL_FILE)
             from batchrank.model import RankingModel, ranking_weights
@@ -199,9 +203,23 @@ def _plot_curve(history: dict[str, list[float]], path: Path, title: str) -> None
     plt.close(fig)
 
 
+@contextlib.contextmanager
+def _named(local: Path, uri: str | None) -> Iterator[None]:
+    """Errors about a fetched bundle's local copy name its URI instead."""
+    try:
+        yield
+    except ModelError as e:
+        if uri is None:
+            raise
+        raise ModelError(str(e).replace(str(local), uri)) from e
+
+
 def read_metadata(path: Path) -> dict[str, Any]:
-    """Read and check a bundle's metadata without loading the model."""
-    return _read_metadata(Path(path), (BUNDLE_FORMAT,))
+    """Read and check a bundle's metadata without loading the model (a remote bundle is
+    fetched first: :mod:`batchrank.bundle_fetch`)."""
+    local, uri = localize(local_or_remote(Path(path)))
+    with _named(local, uri):
+        return _read_metadata(local, (BUNDLE_FORMAT,))
 
 
 def _read_metadata(path: Path, versions: tuple[int, ...]) -> dict[str, Any]:
@@ -255,8 +273,13 @@ def load_bundle(path: str | Path, *, verify: bool = True, model: bool = True) ->
     Raises:
         ModelError: one line naming the bundle file and what was expected.
     """
-    path = Path(path)
-    meta = read_metadata(path)
+    local, uri = localize(local_or_remote(Path(path)))
+    with _named(local, uri):
+        return _load_local(local, verify=verify, model=model)
+
+
+def _load_local(path: Path, *, verify: bool, model: bool) -> Bundle:
+    meta = _read_metadata(path, (BUNDLE_FORMAT,))
     check_metadata(meta, path / META_FILE)
     if verify:
         try:

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Mapping
 from typing import IO, Any, Literal
 
+from batchrank.fs import redact
 from batchrank.text import printable
 
 __all__ = [
@@ -87,7 +88,7 @@ class JsonFormatter(logging.Formatter):
             "timestamp": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         for key in STRUCTURED_FIELDS:
             obj[key] = getattr(record, key, None)
@@ -116,7 +117,7 @@ class HumanFormatter(logging.Formatter):
             record.exc_text = cached
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return printable(super().formatMessage(record))
+        return printable(redact(super().formatMessage(record)))
 
     def formatException(self, ei: Any) -> str:
         return printable(super().formatException(ei), keep_newlines=True)

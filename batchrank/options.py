@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from batchrank.errors import ConfigError
-from batchrank.uris import refuse_uri
+from batchrank.fs import ObjectPath
+from batchrank.uris import as_path, path_text
 
 __all__ = [
     "ENV_PREFIX",
@@ -202,7 +203,7 @@ class Option:
         if self.kind == "date":
             return self._date(value)
         if self.kind == "path":
-            return Path(self.local_path(value))
+            return as_path(self.local_path(value), f"‹{self.name}›")
         values = [value] if isinstance(value, str | os.PathLike) else value
         if isinstance(values, Sequence) and not values and not self.required:
             return ()  # an optional list of paths left empty (a repeatable flag not given)
@@ -211,11 +212,13 @@ class Option:
         return tuple(self.local_path(v) for v in values)
 
     def local_path(self, value: Any) -> str:
-        """One path's text: ``file://`` stripped; object-store URIs refused."""
+        """One path's text: ``file://`` stripped; object-store URIs checked."""
+        if isinstance(value, ObjectPath):
+            return str(value)
         if not isinstance(value, str | os.PathLike) or not os.fspath(value).strip():
             raise self.bad(value)
         try:
-            return refuse_uri(value, f"‹{self.name}›")
+            return path_text(value, f"‹{self.name}›")
         except ConfigError as e:
             raise OptionError(self.name, str(e)) from None
 

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchrank.errors import DataError, first_line
+from batchrank.fs import ObjectPath, is_remote, local_or_remote, remote_reason
 from batchrank.scoring.schema import MOVIE_ID, RATING, TITLE, USER_ID
 from batchrank.vocab import coerce_ids, id_kind_of
 
@@ -80,17 +81,36 @@ def fingerprint_table(table: pa.Table) -> str:
 
 
 def _read_frame(path: Path, *, what: str) -> pl.DataFrame:
-    if not path.exists():
+    path = local_or_remote(Path(path))
+    if is_remote(path):
+        return _read_remote_frame(path, what=what)
+    return _read_local_frame(path, path, what=what)
+
+
+def _read_remote_frame(path: ObjectPath, *, what: str) -> pl.DataFrame:
+    """An object read whole (ratings and items are loaded whole anyway), then parsed."""
+    try:
+        if not path.exists():
+            raise DataError(f"{path.display()}: {what} file not found")
+        with path.open("rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise DataError(f"{path.display()}: cannot read {what} file ({remote_reason(e)})") from e
+    return _read_local_frame(path, io.BytesIO(raw), what=what)
+
+
+def _read_local_frame(path: Path, source: Path | io.BytesIO, *, what: str) -> pl.DataFrame:
+    if isinstance(source, Path) and not path.exists():
         raise DataError(f"{path}: {what} file not found")
-    if path.is_dir():
+    if isinstance(source, Path) and path.is_dir():
         raise DataError(f"{path}: is a folder; expected a file (.csv or .parquet)")
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
-            df = pl.read_parquet(path)
+            df = pl.read_parquet(source)
         elif suffix in (".csv", ".tsv", ".txt"):
             df = pl.read_csv(
-                path, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=10000
+                source, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=10000
             )
         else:
             raise DataError(
@@ -352,10 +372,13 @@ def load_ratings(
     if text.startswith("tfds:"):
         data = _load_tfds(text)
     else:
-        path = Path(text)
-        if not path.exists():
+        path = local_or_remote(Path(text))
+        if is_remote(path):
+            ratings = _load_generic(path, columns)  # a file: MovieLens folders are local
+            data = RatingsData(ratings=ratings, items=None, source=path.display())
+        elif not path.exists():
             raise DataError(f"{path}: ratings source not found")
-        if path.is_dir():
+        elif path.is_dir():
             data = _load_movielens_dir(path)
         elif path.suffix.lower() == ".zip":
             data = _load_movielens_zip(path)

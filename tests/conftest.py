@@ -207,3 +207,20 @@ def ray_session() -> Iterator[Any]:
     yield ray
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """A real S3 API (moto's server on 127.0.0.1, a free port) for the whole session, with
+    ``AWS_ENDPOINT_URL`` and dummy credentials set in the environment (subprocesses inherit
+    them); stopped at the end."""
+    from tests.s3server import MotoS3, use_env
+
+    with MotoS3() as server, contextlib.contextmanager(use_env)(server.env):
+        yield server
+
+
+@pytest.fixture
+def s3(s3_server: Any) -> str:
+    """A fresh, empty bucket on the session's S3 server: ``s3://b-<hex>``."""
+    return f"s3://{s3_server.bucket()}"

@@ -19,6 +19,7 @@ import click
 
 from batchrank import __version__
 from batchrank.errors import EXIT_CODES, BatchrankError, Interrupted
+from batchrank.fs import redact
 from batchrank.text import printable
 
 # name -> (module, short help). Short help lives here so `--help` imports no command module.
@@ -119,7 +120,7 @@ def cli() -> None:
 
 def fail(err: BatchrankError | Interrupted) -> None:
     """Print one error line (control characters escaped) and exit with the error's code."""
-    click.echo(f"batchrank: error: {printable(err)}", err=True)
+    click.echo(f"batchrank: error: {printable(redact(str(err)))}", err=True)
     sys.exit(err.exit_code)
 
 

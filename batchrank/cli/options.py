@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import click
@@ -11,7 +10,7 @@ from click.core import ParameterSource
 
 from batchrank.errors import ConfigError
 from batchrank.options import Option, OptionError, flag_of
-from batchrank.uris import refuse_uri
+from batchrank.uris import as_path, path_text
 
 __all__ = [
     "column_options",
@@ -38,18 +37,18 @@ def column_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def local_path(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    """A path flag's value as a ``Path``; ``file://`` stripped, object-store URIs refused.
+    """A path flag's value as a ``Path`` (an ``ObjectPath`` for s3://, gs://, hdfs://, abfs://).
 
     Use with the flag's default string type: ``click.Path`` would collapse ``s3://`` first.
     """
     if value is None:
         return None
-    return Path(refuse_uri(value, f"--{param.name}"))
+    return as_path(value, f"--{param.name}")
 
 
 def local_path_or_source(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     """Like :func:`local_path`, but the text is kept (``tfds:NAME`` is a source, not a path)."""
-    return None if value is None else refuse_uri(value, f"--{param.name}")
+    return None if value is None else path_text(value, f"--{param.name}")
 
 
 def parse_scale(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:

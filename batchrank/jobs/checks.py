@@ -17,8 +17,10 @@ from typing import Any
 
 from batchrank.bundle import read_metadata
 from batchrank.errors import ConfigError, DataError, OutputError, first_line
+from batchrank.fs import ObjectPath, is_remote
 from batchrank.jobs.jobspec import JobSpec, TrainStep
 from batchrank.jobs.paths import shown
+from batchrank.scoring.guards import check_bucket
 from batchrank.scoring.spec import ScoreSpec
 from batchrank.storage import check_target
 from batchrank.storage.lock import lock_holder
@@ -114,6 +116,8 @@ def _local_ratings(step: TrainStep) -> str:
 
 def _writable(folder: Path) -> str:
     """Whether files can be created in ``folder`` (or in the folders that would be made)."""
+    if is_remote(folder):
+        return _bucket_reachable(folder)
     probe = folder
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -127,6 +131,12 @@ def _writable(folder: Path) -> str:
     return "writable" if probe == folder else f"will be created (in {shown(probe)}, writable)"
 
 
+def _bucket_reachable(path: ObjectPath) -> str:
+    """An object-store folder: its bucket exists and answers (write access shows at upload)."""
+    check_bucket(path, "output")
+    return "object store (bucket reachable)"
+
+
 def check_latest(latest: Path) -> str:
     """The ``latest`` pointer can be written: not a folder, not under a file, writable.
 
@@ -134,6 +144,8 @@ def check_latest(latest: Path) -> str:
         ConfigError: ``latest`` is a folder, or one of its parents is a file.
         OutputError: its folder is not writable.
     """
+    if is_remote(latest):
+        return f"{shown(latest)}: {_bucket_reachable(latest)}"
     if latest.is_dir():
         raise ConfigError(
             f"[publish] latest: {latest} is a folder; expected the path of the one-line pointer "

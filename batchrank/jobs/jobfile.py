@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from batchrank.errors import ConfigError
+from batchrank.fs import is_remote
 from batchrank.jobs.paths import TemplateError, placeholders_of, render
 from batchrank.options import ENV_PREFIX, Option, OptionError, shown_value
 from batchrank.scoring.spec import SCORE_OPTIONS
 from batchrank.sinks.redis.target import OPTION_KEYS as REDIS_KEYS
 from batchrank.sinks.redis.target import redact
-from batchrank.uris import refuse_uri
+from batchrank.uris import path_text, to_path, uri_scheme
 
 __all__ = [
     "ENV_PREFIX",
@@ -74,6 +75,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     ),
     "publish.redis": ("url", *REDIS_KEYS),
     "table": tuple(opt.job_key for opt in SCORE_OPTIONS if opt.scope == "table"),
+    "storage": ("region", "endpoint", "anonymous", "lock_dir"),
 }
 """Every section of a job file and the keys it accepts."""
 
@@ -279,7 +281,7 @@ class JobFile:
         if not isinstance(v.value, str) or not v.value.strip():
             self.bad(section, key, v, "a path (a non-empty string)")
         try:
-            text = refuse_uri(v.value, self.where(section, key, v).removeprefix(self.file + ": "))
+            text = path_text(v.value, self.where(section, key, v).removeprefix(self.file + ": "))
         except ConfigError as e:
             raise ConfigError(f"{self.file}: {e}") from None
         try:
@@ -297,13 +299,15 @@ class JobFile:
                     f"{self.where(section, key, v)} uses unknown placeholder {{{name}}}"
                     f"{_hint(name, allowed, '{{{}}}')}; this key allows {expected}"
                 )
+        if uri_scheme(text) is not None:
+            return text  # a URI is absolute
         return str(v.base / os.path.expanduser(text))
 
     def rendered(
         self, section: str, key: str, v: Value, date: dt.date, job: str, allowed: Sequence[str]
     ) -> Path:
         """A path rendered for the run date (no ``{run_id}``)."""
-        return Path(render(self.template(section, key, v, allowed), date=date, job=job)).resolve()
+        return to_path(render(self.template(section, key, v, allowed), date=date, job=job))
 
     def input_path(
         self, section: str, key: str, date: dt.date, job: str, *, what: str
@@ -313,7 +317,7 @@ class JobFile:
         if v is None:
             return None
         path = self.rendered(section, key, v, date, job, INPUT_PLACEHOLDERS)
-        if not path.exists():
+        if not is_remote(path) and not path.exists():  # a remote one: checked when read
             raise ConfigError(f"{self.where(section, key, v)}: {what} not found: {path}")
         return path
 
@@ -352,11 +356,11 @@ def collect(
             if isinstance(table, dict):
                 raise ConfigError(
                     f"{file}: unknown section [{name}]{_hint(name, list(KEYS), '[{}]')}; "
-                    "expected [job], [train], [score], [gate], [table] or [publish]"
+                    "expected [job], [train], [score], [gate], [table], [publish] or [storage]"
                 )
             raise ConfigError(
                 f"{file}: unknown top-level key `{name}`; keys belong in a section "
-                "([job], [train], [score], [gate], [table] or [publish])"
+                "([job], [train], [score], [gate], [table], [publish] or [storage])"
             )
         if not isinstance(table, dict):
             raise ConfigError(f"{file}: [{name}] must be a table (a section); received {table!r}")

@@ -9,10 +9,11 @@ the score step, already rendered for the run date.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from batchrank.fs import StorageOptions, local_folder_for
 from batchrank.jobs.paths import PathTemplate
 from batchrank.scoring.spec import ScoreSpec
 from batchrank.sinks.redis.target import RedisTarget
@@ -187,6 +188,8 @@ class JobSpec:
     """The overrides applied on top of the file (``--set`` and environment), for the record."""
     warnings: tuple[str, ...] = ()
     """Things that are allowed but probably unintended."""
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    """The ``[storage]`` section: object-store region, endpoint, anonymous, lock folder."""
 
     @property
     def name(self) -> str:
@@ -209,14 +212,14 @@ class JobSpec:
     @property
     def work_dir(self) -> Path:
         """Where a run records finished fragments: ``<out folder>/.batchrank-work/<job>-<date>``."""
-        base = self.score.out.run_independent_folder
+        base = local_folder_for(self.score.out.run_independent_folder, "work")
         return base / WORK_FOLDER / f"{self.name}-{self.date.isoformat()}"
 
     @property
     def lock_path(self) -> Path:
         """The job's lock file (one per job, whatever the date)."""
         folder = self.job.lock_dir if self.job.lock_dir is not None else self.export_root
-        return folder / f".batchrank-{self.name}.lock"
+        return local_folder_for(folder, "locks") / f".batchrank-{self.name}.lock"
 
     @property
     def latest_path(self) -> Path | None:

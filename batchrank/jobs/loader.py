@@ -21,6 +21,7 @@ from typing import Any, get_args
 
 from batchrank.errors import ConfigError
 from batchrank.formats import GLOB_CHARS, TABLE_FORMATS
+from batchrank.fs import StorageOptions, configure, is_remote
 from batchrank.jobs.jobfile import (
     ENV_PREFIX,
     INPUT_PLACEHOLDERS,
@@ -46,6 +47,7 @@ from batchrank.options import Option, OptionError
 from batchrank.scoring.spec import SCORE_OPTIONS, ScoreSpec
 from batchrank.sinks.redis.target import OPTION_KEYS as REDIS_KEYS
 from batchrank.sinks.redis.target import RedisTarget, target_of
+from batchrank.uris import to_path
 
 __all__ = ["ENV_PREFIX", "KEYS", "load_job", "parse_date", "parse_override"]
 
@@ -104,6 +106,25 @@ def _job_info(j: JobFile) -> JobInfo:
         description=j.string("job", "description", ""),
         lock_dir=lock_dir,
         preview_users=j.integer("job", "preview_users", 0, minimum=0),
+    )
+
+
+def _storage(j: JobFile) -> StorageOptions:
+    """The ``[storage]`` section: settings of object-store paths beyond the SDKs' own chains."""
+    endpoint = j.optional_string("storage", "endpoint")
+    if endpoint is not None and "://" not in endpoint:
+        v = j.get("storage", "endpoint")
+        assert v is not None
+        j.bad("storage", "endpoint", v, "a URL such as http://127.0.0.1:9000")
+    lock_dir = j.optional_string("storage", "lock_dir")
+    lv = j.get("storage", "lock_dir")
+    if lv is not None and lock_dir is not None:
+        lock_dir = str(lv.base / os.path.expanduser(lock_dir))  # relative to the job file
+    return StorageOptions(
+        region=j.optional_string("storage", "region"),
+        endpoint=endpoint,
+        anonymous=j.boolean("storage", "anonymous", False),
+        lock_dir=lock_dir,
     )
 
 
@@ -183,7 +204,9 @@ def _pairs(
     for text in values:
         one = Value(text, v.origin, v.base)
         path = j.rendered(section, key, one, date, name, INPUT_PLACEHOLDERS)
-        if GLOB_CHARS & set(text):
+        if is_remote(path):
+            pass  # checked when the run discovers its inputs (exit 3 naming the URI)
+        elif GLOB_CHARS & set(text):
             if not glob.glob(str(path), recursive=True):
                 raise ConfigError(f"{j.where(section, key, v)}: pattern matches nothing: {path}")
         elif not path.exists():
@@ -203,7 +226,7 @@ def _score_step(j: JobFile, date: dt.date, name: str, train: TrainStep | None) -
     else:
         model = j.rendered("score", "model", mv, date, name, INPUT_PLACEHOLDERS)
         if train is None or model != train.out:
-            if not model.exists():
+            if not is_remote(model) and not model.exists():
                 raise ConfigError(
                     f"{j.where('score', 'model', mv)}: model bundle not found: {model}"
                 )
@@ -318,7 +341,7 @@ def _publish_step(j: JobFile, name: str, score: ScoreStep) -> PublishStep:
             latest = latest if v.value else None
         else:
             text = j.template("publish", "latest", v, ("job",))
-            latest = Path(render(text, date=dt.date.min, job=name)).resolve()
+            latest = to_path(render(text, date=dt.date.min, job=name))
     return PublishStep(
         success_marker=j.boolean("publish", "success_marker", True),
         latest=latest,
@@ -389,6 +412,8 @@ def load_job(
     doc = read_toml(path)
     tables, applied = collect(path, doc, overrides, os.environ if environ is None else environ)
     j = JobFile(path, tables)
+    storage = _storage(j)
+    configure(storage)  # before any path of the job is looked at
     info = _job_info(j)
     run_date = date or dt.date.today()
     train = _train_step(j, run_date, info.name)
@@ -405,6 +430,7 @@ def load_job(
         gate=gate,
         overrides=tuple(applied),
         warnings=tuple(j.warnings),
+        storage=storage,
     )
     _check_conflicts(j, spec)
     return spec

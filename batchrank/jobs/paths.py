@@ -15,6 +15,9 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
+from batchrank.fs import ObjectPath
+from batchrank.uris import to_path
+
 __all__ = [
     "PLACEHOLDERS",
     "PathTemplate",
@@ -41,6 +44,8 @@ class _Mark:
 
 def shown(path: Path) -> str:
     """A path for people: relative to the current folder when under it, else as it is."""
+    if isinstance(path, ObjectPath):
+        return path.display()
     try:
         return str(Path(path).relative_to(Path.cwd()))
     except ValueError:
@@ -145,12 +150,12 @@ class PathTemplate:
     def render(self, run_id: str) -> Path:
         """The concrete path for a run."""
         text = render(self.template, date=self.date, job=self.job, run_id=run_id)
-        return Path(text).resolve()
+        return to_path(text)
 
     @property
     def static_root(self) -> Path:
         """The folders before the first placeholder (see :func:`static_prefix`)."""
-        return static_prefix(self.template).resolve()
+        return to_path(static_prefix(self.template))
 
     @property
     def run_independent_folder(self) -> Path:
@@ -162,4 +167,4 @@ class PathTemplate:
         marked = self.template.format_map(
             {"date": self.date, "job": self.job, "run_id": _Mark("run_id")}
         )
-        return _prefix_before_mark(marked).resolve()
+        return to_path(_prefix_before_mark(marked))

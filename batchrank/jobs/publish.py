@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from batchrank.errors import OutputError
+from batchrank.fs import is_remote
 from batchrank.scoring.commit import Certificate, PublishedFile, manifest_path_of
-from batchrank.storage import LOCAL, Staged, atomic_file
+from batchrank.storage import ANY, Staged, atomic_file
+from batchrank.uris import to_path, uri_scheme
 
 __all__ = [
     "SUCCESS_NAME",
@@ -47,6 +49,10 @@ SUCCESS_NAME = "_SUCCESS"
 
 
 def _relative(path: Path, folder: Path) -> str:
+    if is_remote(path) or is_remote(folder):
+        if str(path).startswith(str(folder).rstrip("/") + "/"):
+            return str(path)[len(str(folder).rstrip("/")) + 1 :]
+        return str(path)  # elsewhere (another bucket): the whole URI
     return Path(os.path.relpath(path, folder)).as_posix()
 
 
@@ -80,7 +86,7 @@ def stage_success(
         "sinks": ["files", *(("redis",) if sinks else ())],
         **({"redis": dict(sinks[0])} if sinks else {}),
     }
-    staged = LOCAL.stage(folder / SUCCESS_NAME, "success marker")
+    staged = ANY.stage(folder / SUCCESS_NAME, "success marker")
     try:
         staged.path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     except OSError as e:
@@ -107,6 +113,8 @@ def read_latest(pointer: Path) -> Path | None:
         return None
     if not text:
         return None
+    if uri_scheme(text) is not None:
+        return to_path(text)
     return (pointer.parent / text).resolve()
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrank.errors import OutputError
+from batchrank.fs import configure
 from batchrank.jobs.checks import preflight
 from batchrank.jobs.gate import check_gate
 from batchrank.jobs.jobspec import JobSpec
@@ -207,6 +208,7 @@ def run_job(
         LockedError: another run of the job holds its lock (nothing was done).
         BatchrankError: a subclass per kind of problem.
     """
+    configure(job.storage)  # the job's [storage] (the loader set it too; a caller may not)
     for warning in job.warnings:
         log.warning(warning, extra={"event": "job_warning"})
     set_context(job=job.name)

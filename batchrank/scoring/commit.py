@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrank.errors import OutputError
-from batchrank.storage import LOCAL, CommitUnit, Staged, sha256_file
+from batchrank.storage import ANY, CommitUnit, Staged, sha256_file
 
 __all__ = [
     "MANIFEST_SUFFIX",
@@ -57,7 +57,7 @@ class Certificate:
 
 def stage_json(target: Path, record: dict[str, Any], what: str) -> Staged:
     """Stage ``record`` as indented, key-sorted JSON at ``target``."""
-    staged = LOCAL.stage(target, what)
+    staged = ANY.stage(target, what)
     try:
         text = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
         staged.path.write_text(text, encoding="utf-8")

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from batchrank.bundle import Bundle
+from batchrank.fs import local_folder_for
 from batchrank.scoring import cross, reader
 from batchrank.scoring.rules import Rules
 from batchrank.scoring.schema import id_type
@@ -86,7 +87,8 @@ class RunContext:
     @property
     def spill_dir(self) -> Path:
         """This run's spill folder beside the output (see :func:`spill_prefix`)."""
-        return self.spec.out.parent / f"{spill_prefix(self.spec.out)}{self.run_id}"
+        folder = local_folder_for(self.spec.out.parent, "scratch")  # local for a remote --out
+        return folder / f"{spill_prefix(self.spec.out)}{self.run_id}"
 
 
 def spill_prefix(out: Path) -> str:

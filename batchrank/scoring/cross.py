@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from batchrank.errors import DataError, first_line
+from batchrank.fs import is_remote, remote_reason
 from batchrank.scoring.discover import discover_inputs
 from batchrank.scoring.reader import (
     ALL_PAIRS_PATH,
@@ -112,7 +112,7 @@ def read_user_subset(
         if file.format == "csv":
             require_columns(file.path, csv_header(file.path), [user_col])
             table = pacsv.read_csv(
-                file.path,
+                file.path.open("rb") if is_remote(file.path) else file.path,
                 convert_options=pacsv.ConvertOptions(
                     include_columns=[user_col],
                     column_types={user_col: pa.string()},
@@ -123,11 +123,12 @@ def read_user_subset(
         else:
             schema = parquet_file(file.path).schema_arrow
             require_columns(file.path, schema.names, [user_col])
-            table = pq.read_table(file.path, columns=[user_col])
+            table = parquet_file(file.path).read(columns=[user_col])
     except DataError:
         raise
     except (pa.ArrowException, OSError, ValueError) as e:
-        raise DataError(f"{file.path}: cannot read {file.format} data ({first_line(e)})") from e
+        why = remote_reason(e) if is_remote(file.path) else first_line(e)
+        raise DataError(f"{file.path}: cannot read {file.format} data ({why})") from e
     ids = table.column(user_col).combine_chunks()
     where = f"{file.path}: column `{user_col}`"
     id_kind_of(ids, where=where)

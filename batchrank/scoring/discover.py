@@ -14,13 +14,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from batchrank.errors import DataError
 from batchrank.formats import GLOB_CHARS, INPUT_SUFFIXES, InputFormat
+from batchrank.fs import REMOTE_SCHEMES, is_remote, remote_reason
 from batchrank.scoring.guards import in_part_folder, is_own_artifact
-from batchrank.scoring.reader import InputFile
+from batchrank.scoring.reader import InputFile, parquet_file
+from batchrank.scoring.remote_inputs import expand_remote
 from batchrank.scoring.walk import glob_paths, walk
+from batchrank.uris import uri_scheme
 
 __all__ = ["discover_inputs"]
 
@@ -59,6 +60,8 @@ def _files_in_folder(folder: Path, own: dict[Path, set[str]]) -> list[Path]:
 
 
 def _expand(spec: str | Path, own: dict[Path, set[str]]) -> list[Path]:
+    if uri_scheme(spec) in REMOTE_SCHEMES:
+        return list(expand_remote(str(spec), own))  # type: ignore[arg-type]
     paths = _expand_unchecked(spec, own)
     for p in paths:
         try:
@@ -91,19 +94,23 @@ def _expand_unchecked(spec: str | Path, own: dict[Path, set[str]]) -> list[Path]
     raise DataError(f"{text}: no such file or folder")
 
 
+def _reason(path: Path, e: OSError) -> str:
+    return remote_reason(e) if is_remote(path) else str(e.strerror)
+
+
 def _describe(path: Path) -> InputFile:
     fmt = _format_of(path)
     try:
         st = path.stat()
     except OSError as e:
-        raise DataError(f"{path}: cannot read file ({e.strerror})") from e
+        raise DataError(f"{path}: cannot read file ({_reason(path, e)})") from e
     if st.st_size == 0:
         raise DataError(f"{path}: empty file")
     rows = None
     if fmt == "parquet":
         try:
-            rows = pq.read_metadata(path).num_rows
-        except Exception:  # reported by validate_inputs
+            rows = parquet_file(path).metadata.num_rows
+        except DataError:  # reported by validate_inputs
             rows = None
     return InputFile(path=path, format=fmt, size=st.st_size, mtime=st.st_mtime, rows=rows)
 

@@ -23,11 +23,13 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from batchrank.errors import ConfigError
+from batchrank.errors import ConfigError, OutputError
 from batchrank.formats import GLOB_CHARS
+from batchrank.fs import ObjectPath, bucket_exists, is_remote, remote_reason
 from batchrank.scoring.commit import MANIFEST_SUFFIX, manifest_path_of
 from batchrank.scoring.parts import check_part_folder, is_part_folder, part_path
 from batchrank.storage import check_target
+from batchrank.uris import to_path, uri_scheme
 
 __all__ = ["check_output_paths", "in_part_folder", "is_own_artifact", "own_artifacts"]
 
@@ -35,6 +37,8 @@ log = logging.getLogger("batchrank.score")
 
 
 def _abs(p: Path | str) -> Path:
+    if uri_scheme(p) is not None:
+        return to_path(p)  # a URI is absolute
     return Path(os.path.abspath(os.path.expanduser(str(p))))
 
 
@@ -45,6 +49,8 @@ def _under(path: Path, folder: Path) -> bool:
 def _same(a: Path, b: Path) -> bool:
     if a == b:
         return True
+    if is_remote(a) or is_remote(b):
+        return False  # no links in an object store: equal keys or different objects
     try:
         return a.exists() and b.exists() and os.path.samefile(a, b)
     except OSError:
@@ -87,6 +93,8 @@ def check_output_paths(
             check_part_folder(path)
         else:
             check_target(path, what, ConfigError)
+        if is_remote(path):
+            check_bucket(path, what)
     for i, (what, path) in enumerate(outputs):
         for other, opath in outputs[:i]:
             if _same(path, opath):
@@ -122,6 +130,20 @@ def _inside(option: str, inp: Path, folder: Path) -> None:
     )
 
 
+def check_bucket(path: ObjectPath, what: str) -> None:
+    """An object-store output's bucket exists and answers, before any work.
+
+    Raises:
+        OutputError: naming the URI (exit 5); whether the run may write shows at the upload,
+            which comes before any final key changes.
+    """
+    try:
+        if not bucket_exists(path):
+            raise OutputError(f"{path.display()}: cannot write the {what} (bucket does not exist)")
+    except OSError as e:
+        raise OutputError(f"{path.display()}: cannot write the {what} ({remote_reason(e)})") from e
+
+
 def _check_against_pairs(what: str, path: Path, spec: str) -> None:
     text = os.path.expanduser(spec)
     if GLOB_CHARS & set(text):
@@ -136,7 +158,8 @@ def _check_against_pairs(what: str, path: Path, spec: str) -> None:
             )
         return
     inp = _abs(text)
-    if inp.is_dir() and _under(path, inp):
+    # an object-store spec is taken as a prefix (no request needed: refusing errs safe)
+    if (is_remote(inp) or inp.is_dir()) and _under(path, inp) and path != inp:
         raise ConfigError(
             f"{what} {path} lies under the --pairs folder {inp}: the next run would read this "
             "output as candidate pairs; write it outside the inputs"
@@ -149,7 +172,7 @@ def own_artifacts(folder: Path) -> set[str]:
     """Names of files in ``folder`` that batchrank wrote: outputs and rejects with a manifest."""
     names: set[str] = set()
     try:
-        entries = os.listdir(folder)
+        entries = [p.name for p in folder.iterdir()] if is_remote(folder) else os.listdir(folder)
     except OSError:
         return names
     for name in entries:
@@ -157,7 +180,7 @@ def own_artifacts(folder: Path) -> set[str]:
             continue
         names.add(name[: -len(MANIFEST_SUFFIX)])
         try:
-            with open(folder / name, encoding="utf-8") as f:
+            with (folder / name).open(encoding="utf-8") as f:
                 record = json.load(f)
             rejects = record.get("output", {}).get("rejects")
         except (OSError, ValueError, AttributeError):

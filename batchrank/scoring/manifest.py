@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batchrank.fs import redact
 from batchrank.storage import Staged, sha256_file
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def build_manifest(
         "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "engine": spec.engine,
         "model": {
-            "path": str(spec.model),
+            "path": redact(str(spec.model)),
             "fingerprint": bundle.fingerprint,
             "preset": bundle.metadata.get("preset"),
             "rating_scale": [bundle.transform.low, bundle.transform.high],
@@ -131,7 +132,7 @@ def build_manifest(
             "max_rows_per_file": spec.max_rows_per_file,
             "csv_formulas": spec.csv_formulas,
             "precision": spec.precision,
-            "items": str(spec.items) if spec.items else None,
+            "items": redact(str(spec.items)) if spec.items else None,
         },
         "counts": _counts(scored.counts, written, missing_titles),
         "rules": {
@@ -144,11 +145,11 @@ def build_manifest(
         },
         "topk": scored.topk.stats,
         "output": {
-            "path": str(spec.out),
+            "path": redact(str(spec.out)),
             "bytes": written["bytes"],
             "sha256": written["sha256"],
             "parts": written.get("parts"),
-            "rejects": str(spec.rejects) if spec.rejects else None,
+            "rejects": redact(str(spec.rejects)) if spec.rejects else None,
             # a lake table: format, partition, the Delta version or Iceberg snapshot id, files
             **({"table": written["table"]} if "table" in written else {}),
         },

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from batchrank.bundle import Bundle, load_bundle
 from batchrank.errors import DataError
+from batchrank.fs import is_remote, local_folder_for, remote_reason
 from batchrank.scoring import cross, discover, reader
 from batchrank.scoring.context import Fragment, RunContext, spill_prefix
 from batchrank.scoring.predict import MAX_TABLE_CELLS
@@ -98,9 +99,21 @@ def file_identity(f: reader.InputFile) -> tuple[object, ...]:
                 footer = int.from_bytes(fh.read(4), "little")
                 fh.seek(max(st.st_size - 8 - footer, 0))
                 h.update(fh.read(footer + 8))
+            etag = _etag(fh)
     except OSError as e:
-        raise DataError(f"{f.path}: cannot read file ({e.strerror})", file=str(f.path)) from e
-    return (str(path), st.st_size, st.st_mtime_ns, st.st_ino, h.hexdigest())
+        why = remote_reason(e) if is_remote(path) else e.strerror
+        raise DataError(f"{f.path}: cannot read file ({why})", file=str(f.path)) from e
+    return (str(path), st.st_size, st.st_mtime_ns, st.st_ino, h.hexdigest(), *etag)
+
+
+def _etag(fh: object) -> tuple[str, ...]:
+    """An object's ETag (S3, GCS: changes with every write), from its opened file's metadata;
+    nothing for a local file, whose inode and mtime serve."""
+    meta = getattr(fh, "metadata", None)
+    if meta is None:
+        return ()
+    value = meta().get(b"ETag") or meta().get("ETag")
+    return (value.decode() if isinstance(value, bytes) else str(value),) if value else ()
 
 
 def _fragments(
@@ -150,7 +163,7 @@ def clean_spill_leftovers(out: Path) -> None:
     # lock, so no live run owns these.
     prefix = spill_prefix(out)
     with contextlib.suppress(OSError):
-        for entry in os.scandir(out.parent):
+        for entry in os.scandir(local_folder_for(out.parent, "scratch")):
             if entry.name.startswith(prefix):
                 shutil.rmtree(entry.path, ignore_errors=True)
 

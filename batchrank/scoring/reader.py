@@ -29,6 +29,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from batchrank.errors import DataError, first_line
+from batchrank.fs import KNOWN_REASONS, is_remote, open_stream, redact, remote_reason
 from batchrank.vocab import id_kind_of
 
 __all__ = [
@@ -82,7 +83,7 @@ class InputFile:
         """The file as a manifest entry (``mtime`` as ISO-8601 UTC)."""
         mtime = datetime.fromtimestamp(self.mtime, tz=UTC).isoformat().replace("+00:00", "Z")
         return {
-            "path": str(self.path),
+            "path": redact(str(self.path)),
             "format": self.format,
             "size_bytes": self.size,
             "mtime": mtime,
@@ -134,12 +135,23 @@ def require_columns(path: Path, names: Sequence[str], needed: Sequence[str]) -> 
         raise DataError(f"{path}: column {miss} missing; found {found}")
 
 
+def _why(path: Path, e: BaseException) -> str:
+    """An error's reason: the store's (redacted, one line) for an object, else Arrow's."""
+    return remote_reason(e) if is_remote(path) else first_line(e)
+
+
 def csv_header(path: Path) -> list[str]:
     try:
-        with path.open("rb") as f:
-            head = f.readline(_HEADER_MAX_BYTES)
+        if is_remote(path):
+            with open_stream(path) as s:
+                head = io.BufferedReader(s, 1 << 16).readline(_HEADER_MAX_BYTES)  # type: ignore[arg-type]
+        else:
+            with path.open("rb") as f:
+                head = f.readline(_HEADER_MAX_BYTES)
     except OSError as e:
-        raise DataError(f"{path}: cannot read file ({e.strerror})") from e
+        raise DataError(
+            f"{path}: cannot read file ({_why(path, e) if is_remote(path) else e.strerror})"
+        ) from e
     try:
         return pacsv.read_csv(io.BytesIO(head)).column_names
     except (pa.ArrowException, ValueError) as e:
@@ -147,10 +159,17 @@ def csv_header(path: Path) -> list[str]:
 
 
 def parquet_file(path: Path) -> pq.ParquetFile:
+    """A Parquet file's reader; an object is read by ranged requests (its footer, then only
+    the projected columns' chunks, coalesced by ``pre_buffer``)."""
     try:
+        if is_remote(path):
+            return pq.ParquetFile(path.open("rb"), pre_buffer=True)
         return pq.ParquetFile(path)
     except (pa.ArrowException, OSError, ValueError) as e:
-        raise DataError(f"{path}: not a readable Parquet file ({first_line(e)})") from e
+        why = _why(path, e)
+        if why in KNOWN_REASONS:  # the store failed, not the file
+            raise DataError(f"{path}: cannot read ({why})") from e
+        raise DataError(f"{path}: not a readable Parquet file ({why})") from e
 
 
 def validate_inputs(files: Sequence[InputFile], *, user_col: str, item_col: str) -> None:
@@ -253,7 +272,7 @@ def _csv_tables(
         strings_can_be_null=True,
         null_values=[""],
     )
-    with pa.OSFile(str(file.path)) as f:
+    with open_stream(file.path) if is_remote(file.path) else pa.OSFile(str(file.path)) as f:
         reader = pacsv.open_csv(f, read_options=read, parse_options=parse, convert_options=convert)
         # Arrow parses one block per batch: count each batch as a block's worth of bytes
         blocks = ((b, float(CSV_BLOCK_BYTES)) for b in reader)
@@ -271,7 +290,8 @@ def _stream_error(file: InputFile, e: BaseException, bad_row: list[Any]) -> Data
             f"({row.text[:80]!r})",
         )
     what = "csv" if file.format == "csv" else "parquet"
-    return DataError(f"{file.path}: cannot read {what} data ({first_line(e)})", file=str(file.path))
+    why = _why(file.path, e)
+    return DataError(f"{file.path}: cannot read {what} data ({why})", file=str(file.path))
 
 
 def iter_chunks(

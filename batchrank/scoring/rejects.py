@@ -11,8 +11,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from batchrank.errors import OutputError
+from batchrank.fs import local_or_remote
 from batchrank.scoring.ids import REJECTS_SCHEMA
-from batchrank.storage import LOCAL, LocalStorage, Staged
+from batchrank.storage import ANY, Staged, Storage
 
 __all__ = ["RejectsWriter"]
 
@@ -27,13 +28,13 @@ class RejectsWriter:
     discards on an exception.
     """
 
-    def __init__(self, path: Path, storage: LocalStorage = LOCAL) -> None:
+    def __init__(self, path: Path, storage: Storage = ANY) -> None:
         """Start a rejects file at ``path`` (created, or replaced on commit).
 
         Raises:
             OutputError: the folder cannot be created or written.
         """
-        self.path = Path(path)
+        self.path = local_or_remote(Path(path))
         self.rows = 0
         self._staged: Staged | None = storage.stage(self.path, "rejects")
         self._file: BinaryIO | None = None

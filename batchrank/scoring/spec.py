@@ -26,6 +26,7 @@ from batchrank.formats import (
     OutputFormat,
     output_kind_of,
 )
+from batchrank.fs import is_remote
 from batchrank.options import Option, OptionError, doc, options_of
 from batchrank.scoring.table_options import check_table_options
 
@@ -305,11 +306,13 @@ class ScoreSpec:
             raise OptionError(
                 "users", f'‹users› only applies with ‹pairs› = "all"; received pairs {list(pairs)}'
             )
-        if (
-            self.format not in TABLE_FORMATS
-            and self.out.is_dir()
-            and self.max_rows_per_file is None
-        ):
+        if is_remote(self.work_dir):
+            raise OptionError(
+                "work_dir", f"‹work_dir› must be a local folder (resume state is kept on local "
+                f"disk; a remote --out keeps it under the cache); received {self.work_dir}",
+            )  # fmt: skip
+        folder_ok = self.format in TABLE_FORMATS or self.max_rows_per_file is not None
+        if not is_remote(self.out) and self.out.is_dir() and not folder_ok:
             raise OptionError(
                 "out", f"‹out› is a folder ({self.out}); expected a file name (a folder of part "
                 "files is written only with ‹max_rows_per_file›)",

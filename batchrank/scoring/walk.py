@@ -15,7 +15,7 @@ import glob
 import os
 from collections.abc import Iterator
 
-__all__ = ["glob_paths", "walk"]
+__all__ = ["glob_paths", "match_parts", "walk"]
 
 
 def walk(folder: str | os.PathLike[str]) -> Iterator[tuple[str, list[str], list[str]]]:
@@ -50,6 +50,11 @@ def _match(parts: tuple[str, ...], pats: tuple[str, ...]) -> bool:
     if name.startswith(".") and not head.startswith(".") and glob.has_magic(head):
         return False
     return fnmatch.fnmatchcase(name, head) and _match(parts[1:], pats[1:])
+
+
+def match_parts(parts: tuple[str, ...], pats: tuple[str, ...]) -> bool:
+    """Whether a path's components match a pattern's (``**`` spans any number), as glob."""
+    return _match(parts, pats)
 
 
 def glob_paths(pattern: str) -> list[str]:

@@ -26,9 +26,10 @@ from batchrank.formats import (
     Layout,
     check_format_layout,
 )
+from batchrank.fs import local_or_remote
 from batchrank.scoring.schema import LONG_COLUMNS, long_schema
 from batchrank.scoring.titles import escape_formulas
-from batchrank.storage import LOCAL, LocalStorage, Staged, sha256_file
+from batchrank.storage import ANY, Staged, Storage, sha256_file
 from batchrank.storage.local import os_reason
 
 __all__ = [
@@ -132,7 +133,7 @@ class OutputWriter:
         item_type: pa.DataType | None = None,
         compression: Compression = None,
         escape_formulas: bool = True,
-        storage: LocalStorage = LOCAL,
+        storage: Storage = ANY,
     ) -> None:
         """Open the temporary output file.
 
@@ -162,7 +163,7 @@ class OutputWriter:
                 "parquet compresses inside the file; a compression suffix such as "
                 ".gz applies to csv and jsonl only"
             )
-        self.out = Path(out)
+        self.out = local_or_remote(Path(out))
         self.format: Format = format
         self.layout: Layout = layout
         self.compression: Compression = compression

@@ -13,8 +13,6 @@ import abc
 from pathlib import Path
 from types import TracebackType
 
-from batchrank.errors import OutputError
-
 __all__ = ["Committed", "Staged", "Storage"]
 
 
@@ -44,6 +42,12 @@ class Staged(abc.ABC):
     def path(self) -> Path:
         """The local path the writer writes to."""
 
+    def seal(self) -> None:  # noqa: B027 (a no-op unless the storage uploads)
+        """Make the written file durable where it will be published, without publishing it
+        (an object store uploads it to a staging key). :class:`CommitUnit` seals every file
+        before it changes any target, so the slow, failure-prone part (the upload) never
+        happens while the previous export is half replaced. A no-op on local disk."""
+
     @abc.abstractmethod
     def commit(self) -> Committed:
         """Publish the file at :attr:`target`; the previous version stays recoverable."""
@@ -68,24 +72,22 @@ class Staged(abc.ABC):
 
 
 class Storage(abc.ABC):
-    """A place batchrank publishes to (a local disk today; an object store next)."""
+    """A place batchrank publishes to (the local disk, an object store)."""
 
     @abc.abstractmethod
-    def stage(self, target: Path) -> Staged:
-        """A temporary file that :meth:`Staged.commit` publishes at ``target``."""
+    def stage(self, target: Path, what: str = "output") -> Staged:
+        """A temporary file that :meth:`Staged.commit` publishes at ``target``.
 
-    def stage_dir(self, target: Path, what: str = "output") -> Staged:
-        """A temporary folder whose commit publishes its files, and only those, at ``target``.
-
-        A writer fills :attr:`Staged.path` (a local folder) with files; :meth:`Staged.commit`
-        replaces whatever was at ``target`` with exactly those files (a re-run with fewer
-        files leaves none of the old ones visible), keeping the previous version until
-        ``finalize`` so a :class:`~batchrank.storage.unit.CommitUnit` can roll it back.
-
-        Raises:
-            OutputError: this storage cannot publish folders.
+        ``what`` names the file in messages (``output``, ``manifest``, ``rejects``).
         """
-        raise OutputError(f"{target}: {type(self).__name__} cannot publish a folder of files")
+
+    @abc.abstractmethod
+    def stage_dir(self, target: Path, what: str = "output") -> Staged:
+        """A temporary folder that :meth:`Staged.commit` publishes as ``target`` as a whole
+        (a bundle; a folder of part files): the previous folder's files are restored on
+        rollback, files it had that the new one lacks are gone after the commit. A writer fills
+        :attr:`Staged.path` (a local folder); the previous version is kept until ``finalize``
+        so a :class:`~batchrank.storage.unit.CommitUnit` can roll it back."""
 
     @abc.abstractmethod
     def withdraw(self, target: Path) -> Committed | None:

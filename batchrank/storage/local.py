@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from batchrank.errors import BatchrankError, OutputError
+from batchrank.fs import is_remote, local_or_remote
 from batchrank.storage.base import Committed, Staged, Storage
 from batchrank.storage.swap import replace_dir, restore_dir
 
@@ -122,6 +123,8 @@ def check_target(
         OutputError: (or ``error``: the checks before any work raise ConfigError, exit 2)
             naming the path and what it is.
     """
+    if is_remote(local_or_remote(Path(target))):
+        return  # an object key: any previous object is replaced by a copy, no node to clobber
     try:
         mode = os.lstat(target).st_mode
     except FileNotFoundError:
@@ -154,6 +157,8 @@ def ensure_folder(folder: Path) -> None:
     Raises:
         OutputError: naming the folder and why.
     """
+    if is_remote(local_or_remote(Path(folder))):
+        return  # object stores have no folders to create
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -257,6 +262,8 @@ def _keep_previous(target: Path) -> Path | None:
 
 class _LocalStaged(Staged):
     def __init__(self, target: Path, what: str, folder: bool = False) -> None:
+        if is_remote(local_or_remote(target)):
+            raise TypeError(f"{target}: an object-store target given to the local storage")
         self.target = target
         self.what = what
         self.folder = folder

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from batchrank.errors import LockedError, OutputError
+from batchrank.fs import is_remote, local_folder_for
 
 __all__ = ["JobLock", "lock_holder", "output_lock", "output_lock_path"]
 
@@ -213,8 +214,11 @@ class JobLock:
 
 
 def output_lock_path(out: Path) -> Path:
-    """The lock file of one output path: ``.{name}.batchrank-lock`` beside it."""
-    return out.parent / f".{out.name}.batchrank-lock"
+    """The lock file of one output path: ``.{name}.batchrank-lock`` beside it; for an
+    object-store output (flock cannot guard a bucket) in the local lock folder
+    (:func:`batchrank.fs.local_folder_for`; set ``[storage] lock_dir`` or
+    ``BATCHRANK_LOCK_DIR`` to a folder every host shares when runs may start on several)."""
+    return local_folder_for(out.parent, "locks") / f".{out.name}.batchrank-lock"
 
 
 def output_lock(out: Path, run_id: str = "") -> JobLock:
@@ -223,6 +227,6 @@ def output_lock(out: Path, run_id: str = "") -> JobLock:
         output_lock_path(out),
         job="score",
         run_id=run_id,
-        subject=f"a run writing {out}",
+        subject=f"a run writing {out.display() if is_remote(out) else out}",
         remove=True,
     )

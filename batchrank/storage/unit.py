@@ -4,7 +4,8 @@ A run's output, rejects, manifest and ``_SUCCESS`` are one unit. The certificate
 checks (the manifest, ``_SUCCESS``) are moved aside first, the data files are renamed into
 place, and the certificates are renamed in last. If any step fails, everything already renamed
 is rolled back, so the previous export stays whole; a ``kill -9`` inside the commit can leave
-new data without its certificate, never a certificate without its data.
+new data without its certificate, never a certificate without its data. Every file is sealed
+(:meth:`Staged.seal`: uploaded, on an object store) before the first target changes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from batchrank.storage.base import Committed, Staged, Storage
-from batchrank.storage.local import LOCAL
+from batchrank.storage.dispatch import ANY
 
 __all__ = ["CommitUnit"]
 
@@ -22,7 +23,7 @@ __all__ = ["CommitUnit"]
 class CommitUnit:
     """Commit staged files in order, or roll every one of them back."""
 
-    def __init__(self, storage: Storage = LOCAL) -> None:
+    def __init__(self, storage: Storage = ANY) -> None:
         self.storage = storage
         self._withdraw: list[Path] = []
         self._staged: list[Staged] = []
@@ -46,6 +47,8 @@ class CommitUnit:
             self.add(s)
         done: list[Committed] = []
         try:
+            for s in self._staged:
+                s.seal()  # every upload done before any target changes
             for target in self._withdraw:
                 moved = self.storage.withdraw(target)
                 if moved is not None:

@@ -118,10 +118,10 @@ def test_strftime_date_specs_work(folder: Path, template: str) -> None:
     assert "%" not in str(job.output("r"))
 
 
-def test_train_paths_refuse_object_store_uris(folder: Path) -> None:
-    text = JOB.replace("[score]", '[train]\nratings = "s3://b/ratings.csv"\nout = "m"\n[score]')
+def test_train_paths_refuse_unsupported_uris(folder: Path) -> None:
+    text = JOB.replace("[score]", '[train]\nratings = "ftp://b/ratings.csv"\nout = "m"\n[score]')
     msg = _error(_write(folder, text))
-    assert "[train] ratings s3://b/ratings.csv`: object-store URIs (s3://)" in msg
+    assert "[train] ratings ftp://b/ratings.csv`: unsupported URI scheme ftp://" in msg
     text = JOB.replace(
         "[score]", '[train]\nratings = "tfds:movielens/100k-ratings"\nout = "m"\n[score]'
     )

@@ -15,9 +15,10 @@ import pytest
 
 from batchrank.cli.main import main
 from batchrank.errors import ConfigError
+from batchrank.fs import ObjectPath
 from batchrank.jobs.loader import load_job
 from batchrank.scoring.spec import ScoreSpec
-from batchrank.uris import refuse_uri
+from batchrank.uris import path_text
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -109,17 +110,17 @@ def test_compressed_text_outputs_are_accepted(out: str, fmt: str, compression: s
 @pytest.mark.parametrize(
     ("flag", "value"),
     [
-        ("--out", "s3://bucket/top.parquet"),
-        ("--out", "gs://bucket/top.parquet"),
-        ("--pairs", "hdfs://nn/cands/*.parquet"),
-        ("--model", "abfs://c@acct.dfs.core.windows.net/m"),
-        ("--items", "s3://bucket/movies.parquet"),
-        ("--users", "gs://bucket/users.csv"),
-        ("--rejects", "s3://bucket/rejects.csv"),
-        ("--work-dir", "s3://bucket/work"),
+        ("--out", "ftp://host/top.parquet"),
+        ("--out", "http://bucket/top.parquet"),
+        ("--pairs", "sftp://nn/cands/*.parquet"),
+        ("--model", "https://host/m"),
+        ("--items", "webdav://bucket/movies.parquet"),
+        ("--users", "ftp://bucket/users.csv"),
+        ("--rejects", "http://bucket/rejects.csv"),
+        ("--work-dir", "ftp://bucket/work"),
     ],
 )
-def test_object_store_uris_are_refused(
+def test_unsupported_uri_schemes_are_refused(
     capsys: pytest.CaptureFixture[str], flag: str, value: str
 ) -> None:
     args = {"--model": "m", "--pairs": "p.parquet", "--out": "top.parquet"} | {flag: value}
@@ -127,10 +128,19 @@ def test_object_store_uris_are_refused(
     scheme = value.split("://")[0]
     assert code == 2
     assert err.strip() == (
-        f"batchrank: error: `{flag} {value}`: object-store URIs ({scheme}://) are not "
-        "supported yet; use a local path"
+        f"batchrank: error: `{flag} {value}`: unsupported URI scheme {scheme}://; expected a "
+        "local path, file://, s3://, gs://, hdfs:// or abfs://"
     )
     assert not Path(f"{scheme}:").exists()
+
+
+@pytest.mark.parametrize("value", ["s3:///key", "gs://", "s3:// b/k", "abfs:///m"])
+def test_malformed_object_store_uris_are_refused(
+    capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    code, err = _run(["score", "--model", value, "--pairs", "p.parquet", "--out", "o.csv"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"`--model {value}`: malformed URI; expected" in err
 
 
 def test_file_uris_are_local_paths(tmp_path: Path) -> None:
@@ -138,22 +148,23 @@ def test_file_uris_are_local_paths(tmp_path: Path) -> None:
         model=Path("m"), pairs=(f"file://{tmp_path}/p.parquet",), out=f"file://{tmp_path}/top.csv"
     )  # type: ignore[arg-type]
     assert spec.out == tmp_path / "top.csv" and spec.pairs == (f"{tmp_path}/p.parquet",)
-    with pytest.raises(ConfigError, match=r"out s3:/b/top\.parquet`: object-store URIs"):
-        ScoreSpec(model=Path("m"), pairs=("p.parquet",), out=Path("s3://b/top.parquet"))
-    assert refuse_uri("tfds:movielens/100k-ratings", "--ratings") == "tfds:movielens/100k-ratings"
+    # a URI made into a Path (which collapses //) is taken back as the object it names
+    spec = ScoreSpec(model=Path("m"), pairs=("p.parquet",), out=Path("s3://b/top.parquet"))
+    assert isinstance(spec.out, ObjectPath) and str(spec.out) == "s3://b/top.parquet"
+    assert path_text("tfds:movielens/100k-ratings", "--ratings") == "tfds:movielens/100k-ratings"
 
 
 @pytest.mark.parametrize(
     ("flag", "value"),
-    [("--ratings", "s3://b/ratings.csv"), ("--out", "gs://b/model"), ("--items", "s3://b/m.csv")],
+    [("--ratings", "ftp://b/ratings.csv"), ("--out", "http://b/model"), ("--items", "ftp://b/m")],
 )
-def test_train_refuses_object_store_uris(
+def test_train_refuses_unsupported_uris(
     capsys: pytest.CaptureFixture[str], flag: str, value: str
 ) -> None:
     args = {"--ratings": "r.csv", "--out": "m"} | {flag: value}
     code, err = _run(["train", *[x for kv in args.items() for x in kv]], capsys)
     assert code == 2
-    assert "object-store URIs" in err and len(err.strip().splitlines()) == 1
+    assert "unsupported URI scheme" in err and len(err.strip().splitlines()) == 1
 
 
 # --- the same values from job files, --set and the environment ---------------------------------
@@ -186,8 +197,9 @@ def _job_error(path: Path, *overrides: str, env: dict[str, str] | None = None) -
         ("batch_size = 1099511627776", "[score] batch_size must be an integer in [1, 4194304]"),
         ("chunk_rows = 1e20", "chunk_rows must be an integer in [1, 134217728]; received 1e+20"),
         ("top_k = true", "[score] top_k must be an integer in [1, 100000]; received True"),
-        ('out = "s3://b/{date}/top.parquet"', "out s3://b/{date}/top.parquet`: object-store URIs (s3://)"),
-        ('pairs = ["gs://bucket/p.parquet"]', "object-store URIs (gs://)"),
+        ('out = "ftp://b/{date}/top.parquet"', "ftp://b/{date}/top.parquet`: unsupported URI"),
+        ('pairs = ["http://bucket/p.parquet"]', "unsupported URI scheme http://"),
+        ('out = "s3:///{date}/top.parquet"', "out s3:///{date}/top.parquet`: malformed URI"),
         ('out = "o/top.json"', "[score] out 'top.json': unknown output suffix (.json)"),
         ('format = "csv"', "[score] format csv contradicts out 'top.parquet'"),
     ],
@@ -208,8 +220,8 @@ def test_set_and_environment_values_name_their_origin(job: Path) -> None:
     assert "[score] chunk_rows (set by BATCHRANK_SCORE_CHUNK_ROWS=1e20) must be" in msg
     msg = _job_error(job, "score.batch_size=2**40")
     assert "received '2**40'" in msg
-    msg = _job_error(job, "score.out=s3://b/top.parquet")
-    assert "object-store URIs (s3://) are not supported yet" in msg
+    msg = _job_error(job, "score.out=ftp://b/top.parquet")
+    assert "unsupported URI scheme ftp://" in msg
 
 
 def test_job_numeric_strings_are_numbers(job: Path) -> None:
@@ -228,7 +240,7 @@ def test_job_numeric_strings_are_numbers(job: Path) -> None:
         ("BATCHRANK_SCORE_MEMORY_BUDGET_MB", "inf"),
         ("BATCHRANK_SCORE_BATCH_SIZE", str(2**40)),
         ("BATCHRANK_SCORE_CHUNK_ROWS", "1e20"),
-        ("BATCHRANK_SCORE_OUT", "s3://bucket/top.parquet"),
+        ("BATCHRANK_SCORE_OUT", "ftp://bucket/top.parquet"),
     ],
 )
 def test_environment_of_the_score_command_is_validated_and_named(
@@ -242,7 +254,7 @@ def test_environment_of_the_score_command_is_validated_and_named(
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert (
         err.startswith(f"batchrank: error: {var} must be")
-        or f"`{var} {value}`: object-store" in err
+        or f"`{var} {value}`: unsupported URI scheme" in err
     )
 
 
