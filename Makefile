@@ -18,13 +18,14 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 $(DEV_STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,ray]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,ray,redis,lake,tfds]'
 	touch $@ $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/batchrank run jobs/sample.toml
 
 test: $(DEV_STAMP)
+	.ci/ensure-redis-server
 	$(MAKE) lint typecheck pytest
 
 lint: $(DEV_STAMP)

@@ -27,12 +27,14 @@ REDIS_SERVER = shutil.which("redis-server")
 
 
 class RedisServer(LocalRedis):
-    """:class:`~batchrank.sinks.redis.server.LocalRedis`, skipping the test when no
+    """:class:`~batchrank.sinks.redis.server.LocalRedis`, failing the test when no
     ``redis-server`` is installed, with a redis-py client for checks."""
 
     def __init__(self, folder: Path, *args: str) -> None:
         if REDIS_SERVER is None:
-            pytest.skip("redis-server is not installed (.ci/run installs it)")
+            pytest.fail(
+                "redis-server is not installed: run .ci/ensure-redis-server (make test does)"
+            )
         super().__init__(folder, *args)
 
     def client(self, password: str | None = None, db: int = 0) -> Any:
