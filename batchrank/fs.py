@@ -86,7 +86,7 @@ def current_options() -> StorageOptions:
     return _options
 
 
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]*:[^/@\s'\"]*@")
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/@:\s'\"]*):([^/@\s'\"]*)@")
 _QUERY = re.compile(r"(://[^\s'\"?]*)\?[^\s'\"]*")
 _SECRETS = re.compile(
     r"(?i)((?:secret|token|signature|credential|password|access_key|x-amz-[a-z-]+)[=:]\s*)"
@@ -95,8 +95,9 @@ _SECRETS = re.compile(
 
 
 def redact(text: str) -> str:
-    """``text`` with URI secrets replaced: ``user:secret@`` and query strings become ``***``."""
-    text = _USERINFO.sub(r"\1***@", text)
+    """``text`` with URI secrets replaced: ``user:secret@`` becomes ``***@`` and query strings
+    ``?***``; userinfo already redacted by its owner (``redis://:***@``) stays as it is."""
+    text = _USERINFO.sub(lambda m: m[0] if m[3] == "***" else f"{m[1]}***@", text)
     text = _QUERY.sub(r"\1?***", text)
     return _SECRETS.sub(r"\1***", text)
 

@@ -205,7 +205,7 @@ def load_items(source: str | Path, columns: Columns = Columns()) -> pa.Table:
     Raises:
         DataError: one line naming the source and what was expected.
     """
-    path = Path(source)
+    path = local_or_remote(Path(source))  # an object-store URI stays one
     if not path.exists():
         raise DataError(f"{path}: items file not found")
     if path.is_dir():
@@ -241,7 +241,7 @@ def load_item_ids(
 
     Any items source :func:`load_items` takes, or a CSV / Parquet file with only an id column.
     """
-    path = Path(source)
+    path = local_or_remote(Path(source))
     if path.is_file() and path.suffix.lower() not in (".zip", ".item"):
         df = _read_frame(path, what="items")
         if columns.title not in df.columns:
@@ -261,7 +261,7 @@ def _read_bytes(path: Path) -> bytes:
 def _open_zip(path: Path) -> Iterator[zipfile.ZipFile]:
     """A zip archive, its read errors as one :class:`DataError` line naming it."""
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(path.open("rb") if is_remote(path) else path) as zf:
             yield zf
     except zipfile.BadZipFile as e:
         raise DataError(f"{path}: corrupt zip file ({e})") from e
