@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 
 from batchrank import errors
 from batchrank.errors import BatchrankError, ConfigError, DataError, first_line
+from batchrank.fs import filesystem_of, is_remote
 from batchrank.scoring.context import RunContext, new_topk
 from batchrank.scoring.engine import Scored, rejects_spool
 from batchrank.scoring.prepare import CROSS_JOIN_FRAGMENT_PAIRS
@@ -135,14 +136,14 @@ _READ_ERRORS = (pa.ArrowException, ValueError, OSError)
 
 def read_groups(files: Sequence[InputFile], user_col: str, item_col: str) -> list[list[int]]:
     """File indices grouped so that one Ray read covers files with equal id column types."""
-    import pyarrow.parquet as pq
+    from batchrank.scoring.reader import parquet_file
 
     groups: dict[tuple[str, ...], list[int]] = {}
     for i, f in enumerate(files):
         if f.format == "csv":
             key: tuple[str, ...] = ("csv",)
         else:
-            schema = pq.read_schema(f.path)
+            schema = parquet_file(f.path).schema_arrow
             key = ("parquet", str(schema.field(user_col).type), str(schema.field(item_col).type))
         groups.setdefault(key, []).append(i)
     return list(groups.values())
@@ -157,6 +158,10 @@ def _file_dataset(ctx: RunContext, paths: Sequence[str], groups: list[list[int]]
     datasets = []
     for group in groups:
         group_paths = [paths[i] for i in group]
+        # objects: the file system batchrank resolved (endpoint, region, credentials chain);
+        # Ray's own would ignore AWS_ENDPOINT_URL. It pickles to the workers with its options.
+        first = ctx.files[group[0]].path
+        fs = {"filesystem": filesystem_of(first)[0]} if is_remote(first) else {}
         if ctx.files[group[0]].format == "csv":
             convert = pacsv.ConvertOptions(
                 include_columns=columns,
@@ -170,10 +175,11 @@ def _file_dataset(ctx: RunContext, paths: Sequence[str], groups: list[list[int]]
                 include_paths=True,
                 partitioning=None,  # type: ignore[arg-type]  # None is accepted: no partitions
                 file_extensions=None,
+                **fs,
             )
         else:
             ds = ray.data.read_parquet(
-                group_paths, include_paths=True, partitioning=None, file_extensions=None
+                group_paths, include_paths=True, partitioning=None, file_extensions=None, **fs
             )
         datasets.append(ds.select_columns([*columns, PATH]))
     return datasets[0] if len(datasets) == 1 else datasets[0].union(*datasets[1:])
@@ -182,7 +188,7 @@ def _file_dataset(ctx: RunContext, paths: Sequence[str], groups: list[list[int]]
 def _config(ctx: RunContext, paths: list[str], buckets: int, per_block: int) -> Any:
     spec, cross = ctx.spec, ctx.cross_users
     return worker.WorkerConfig(
-        model=str(Path(spec.model).resolve()),
+        model=str(spec.model) if is_remote(spec.model) else str(Path(spec.model).resolve()),
         fingerprint=ctx.bundle.fingerprint,
         batch_size=spec.batch_size,
         top_k=spec.top_k,

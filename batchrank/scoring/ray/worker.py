@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchrank.errors import BatchrankError, DataError, ModelError
+from batchrank.fs import is_remote, local_or_remote
 from batchrank.scoring.schema import MOVIE_ID, SCORE, STARS, USER_ID, partial_schema
 
 __all__ = ["Scorer", "WorkerConfig", "bucket_of", "merge_group", "output_schema"]
@@ -121,8 +122,8 @@ class Scorer:
         from batchrank.scoring.stage import stage_context
 
         avoid_fsspec_http_race()
-        model = Path(cfg.model)
-        if not model.exists():
+        model = local_or_remote(Path(cfg.model))  # a URI: this worker fetches it
+        if not is_remote(model) and not model.exists():
             raise ModelError(
                 f"{model}: model bundle not found on a Ray worker; on a cluster the bundle must "
                 "be on storage every node can read"
@@ -165,6 +166,10 @@ class Scorer:
         for name in (path, os.path.normpath(path), os.path.normpath("/" + path.lstrip("/"))):
             idx = self.file_of.get(name)
             if idx is not None:
+                return idx
+        bare = path.split("://", 1)[-1].lstrip("/")  # Ray names objects bucket/key
+        for key, idx in self.file_of.items():
+            if "://" in key and key.split("://", 1)[1] == bare:
                 return idx
         raise RuntimeError(f"Ray read a file batchrank did not ask for: {path!r}")
 
