@@ -12,11 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import posixpath
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchrank.fs import redact
+from batchrank.fs import is_remote, redact
 from batchrank.storage import Staged, sha256_file
 
 if TYPE_CHECKING:
@@ -38,7 +39,10 @@ def rejects_entry(rejects: Staged, out: Path, rows: int) -> dict[str, Any]:
     """The staged rejects file as the manifest lists it: ``path`` (relative to the manifest's
     folder), ``bytes``, ``rows`` (rejected rows) and ``sha256``."""
     digest, size = sha256_file(rejects.path)
-    path = Path(os.path.relpath(rejects.target, out.parent)).as_posix()
+    if is_remote(rejects.target) or is_remote(out):  # URIs: relative as text, no local I/O
+        path = posixpath.relpath(str(rejects.target), str(out.parent))
+    else:
+        path = Path(os.path.relpath(rejects.target, out.parent)).as_posix()
     return {"path": path, "bytes": size, "rows": rows, "sha256": digest}
 
 

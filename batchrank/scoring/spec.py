@@ -26,7 +26,7 @@ from batchrank.formats import (
     OutputFormat,
     output_kind_of,
 )
-from batchrank.fs import is_remote
+from batchrank.fs import is_remote, redact
 from batchrank.options import Option, OptionError, doc, options_of
 from batchrank.scoring.table_options import check_table_options
 
@@ -318,6 +318,12 @@ class ScoreSpec:
                 "files is written only with ‹max_rows_per_file›)",
             )  # fmt: skip
         object.__setattr__(self, "format", self._format())
+        if is_remote(self.out) and folder_ok:  # not yet: docs/cloud.md, "Not yet on object stores"
+            what = "‹max_rows_per_file›" if self.max_rows_per_file else f"--format {self.format}"
+            raise OptionError(
+                "out", f"{what} writes to a local ‹out› only for now; received "
+                f"{redact(str(self.out))} (write locally, or one file to the object store)",
+            )  # fmt: skip
         check_table_options(self)
         if self.publish is not None:
             self.publish_target  # noqa: B018 (validates the URL, password redacted)
