@@ -203,7 +203,7 @@ def test_a_remote_work_dir_is_refused() -> None:
 @pytest.mark.parametrize(
     ("options", "what"),
     [
-        ({"max_rows_per_file": 10, "format": "parquet"}, "max_rows_per_file"),
+        ({"max_rows_per_file": 10, "out": "s3://b/exports/out.parquet"}, "max_rows_per_file"),
         ({"format": "delta", "date": "2026-01-01"}, "--format delta"),
         ({"format": "iceberg", "date": "2026-01-01"}, "--format iceberg"),
     ],
@@ -218,6 +218,6 @@ def test_folder_outputs_on_an_object_store_are_refused_before_any_work(
 
     with pytest.raises(ConfigError, match=f"{what}.*local.*s3://b/exports/out"):
         ScoreSpec.from_options(
-            model="s3://b/models/m", pairs=["s3://b/cands/p.parquet"], out="s3://b/exports/out",
-            **options,
+            **{"model": "s3://b/models/m", "pairs": ["s3://b/cands/p.parquet"],
+               "out": "s3://b/exports/out", **options},
         )  # fmt: skip
