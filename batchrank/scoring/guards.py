@@ -87,11 +87,9 @@ def check_output_paths(
     if rejects is not None:
         outputs.append(("--rejects", _abs(rejects)))
     for what, path in outputs:
-        if table and what == "--out":
-            pass
-        elif parts and what == "--out":
+        if parts and what == "--out":
             check_part_folder(path)
-        else:
+        elif not (table and what == "--out"):  # a table's folder is checked by its writer
             check_target(path, what, ConfigError)
         if is_remote(path):
             check_bucket(path, what)
