@@ -5,6 +5,10 @@ then the old manifest and certificates (a job's ``_SUCCESS``) are moved aside, t
 and the output are renamed into place, and the new manifest and certificates last. Any failure
 rolls every rename back, so the previous export stays whole and certified. A consumer trusts an
 output only when its manifest (or ``_SUCCESS``) is present and names the output's sha256.
+
+A folder of parts on an object store (:attr:`Staged.keeps_previous`) keeps the old manifest in
+place: its parts go in beside the old ones, which the unit removes once the new manifest is
+committed and before ``_SUCCESS`` (:meth:`batchrank.storage.Committed.settle`).
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ def commit_run(
         OutputError: a file cannot be written or renamed; everything is rolled back.
     """
     staged: list[Staged] = []
+    certs: list[Staged] = []
     unit = CommitUnit()
     try:
         files = list(output_files)
@@ -103,13 +108,16 @@ def commit_run(
         staged.append(man)
         digest, size = sha256_file(man.path)
         files.insert(len(output_files), PublishedFile(man_path, digest, size))
-        unit.withdraw(man_path)
+        if not (output.keeps_previous and rejects is None and not sinks):
+            # the data replaces what the previous manifest describes: withdraw it first.
+            # Only parts published beside the previous ones leave it true to the end.
+            unit.withdraw(man_path)
         for cert in certificates:
             unit.withdraw(cert.target)
-            staged.append(cert.make(files, [r for _, r in sinks]))
+            certs.append(cert.make(files, [r for _, r in sinks]))
     except BaseException:
         output.discard()
-        for s in staged:
+        for s in [*staged, *certs]:
             s.discard()
         raise
-    unit.commit(staged)
+    unit.commit(staged, certs)

@@ -23,6 +23,15 @@ class Committed(abc.ABC):
     def rollback(self) -> None:
         """Put back what was at the target before (or remove the target if nothing was)."""
 
+    def settle(self) -> None:  # noqa: B027 (a no-op unless the previous version stays beside)
+        """Remove what the previous version had that this one lacks, still restorably.
+
+        :class:`~batchrank.storage.unit.CommitUnit` calls it once every data file and the
+        manifest are committed, before the certificates (``_SUCCESS``): a folder of parts on an
+        object store publishes its new parts beside the previous ones (a consumer of the
+        previous manifest still reads them) and drops the previous ones only here. A no-op
+        where the commit itself replaced the previous version."""
+
     @abc.abstractmethod
     def finalize(self) -> None:
         """Drop the previous version: the commit can no longer be undone."""
@@ -36,6 +45,11 @@ class Staged(abc.ABC):
 
     target: Path
     """Where the file is published."""
+
+    keeps_previous = False
+    """Whether committing leaves every file of the previous version readable, unchanged, until
+    :meth:`Committed.settle` (an object store's folder of parts): the previous manifest may
+    then stay in place while the data is committed."""
 
     @property
     @abc.abstractmethod
@@ -88,6 +102,16 @@ class Storage(abc.ABC):
         rollback, files it had that the new one lacks are gone after the commit. A writer fills
         :attr:`Staged.path` (a local folder); the previous version is kept until ``finalize``
         so a :class:`~batchrank.storage.unit.CommitUnit` can roll it back."""
+
+    def stage_parts(self, target: Path, what: str = "output") -> Staged:
+        """A temporary folder of part files published as ``target`` (like :meth:`stage_dir`).
+
+        Where a folder cannot be replaced in one step (an object store), the new files are
+        published beside the previous version's, whose files stay until
+        :meth:`Committed.settle`; the writer names each version's files apart
+        (:class:`~batchrank.scoring.parts.PartWriter`). Elsewhere the same as
+        :meth:`stage_dir`."""
+        return self.stage_dir(target, what)
 
     @abc.abstractmethod
     def withdraw(self, target: Path) -> Committed | None:

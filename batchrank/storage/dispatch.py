@@ -27,9 +27,14 @@ class AnyStorage(Storage):
         return storage_for(target).stage(target, what)
 
     def stage_dir(self, target: Path, what: str = "output") -> Staged:
-        """A folder published as a whole (a bundle, a folder of part files)."""
+        """A folder published as a whole (a bundle)."""
         target = local_or_remote(Path(target))
         return storage_for(target).stage_dir(target, what)
+
+    def stage_parts(self, target: Path, what: str = "output") -> Staged:
+        """A folder of part files (see :meth:`Storage.stage_parts`)."""
+        target = local_or_remote(Path(target))
+        return storage_for(target).stage_parts(target, what)
 
     def withdraw(self, target: Path) -> Committed | None:
         target = local_or_remote(Path(target))

@@ -22,6 +22,19 @@ copies of the commit, never the upload. Each leftover of a dead run (staging obj
 copies, incomplete multipart uploads) lies under ``_batchrank-tmp/<name>/`` and is removed by
 the next run that stages the same name (it holds that output's lock:
 :func:`batchrank.storage.lock.output_lock`).
+
+**A folder of parts** (:meth:`ObjectStorage.stage_parts`) must stay readable through the
+previous manifest until the new manifest replaces it; a bundle's folder
+(:meth:`ObjectStorage.stage_dir`) is replaced key by key instead (a kill half-way leaves a mix
+its fingerprint check refuses). So each version's parts are named apart by the part writer
+(``part-00000-<digest>.parquet``, the digest of the parts' listing: a key that exists already
+holds the same bytes), the commit copies them in *beside* the previous version's (the marker
+first, claiming the folder; an existing key copied aside first, for rollback), and the previous
+manifest is not withdrawn (:attr:`Staged.keeps_previous`). Once the new manifest is committed,
+:meth:`_PartsCommitted.settle` copies aside and deletes every other object under the folder
+(the previous parts, a dead run's strays), and only then does ``_SUCCESS`` come back: it never
+stands beside two versions' parts. A kill before settle leaves the previous manifest and every
+part it lists; a kill during settle, the new manifest and every part it lists.
 """
 
 from __future__ import annotations
@@ -206,40 +219,51 @@ class _RemoteStaged(Staged):
         if self._done:
             raise OutputError(f"{self.obj}: {self.what} was already committed or discarded")
         self.seal()
-        backups: dict[ObjectPath, ObjectPath] = {}
-        added: list[ObjectPath] = []
+        backups: dict[ObjectPath, ObjectPath] = {}  # final key -> rollback copy
+        added: list[ObjectPath] = []  # final keys the commit created
         try:
-            old = (
-                [p for p, _ in _objects(self.obj)]
-                if self.folder
-                else ([self.obj] if self.obj.is_file() else [])
-            )
-            for n, final in enumerate(old):
-                copy = staging_folder(self.obj) / f"old-{self.token}" / str(n)
-                _copy(final, copy)
-                backups[final] = copy
-            new = [
-                (self._staging / p.relative_to(self._local).as_posix(),
-                 self.obj / p.relative_to(self._local).as_posix())
-                if self.folder else (self._staging, self.obj)
-                for p in self._local_files()
-            ]  # fmt: skip
-            for src, final in new:
-                _copy(src, final)
-                if final not in backups:
-                    added.append(final)
-            keep = {final for _, final in new}
-            for final in old:  # a folder's objects the new version does not have
-                if final not in keep:
-                    _delete(final)
+            self._copy_in(backups, added)
         except OSError as e:
             with contextlib.suppress(OutputError):
                 _RemoteCommitted(self.obj, backups, added).rollback()
             self.discard()
             raise _fail(self.obj, f"commit the {self.what}", e) from e
+        committed = self._committed(backups, added)  # before the local files go
         self._done = True
         self._remove_staging()
         shutil.rmtree(self._dir, ignore_errors=True)
+        return committed
+
+    def _copy_in(self, backups: dict[ObjectPath, ObjectPath], added: list[ObjectPath]) -> None:
+        """Copy the staging objects to their final keys, the previous objects aside first;
+        a folder's objects the new version lacks are deleted (restored on rollback)."""
+        old = (
+            [p for p, _ in _objects(self.obj)]
+            if self.folder
+            else ([self.obj] if self.obj.is_file() else [])
+        )
+        for n, final in enumerate(old):
+            copy = staging_folder(self.obj) / f"old-{self.token}" / str(n)
+            _copy(final, copy)
+            backups[final] = copy
+        new = [
+            (self._staging / p.relative_to(self._local).as_posix(),
+             self.obj / p.relative_to(self._local).as_posix())
+            if self.folder else (self._staging, self.obj)
+            for p in self._local_files()
+        ]  # fmt: skip
+        for src, final in new:
+            _copy(src, final)
+            if final not in backups:
+                added.append(final)
+        keep = {final for _, final in new}
+        for final in old:
+            if final not in keep:
+                _delete(final)
+
+    def _committed(
+        self, backups: dict[ObjectPath, ObjectPath], added: list[ObjectPath]
+    ) -> Committed:
         return _RemoteCommitted(self.obj, backups, added)
 
     def _remove_staging(self) -> None:
@@ -259,6 +283,70 @@ class _RemoteStaged(Staged):
             self._remove_staging()
 
 
+class _PartsCommitted(_RemoteCommitted):
+    """Parts committed beside the previous version's; :meth:`settle` drops the previous."""
+
+    def __init__(
+        self,
+        target: ObjectPath,
+        backups: dict[ObjectPath, ObjectPath],
+        added: list[ObjectPath],
+        keep: set[ObjectPath],
+        token: str,
+    ) -> None:
+        super().__init__(target, backups, added)
+        self.keep = keep
+        self.token = token
+
+    def settle(self) -> None:
+        """Copy aside and delete every object under the folder the new version lacks."""
+        aside = staging_folder(self.target) / f"gone-{self.token}"
+        try:
+            for n, (final, _) in enumerate(_objects(self.target)):
+                if final in self.keep:
+                    continue
+                copy = aside / str(n)
+                _copy(final, copy)
+                self.backups[final] = copy
+                _delete(final)
+        except OSError as e:
+            raise _fail(self.target, "remove the previous parts", e) from e
+
+
+class _PartsStaged(_RemoteStaged):
+    """A local folder of parts, committed beside the previous version's (module docstring)."""
+
+    keeps_previous = True
+
+    def __init__(self, target: ObjectPath, what: str) -> None:
+        super().__init__(target, what, folder=True)
+
+    def _copy_in(self, backups: dict[ObjectPath, ObjectPath], added: list[ObjectPath]) -> None:
+        """Copy the parts in beside the previous version's, in order; the previous version's
+        objects stay (:meth:`_PartsCommitted.settle` drops them). The marker comes first: it
+        claims the folder, so a dead first run's strays never make the next run refuse it."""
+        existing = {p for p, _ in _objects(self.obj)}
+        for n, rel in enumerate(self._rels()):
+            final = self.obj / rel
+            if final in existing:  # the same bytes (same digest), or the marker
+                copy = staging_folder(self.obj) / f"old-{self.token}" / str(n)
+                _copy(final, copy)
+                backups[final] = copy
+            _copy(self._staging / rel, final)
+            if final not in existing:
+                added.append(final)
+
+    def _rels(self) -> list[str]:
+        rels = (p.relative_to(self._local).as_posix() for p in self._local_files())
+        return sorted(rels, key=lambda rel: (not rel.startswith("."), rel))
+
+    def _committed(
+        self, backups: dict[ObjectPath, ObjectPath], added: list[ObjectPath]
+    ) -> Committed:
+        keep = {self.obj / rel for rel in self._rels()}
+        return _PartsCommitted(self.obj, backups, added, keep, self.token)
+
+
 class ObjectStorage(Storage):
     """Publishing to an object store (see the module docstring for the protocol)."""
 
@@ -272,6 +360,12 @@ class ObjectStorage(Storage):
         ``target/`` that the new version lacks are deleted (and restored on rollback)."""
         assert isinstance(target, ObjectPath)
         return _RemoteStaged(target, what, folder=True)
+
+    def stage_parts(self, target: Path, what: str = "output") -> Staged:
+        """A local temporary folder of parts, committed beside the previous version's parts,
+        which :meth:`Committed.settle` removes (:class:`_PartsStaged`)."""
+        assert isinstance(target, ObjectPath)
+        return _PartsStaged(target, what)
 
     def withdraw(self, target: Path) -> Committed | None:
         """Copy ``target`` aside and delete it; rollback copies it back."""

@@ -5,7 +5,9 @@ checks (the manifest, ``_SUCCESS``) are moved aside first, the data files are re
 place, and the certificates are renamed in last. If any step fails, everything already renamed
 is rolled back, so the previous export stays whole; a ``kill -9`` inside the commit can leave
 new data without its certificate, never a certificate without its data. Every file is sealed
-(:meth:`Staged.seal`: uploaded, on an object store) before the first target changes.
+(:meth:`Staged.seal`: uploaded, on an object store) before the first target changes. Between
+the data (with the manifest) and the certificates, each commit is settled
+(:meth:`Committed.settle`): an object store's folder of parts drops its previous parts there.
 """
 
 from __future__ import annotations
@@ -41,10 +43,17 @@ class CommitUnit:
         for s in self._staged:
             s.discard()
 
-    def commit(self, staged: Sequence[Staged] = ()) -> None:
-        """Publish everything, or nothing: on any error roll back and re-raise."""
+    def commit(self, staged: Sequence[Staged] = (), certificates: Sequence[Staged] = ()) -> None:
+        """Publish everything, or nothing: on any error roll back and re-raise.
+
+        ``certificates`` (``_SUCCESS``) are committed after everything else is committed and
+        settled (:meth:`Committed.settle`: the previous version's leftover files removed), so
+        a certificate never stands beside files of two versions.
+        """
         for s in staged:
             self.add(s)
+        data = list(self._staged)
+        self._staged.extend(certificates)
         done: list[Committed] = []
         try:
             for s in self._staged:
@@ -53,7 +62,11 @@ class CommitUnit:
                 moved = self.storage.withdraw(target)
                 if moved is not None:
                     done.append(moved)
-            for s in self._staged:
+            for s in data:
+                done.append(s.commit())
+            for c in list(done):
+                c.settle()
+            for s in certificates:
                 done.append(s.commit())
         except BaseException:
             for c in reversed(done):
