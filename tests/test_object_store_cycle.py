@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from tests.jobs.test_job_run import run
+from tests.jobs.test_job_run import kill_9_when, run
 
 ROOT = os.pathsep.join([str(Path(__file__).resolve().parents[1]), *sys.path])
 """The checkout first: a subprocess imports this batchrank, not an installed one."""
@@ -210,24 +207,10 @@ def test_kill_9_mid_upload_publishes_nothing_and_the_rerun_resumes(
     job = _job(tmp_path, s3_bundle, f"{bucket}/killcands/{{date}}/*.parquet",
                f"{bucket}/kill/{{date}}/top5.parquet")  # fmt: skip
     staging = f"{bucket}/kill/2026-12-03/_batchrank-tmp/"
-    log = (tmp_path / "killed.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_UPLOAD, "run", str(job), "--date", "2026-12-03"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "JAX_PLATFORMS": "cpu",
-                                                   "PYTHONPATH": ROOT},
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 240
-        while not s3_server.keys(staging):
-            assert proc.poll() is None, (tmp_path / "killed.log").read_text()
-            assert time.monotonic() < deadline, "the upload never started"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-        log.close()
-    assert proc.returncode == -signal.SIGKILL
+    args = ["run", str(job), "--date", "2026-12-03"]
+    env = {**os.environ, "PYTHONPATH": ROOT}  # the endpoint, credentials and cache kept
+    kill_9_when(SLOW_UPLOAD, args, lambda: bool(s3_server.keys(staging)),
+                tmp_path / "killed.log", env)  # fmt: skip
     left = s3_server.keys(f"{bucket}/kill/")
     assert left and all("/_batchrank-tmp/" in k for k in left)  # nothing a consumer reads
 

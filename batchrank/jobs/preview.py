@@ -26,12 +26,12 @@ class UserList:
 
 
 def _scan(path: Path, fmt: str, rows: int) -> pl.LazyFrame:
-    if is_remote(path):
-        return _scan_remote(path, fmt, rows)
     if path.is_dir():  # a folder of parts: read in order, as far as the head needs
         from batchrank.scoring.parts import list_parts
 
         return pl.concat([_scan(p, fmt, rows) for p in list_parts(path)])
+    if is_remote(path):
+        return _scan_remote(path, fmt, rows)
     if fmt == "parquet":
         return pl.scan_parquet(path)
     if fmt == "csv":

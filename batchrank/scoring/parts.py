@@ -14,8 +14,12 @@ user whose list alone exceeds N gets a part to itself), so the parts are the sam
 tables the rows arrive in, whatever the chunk size, batch size or engine. Concatenated in order,
 the parts hold exactly the rows of the single file.
 
-The folder is staged by the storage (:meth:`batchrank.storage.base.Storage.stage_dir`) and
-committed with the manifest as one unit (:func:`batchrank.scoring.commit.commit_run`).
+The folder is staged by the storage (:meth:`batchrank.storage.base.Storage.stage_parts`) and
+committed with the manifest as one unit (:func:`batchrank.scoring.commit.commit_run`). On an
+object store, where a folder cannot be swapped, each version's parts carry the digest of their
+listing (``part-00000-<12 hex>.parquet``: same bytes, same names) and are published beside the
+previous version's, which stay readable until the new manifest replaces theirs
+(:mod:`batchrank.storage.remote`); on local disk the names and bytes are as above.
 """
 
 from __future__ import annotations
@@ -34,12 +38,14 @@ import pyarrow as pa
 
 from batchrank.errors import BatchrankError, ConfigError, OutputError
 from batchrank.formats import Compression, Layout, OutputFormat, output_kind_of
+from batchrank.fs import ObjectPath, is_remote, local_or_remote, remote_reason
 from batchrank.scoring.writers import OutputWriter, run_starts
-from batchrank.storage import LOCAL, Staged, Storage, check_target
+from batchrank.storage import ANY, Staged, Storage, check_target
 from batchrank.storage.local import os_reason
 
 __all__ = [
     "PART_MARKER",
+    "VERSION_CHARS",
     "PartWriter",
     "check_part_folder",
     "file_entry",
@@ -53,21 +59,28 @@ __all__ = [
 PART_MARKER = ".batchrank-parts.json"
 """The file that marks a folder of parts as batchrank's (a run may replace such a folder)."""
 
-_PART = re.compile(r"part-(\d{5,})\.")
+_PART = re.compile(r"part-(\d{5,})(?:-[0-9a-f]{12})?\.")
+VERSION_CHARS = 12
+"""Hex digits of the listing digest in an object store's part names."""
 
 
-def part_name(index: int, suffix: str) -> str:
-    """The name of the ``index``-th part: ``part-00000.parquet``."""
-    return f"part-{index:05d}{suffix}"
+def part_name(index: int, suffix: str, version: str = "") -> str:
+    """The name of the ``index``-th part: ``part-00000.parquet``; on an object store with the
+    version's digest, ``part-00000-<version>.parquet``."""
+    return f"part-{index:05d}{'-' + version if version else ''}{suffix}"
+
+
+def _suffix(out: Path) -> str:
+    """A part's suffix: the output name's format suffix, and compression suffix if any, in
+    lower case (``top.csv.gz`` gives ``.csv.gz``)."""
+    kind = output_kind_of(out)
+    compressed = kind is not None and kind.compression is not None
+    return "".join(out.suffixes[-2:] if compressed else out.suffixes[-1:]).lower()
 
 
 def part_path(out: Path, index: int = 0) -> Path:
-    """The ``index``-th part of the folder ``out``: its suffix is the output name's format
-    suffix, and compression suffix if any, in lower case (``top.csv.gz/part-00000.csv.gz``)."""
-    kind = output_kind_of(out)
-    compressed = kind is not None and kind.compression is not None
-    suffix = "".join(out.suffixes[-2:] if compressed else out.suffixes[-1:]).lower()
-    return out / part_name(index, suffix)
+    """The ``index``-th part of the folder ``out`` (``top.csv.gz/part-00000.csv.gz``)."""
+    return out / part_name(index, _suffix(out))
 
 
 def is_part_folder(path: Path) -> bool:
@@ -76,9 +89,13 @@ def is_part_folder(path: Path) -> bool:
 
 
 def list_parts(folder: Path) -> list[Path]:
-    """The part files in ``folder``, in order (by number: ``part-100000`` after ``part-99999``)."""
+    """The part files in ``folder``, in order (by number: ``part-100000`` after ``part-99999``).
+
+    On an object store, read the parts its manifest lists: between a killed commit and the
+    next run the folder may also hold parts of another version."""
     found = []
-    for name in os.listdir(folder):
+    names = [p.name for p in folder.iterdir()] if is_remote(folder) else os.listdir(folder)
+    for name in names:
         m = _PART.match(name)
         if m:
             found.append((int(m.group(1)), name))
@@ -95,6 +112,10 @@ def check_part_folder(
     Raises:
         ConfigError: (or ``error``) naming the path and what it is.
     """
+    out = local_or_remote(Path(out))
+    if is_remote(out):
+        _check_remote_folder(out, what, error)
+        return
     if os.path.isfile(out) and not os.path.islink(out):
         raise error(
             f"{what} {out} is a file; with max_rows_per_file (--max-rows-per-file) the output "
@@ -111,6 +132,29 @@ def check_part_folder(
         raise error(
             f"{what} {out} is a folder batchrank did not write (no {PART_MARKER} in it); a run "
             "replaces the whole folder, so it refuses to: give another output path or empty it"
+        )
+
+
+def _check_remote_folder(out: ObjectPath, what: str, error: type[BatchrankError]) -> None:
+    """:func:`check_part_folder` for a prefix of an object store."""
+    try:
+        if out.is_file():
+            raise error(
+                f"{what} {out.display()} is an object; with max_rows_per_file "
+                "(--max-rows-per-file) the output is a folder of part files: delete the object "
+                "or give another output path"
+            )
+        if not out.is_dir() or (out / PART_MARKER).is_file():
+            return
+        empty = not any(True for _ in out.iterdir())
+    except OSError as e:
+        reason = remote_reason(e)
+        raise OutputError(f"{out.display()}: cannot list the output folder ({reason})") from e
+    if not empty:
+        raise error(
+            f"{what} {out.display()} holds objects batchrank did not write (no {PART_MARKER} "
+            "in it); a run replaces the whole folder, so it refuses to: give another output "
+            "path or empty it"
         )
 
 
@@ -153,7 +197,7 @@ class PartWriter:
         metadata: Mapping[str, str] | None = None,
         compression: Compression = None,
         escape_formulas: bool = True,
-        storage: Storage = LOCAL,
+        storage: Storage = ANY,
     ) -> None:
         """Stage the output folder (see :class:`~batchrank.scoring.writers.OutputWriter` for
         the arguments they share).
@@ -164,7 +208,7 @@ class PartWriter:
         """
         if max_rows < 1:
             raise ConfigError(f"max_rows_per_file must be at least 1; received {max_rows}")
-        self.out = Path(out)
+        self.out = local_or_remote(Path(out))
         self.max_rows = max_rows
         self.layout: Layout = layout
         self._options: dict[str, Any] = {
@@ -175,7 +219,7 @@ class PartWriter:
             "escape_formulas": escape_formulas,
         }
         check_part_folder(self.out, "output", OutputError)
-        self._staged: Staged = storage.stage_dir(self.out, "output")
+        self._staged: Staged = storage.stage_parts(self.out, "output")
         self._folder = self._staged.path
         self._writer: OutputWriter | None = None
         self._part_rows = 0
@@ -270,6 +314,8 @@ class PartWriter:
             if not self._entries:
                 self._current()  # no rows: one empty part, which still carries the schema
             self._roll()
+            if is_remote(self.out):
+                self._version_names()
             self._write_marker()
             check_part_folder(self.out, "output", OutputError)  # it may have changed meanwhile
         except BaseException:
@@ -284,6 +330,18 @@ class PartWriter:
             "files": list(self._entries),
         }
         return self._staged, summary
+
+    def _version_names(self) -> None:
+        """Name the parts by their listing's digest (object stores: module docstring)."""
+        version = listing_sha256(self._entries)[:VERSION_CHARS]
+        for i, entry in enumerate(self._entries):
+            local = self._folder / Path(entry["path"]).name
+            name = part_name(i, _suffix(self.out), version)
+            try:
+                local.rename(self._folder / name)
+            except OSError as e:
+                raise OutputError(f"{self.out}: cannot name part {name} ({os_reason(e)})") from e
+            entry["path"] = f"{self.out.name}/{name}"
 
     def _write_marker(self) -> None:
         record = {

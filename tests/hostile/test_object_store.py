@@ -203,7 +203,6 @@ def test_a_remote_work_dir_is_refused() -> None:
 @pytest.mark.parametrize(
     ("options", "what"),
     [
-        ({"max_rows_per_file": 10, "out": "s3://b/exports/out.parquet"}, "max_rows_per_file"),
         ({"format": "delta", "date": "2026-01-01"}, "--format delta"),
         ({"format": "iceberg", "date": "2026-01-01"}, "--format iceberg"),
     ],
@@ -211,8 +210,9 @@ def test_a_remote_work_dir_is_refused() -> None:
 def test_folder_outputs_on_an_object_store_are_refused_before_any_work(
     options: dict[str, object], what: str
 ) -> None:
-    """A folder of parts or a lake table on an object store is not published safely yet: a
-    clear usage error (exit 2), not a TypeError from the local-disk code."""
+    """A lake table on an object store is not published safely yet: a clear usage error
+    (exit 2), not a TypeError from the local-disk code. (A folder of parts is: see
+    tests/test_object_store_parts.py.)"""
     from batchrank.errors import ConfigError
     from batchrank.scoring.spec import ScoreSpec
 
@@ -221,3 +221,36 @@ def test_folder_outputs_on_an_object_store_are_refused_before_any_work(
             **{"model": "s3://b/models/m", "pairs": ["s3://b/cands/p.parquet"],
                "out": "s3://b/exports/out", **options},
         )  # fmt: skip
+
+
+def test_parts_on_an_object_store_are_accepted() -> None:
+    from batchrank.scoring.spec import ScoreSpec
+
+    spec = ScoreSpec.from_options(
+        model="s3://b/models/m", pairs=["s3://b/cands/p.parquet"],
+        out="s3://b/exports/out.parquet", max_rows_per_file=10,
+    )  # fmt: skip
+    assert spec.max_rows_per_file == 10
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("exports/top.parquet", "is an object; with max_rows_per_file"),
+        ("exports/top.parquet/theirs.csv", "holds objects batchrank did not write"),
+    ],
+)
+def test_parts_never_replace_an_object_or_someone_elses_prefix(
+    capsys: pytest.CaptureFixture[str], remote: str, s3_server: Any, tmp_path: Path, key: str,
+    expected: str,
+) -> None:  # fmt: skip
+    (tmp_path / "theirs").write_bytes(b"keep me")
+    s3_server.upload(tmp_path / "theirs", f"{remote}/{key}")
+    out = f"{remote}/exports/top.parquet"
+    code, err = _score(capsys, model=f"{remote}/models/m", pairs=f"{remote}/cands/p.parquet",
+                       out=out, **{"max-rows-per-file": "100"})  # fmt: skip
+    assert code == 2, err
+    assert err.startswith(f"batchrank: error: --out {out} ") and expected in err, err
+    assert s3_server.keys(f"{remote}/exports/") == [key]  # left alone
+    assert s3_server.get(f"{remote}/{key}") == b"keep me"
+    s3_server.client().delete_object(Bucket=remote.removeprefix("s3://"), Key=key)

@@ -306,10 +306,19 @@ main(sys.argv[1:])
 """
 
 
-def kill_9_when(script: str, args: list[str], ready: Callable[[], bool], log: Path) -> None:
-    """Run ``python -c script *args`` and kill -9 it once ``ready()``; it must not end first."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHRANK_")}
-    env["JAX_PLATFORMS"] = "cpu"
+def kill_9_when(
+    script: str,
+    args: list[str],
+    ready: Callable[[], bool],
+    log: Path,
+    env: dict[str, str] | None = None,
+) -> None:
+    """Run ``python -c script *args`` and kill -9 it once ``ready()``; it must not end first.
+
+    ``env``: the run's environment (default: this one without ``BATCHRANK_*`` variables)."""
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHRANK_")}
+    env = {**env, "JAX_PLATFORMS": "cpu"}
     with log.open("w") as f:
         cmd = [sys.executable, "-c", script, *args]
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
