@@ -46,8 +46,8 @@ def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _score(bundle: Path, out: str, pairs: Path, rows: int) -> int:
-    argv = ["score", "--model", str(bundle), "--pairs", str(pairs), "--out", out]
+def _score(bundle: Path, out: str, pairs: Path, rows: int, *extra: str) -> int:
+    argv = ["score", "--model", str(bundle), "--pairs", str(pairs), "--out", out, *extra]
     return run(*argv, "--max-rows-per-file", str(rows), "--quiet")
 
 
@@ -94,14 +94,14 @@ def test_parts_on_s3_equal_the_local_parts_and_a_rerun_leaves_only_its_own(
     assert _score(tiny_bundle, out, pairs, 100) == 0
     assert [f["path"] for f in _manifest(s3_server, out)["files"]] == names
 
-    # fewer parts: exactly the new set is left, all of it listed
-    assert _score(tiny_bundle, out, pairs, 250) == 0
+    # fewer parts (and a rejects file, replaced in place): exactly the new set is left, listed
+    assert _score(tiny_bundle, out, pairs, 250, "--rejects", f"{s3}/exports/rejects.csv") == 0
     manifest = _manifest(s3_server, out)
     fewer = [f["path"] for f in manifest["files"]]
     assert len(fewer) == 3 and not set(fewer) & set(names)
     assert s3_server.keys(f"{s3}/exports/") == sorted(
         ["exports/top.parquet.manifest.json", f"exports/top.parquet/{PART_MARKER}",
-         *(f"exports/{n}" for n in fewer)]
+         "exports/rejects.csv", *(f"exports/{n}" for n in fewer)]
     )  # fmt: skip
     _check_listed(s3_server, f"{s3}/exports", manifest)
     assert manifest["output"]["parts"] == 3
