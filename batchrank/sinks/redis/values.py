@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchrank.scoring.writers import run_starts
+from batchrank.sinks.redis.slots import prefixed_slots
 from batchrank.sinks.redis.target import ValueFormat
 
 __all__ = ["Encoded", "key_values", "set_commands"]
@@ -211,16 +212,39 @@ class Encoded:
     users: int
     key_bytes: int
     value_bytes: int
+    nodes: np.ndarray | None = None
+    """With a cluster's slot map: each user's node, ascending (the users were reordered so)."""
+    offsets: np.ndarray | None = None
+    """With ``nodes``: where each user's command starts in ``data``, and the end."""
 
 
-def set_commands(table: pa.Table, key_prefix: str, value: ValueFormat) -> Encoded:
-    """``SET key value`` for every user of ``table`` (complete users, grouped), concatenated."""
+def _by_node(
+    table: pa.Table, starts: np.ndarray, keys: pa.Array, nodes: np.ndarray
+) -> tuple[pa.Table, np.ndarray, pa.Array, np.ndarray]:
+    """The users reordered so that each node's are together (stably: in their order)."""
+    order = np.argsort(nodes, kind="stable")
+    lengths = np.diff(np.append(starts, table.num_rows))[order]
+    new_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    rows = np.arange(table.num_rows) + np.repeat(starts[order] - new_starts, lengths)
+    return table.take(pa.array(rows)), new_starts, keys.take(pa.array(order)), nodes[order]
+
+
+def set_commands(
+    table: pa.Table, key_prefix: str, value: ValueFormat, owner: np.ndarray | None = None
+) -> Encoded:
+    """``SET key value`` for every user of ``table`` (complete users, grouped), concatenated;
+    with a cluster's slot map ``owner`` (slot -> node), grouped by node (:attr:`Encoded.nodes`)."""
     _check(table, value)
     if table.num_rows == 0:
         return Encoded(memoryview(b""), 0, 0, 0)
     starts = run_starts(table.column("user_id"))
     users = pc.cast(table.column("user_id").combine_chunks().take(pa.array(starts)), pa.string())
     keys = pc.binary_join_element_wise(key_prefix, users, "")
+    nodes = None
+    if owner is not None:
+        nodes = owner[prefixed_slots(key_prefix, users)]
+        if np.any(np.diff(nodes) < 0):
+            table, starts, keys, nodes = _by_node(table, starts, keys, nodes)
     key_len = pc.binary_length(keys)
     layout = _layout(table, value, starts)  # the headers hold the values' lengths
     value_len = np.add.reduceat(layout.lengths, starts) - 1  # "[" ... "]", without the final CRLF
@@ -229,14 +253,30 @@ def set_commands(table: pa.Table, key_prefix: str, value: ValueFormat) -> Encode
         pa.array(value_len.astype(str)), "\r\n[", "",
     )  # fmt: skip
     resp = _items(layout, starts, header)
-    return Encoded(_buffer(resp), len(starts), int(pc.sum(key_len).as_py()), int(value_len.sum()))
+    offsets = None
+    if nodes is not None:
+        offsets = _offsets(resp)[np.append(starts, table.num_rows)]
+        offsets -= offsets[0]
+    return Encoded(
+        _buffer(resp),
+        len(starts),
+        int(pc.sum(key_len).as_py()),
+        int(value_len.sum()),
+        nodes,
+        offsets,
+    )
+
+
+def _offsets(arr: pa.Array) -> np.ndarray:
+    """A string array's ``len + 1`` offsets into its data buffer."""
+    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], width)[arr.offset : arr.offset + len(arr) + 1]
+    return offsets.astype(np.int64)
 
 
 def _buffer(arr: pa.Array) -> memoryview:
     """The concatenated bytes of a string array (its data buffer, not copied again)."""
     if len(arr) == 0:
         return memoryview(b"")
-    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    offsets = np.frombuffer(arr.buffers()[1], width)
-    lo, hi = int(offsets[arr.offset]), int(offsets[arr.offset + len(arr)])
-    return memoryview(arr.buffers()[2])[lo:hi]
+    offsets = _offsets(arr)
+    return memoryview(arr.buffers()[2])[int(offsets[0]) : int(offsets[-1])]
