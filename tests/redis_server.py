@@ -4,6 +4,9 @@
 need a password or a memory limit start their own :class:`RedisServer`. :class:`CutProxy`
 forwards a connection to a server and cuts it after a number of bytes (optionally killing the
 server there), which is how the tests make a server go away in the middle of a load.
+:class:`RedisCluster` is a real three-primary Redis Cluster made by ``redis-cli --cluster
+create``; a node may be announced at a proxy's port, so that clients reach it through a
+:class:`CutProxy`.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,9 +25,10 @@ import pytest
 
 from batchrank.sinks.redis.server import LocalRedis, free_port
 
-__all__ = ["CutProxy", "RedisServer", "free_port", "redis_server"]
+__all__ = ["CutProxy", "RedisCluster", "RedisServer", "free_port", "redis_server"]
 
 REDIS_SERVER = shutil.which("redis-server")
+REDIS_CLI = shutil.which("redis-cli")
 
 
 class RedisServer(LocalRedis):
@@ -53,16 +58,23 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 class CutProxy:
-    """Forward connections on a free port to ``port``; after ``cut_after`` bytes from the
-    client in all, close every connection, refuse new ones and run ``on_cut``."""
+    """Forward connections on a free port (or ``listen``) to ``port``; after ``cut_after``
+    bytes from the clients in all, close every connection, refuse new ones and run ``on_cut``."""
 
-    def __init__(self, port: int, cut_after: int, on_cut: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        cut_after: int,
+        on_cut: Callable[[], None] | None = None,
+        *,
+        listen: int = 0,
+    ) -> None:
         self.upstream = port
         self.cut_after = cut_after
         self.on_cut = on_cut
         self.forwarded = 0
         self.cut = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = socket.create_server(("127.0.0.1", listen))
         self.port = int(self.listener.getsockname()[1])
         self._socks: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -117,3 +129,70 @@ class CutProxy:
 
     def close(self) -> None:
         self._cut()
+
+
+class RedisCluster:
+    """Three ``redis-server --cluster-enabled yes`` on 127.0.0.1 joined by ``redis-cli --cluster
+    create`` (no replicas); ``announce`` maps a node's index to the port it tells clients."""
+
+    def __init__(self, folder: Path, announce: dict[int, int] | None = None) -> None:
+        if REDIS_CLI is None:
+            pytest.fail("redis-cli is not installed: run .ci/ensure-redis-server (make test does)")
+        self.nodes: list[RedisServer] = []
+        try:
+            for n in range(3):
+                conf = folder / f"node{n}" / "nodes.conf"
+                bus = free_port()  # the default, port + 10000, may be past 65535
+                args = ["--cluster-enabled", "yes", "--cluster-config-file", str(conf),
+                        "--cluster-port", str(bus), "--cluster-node-timeout", "5000"]  # fmt: skip
+                if n in (announce or {}):
+                    args += ["--cluster-announce-port", str((announce or {})[n]),
+                             "--cluster-announce-bus-port", str(bus)]  # fmt: skip
+                self.nodes.append(RedisServer(folder / f"node{n}", *args))
+            subprocess.run(
+                [REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in self.nodes),
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                check=True, capture_output=True, timeout=60,
+            )  # fmt: skip
+            deadline = time.monotonic() + 30
+            while not all(self._ok(s) for s in self.nodes):
+                if time.monotonic() > deadline:
+                    pytest.fail("the Redis Cluster did not reach cluster_state:ok in 30 s")
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+
+    @staticmethod
+    def _ok(node: RedisServer) -> bool:
+        info = node.client().execute_command("CLUSTER", "INFO").decode()
+        return "cluster_state:ok" in info
+
+    @property
+    def url(self) -> str:
+        """The first node's URL (any node's would do)."""
+        return self.nodes[0].url
+
+    def slot_owners(self) -> list[int]:
+        """Each slot's node (its index in :attr:`nodes`), by the first node's ``CLUSTER SLOTS``."""
+        ids = [self.node_id(n) for n in self.nodes]
+        owners = [-1] * 16384
+        for start, end, primary, *_ in self.nodes[0].client().execute_command("CLUSTER", "SLOTS"):
+            owners[start : end + 1] = [ids.index(primary[2].decode())] * (end - start + 1)
+        return owners
+
+    def slot(self, key: str) -> int:
+        """``CLUSTER KEYSLOT key`` (asked of the cluster, not computed here)."""
+        return int(self.nodes[0].client().execute_command("CLUSTER", "KEYSLOT", key))
+
+    def owner(self, key: str) -> RedisServer:
+        """The node serving ``key`` now."""
+        return self.nodes[self.slot_owners()[self.slot(key)]]
+
+    @staticmethod
+    def node_id(node: RedisServer) -> str:
+        return str(node.client().execute_command("CLUSTER", "MYID").decode())
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
