@@ -35,12 +35,12 @@ class RedisServer(LocalRedis):
     """:class:`~batchrank.sinks.redis.server.LocalRedis`, failing the test when no
     ``redis-server`` is installed, with a redis-py client for checks."""
 
-    def __init__(self, folder: Path, *args: str) -> None:
+    def __init__(self, folder: Path, *args: str, port: int | None = None) -> None:
         if REDIS_SERVER is None:
             pytest.fail(
                 "redis-server is not installed: run .ci/ensure-redis-server (make test does)"
             )
-        super().__init__(folder, *args)
+        super().__init__(folder, *args, port=port)
 
     def client(self, password: str | None = None, db: int = 0) -> Any:
         import redis
@@ -68,8 +68,11 @@ class CutProxy:
         on_cut: Callable[[], None] | None = None,
         *,
         listen: int = 0,
+        reopen: bool = False,
     ) -> None:
         self.upstream = port
+        self.reopen = reopen
+        """After the cut, go on forwarding new connections (to a restarted server)."""
         self.cut_after = cut_after
         self.on_cut = on_cut
         self.forwarded = 0
@@ -84,12 +87,12 @@ class CutProxy:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def _accept(self) -> None:
-        while not self.cut.is_set():
+        while not self.cut.is_set() or self.reopen:
             try:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            if self.cut.is_set():
+            if self.cut.is_set() and not self.reopen:
                 client.close()
                 return
             server = socket.create_connection(("127.0.0.1", self.upstream))
@@ -100,7 +103,11 @@ class CutProxy:
     def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
         try:
             while data := src.recv(65536):
-                if counted and self.forwarded + len(data) > self.cut_after:
+                if (
+                    counted
+                    and not self.cut.is_set()
+                    and self.forwarded + len(data) > self.cut_after
+                ):
                     dst.sendall(data[: self.cut_after - self.forwarded])  # up to the cut
                     self.forwarded = self.cut_after
                     time.sleep(0.2)  # let the server execute what it received
@@ -121,7 +128,8 @@ class CutProxy:
         self.cut.set()
         if self.on_cut is not None:
             self.on_cut()
-        self.listener.close()
+        if not self.reopen:
+            self.listener.close()
         for s in self._socks:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
@@ -129,6 +137,7 @@ class CutProxy:
 
     def close(self) -> None:
         self._cut()
+        self.listener.close()
 
 
 class RedisCluster:

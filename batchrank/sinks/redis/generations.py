@@ -303,7 +303,11 @@ class RedisSink:
         if self.space.nodes.cluster:  # what each primary acknowledged; the sum is ``keys``
             report["nodes"] = self.loader.acked_by
         info = {k: report[k] for k in ("keys", "bytes", "value")}
-        self.space.mark(self.generation, {"state": "ready", "loaded_at": now(), **info})
+        ready = {"state": "ready", "loaded_at": now(), **info}
+        # the control connection sat idle through the load: a blip the writers survived
+        self.space.retrying(
+            "mark the generation ready", lambda: self.space.mark(self.generation, ready)
+        )
         self._report = report
         return RedisStaged(self), report
 

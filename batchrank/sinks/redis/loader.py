@@ -7,7 +7,8 @@ one contiguous slice of protocol bytes per node. Every node has a :class:`_Write
 that owns that node's socket and sends a part while the previous one's replies are read, so
 each server always has work queued and nothing waits a round trip per batch. At most two parts
 per node are in flight: after a connection error the writer reconnects to its node (bounded
-retries with backoff) and sends them again (``SET`` is idempotent).
+retries with backoff) and sends them again (``SET`` is idempotent), unless the node restarted
+meanwhile (a new ``run_id``: what it acknowledged before may be gone), which fails the load.
 
 Replies that are redirections (``MOVED``/``ASK``: a slot moved while loading) are set aside
 with their commands and sent to the node named, once every writer is done
@@ -84,7 +85,9 @@ class _Writer:
     def __init__(self, target: RedisTarget, connect: Callable[[], Connection]) -> None:
         self._connect = connect
         self.retries = target.retries
+        self.target = target
         self.conn = with_retries(target, "connect", connect)
+        self._run_id = self.conn.run_id()
         self.acked = 0
         self.redirected: list[tuple[bytes, bytes]] = []
         """(command, reply) of every ``MOVED``/``ASK`` answer."""
@@ -182,11 +185,21 @@ class _Writer:
             self._pending.clear()
             try:
                 self.conn = self._connect()
+                self._same_server()
                 for p in self._inflight:
                     self.conn.send(p.data)
                 return
             except LinkError as e:
                 error = e
+
+    def _same_server(self) -> None:
+        """A server that restarted may have lost keys it acknowledged (persistence off, or
+        not yet written): the load cannot go on as if they were there."""
+        if self.conn.run_id() != self._run_id:
+            raise OutputError(
+                f"{self.target.display}: the server restarted during the load (its run_id "
+                "changed), so keys it acknowledged before may be gone; run again"
+            )
 
 
 class Loader:

@@ -139,6 +139,12 @@ class Connection:
         message = f"{self.target.display}: {command} refused: {reply}{_hint(reply)}"
         return ReplyError(message, reply=reply)
 
+    def run_id(self) -> str:
+        """The server process's ``run_id`` (``INFO server``): a new one after a restart."""
+        info = self.call("INFO", "server")
+        text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+        return next((ln[7:].strip() for ln in text.splitlines() if ln.startswith("run_id:")), "")
+
     def close(self) -> None:
         """Close the socket (safe to call twice)."""
         with contextlib.suppress(OSError, AttributeError):

@@ -26,11 +26,13 @@ class LocalRedis:
     """``redis-server`` on 127.0.0.1 with ``--save "" --appendonly no`` and extra arguments;
     stop it with :meth:`stop` (or use it as a context manager)."""
 
-    def __init__(self, folder: Path, *args: str, binary: str | None = None) -> None:
+    def __init__(
+        self, folder: Path, *args: str, binary: str | None = None, port: int | None = None
+    ) -> None:
         exe = binary or shutil.which("redis-server")
         if exe is None:
             raise ConfigError("redis-server is not installed (apt-get install redis-server)")
-        self.port = free_port()
+        self.port = port or free_port()
         folder.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
