@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +18,7 @@ from batchrank.sinks.redis.slots import hash_slots, key_slot, prefixed_slots
 from tests.hostile.test_redis import error_line, published
 from tests.jobs.test_job_run import _clean_env, run  # noqa: F401 (autouse: no BATCHRANK_*)
 from tests.redis_server import CutProxy, RedisCluster, free_port
+from tests.sinks.test_redis_publish import manifest_of, publish_runs, score
 
 
 @pytest.fixture(scope="module")
@@ -28,17 +28,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
         yield c
     finally:
         c.stop()
-
-
-def manifest_of(out: Path) -> dict[str, Any]:
-    return json.loads(out.with_name(out.name + ".manifest.json").read_text())
-
-
-def score(bundle: Path, out: Path, url: str) -> int:
-    return run(
-        "score", "--model", str(bundle), "--pairs", "all", "--out", str(out), "--publish", url,
-        "--quiet",
-    )  # fmt: skip
 
 
 def test_slots_are_the_clusters_own(cluster: RedisCluster) -> None:
@@ -85,12 +74,8 @@ def _check_lists(cluster: RedisCluster, out: Path, prefix: str) -> dict[int, int
 def test_publish_reads_back_from_every_node_and_rolls_back(
     tmp_path: Path, tiny_bundle: Path, cluster: RedisCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = cluster.url + "?prefix=cl:&keep=2"
-    gens = []
-    for n in range(3):
-        out = tmp_path / f"top{n}.parquet"
-        assert score(tiny_bundle, out, url) == 0
-        gens.append(manifest_of(out)["run_id"])
+    gens = publish_runs(tiny_bundle, tmp_path, cluster.url + "?prefix=cl:&keep=2")
+    out = tmp_path / "top2.parquet"
     per_node = _check_lists(cluster, out, "cl:")
     assert all(per_node.values()), per_node  # the keys are spread over the three primaries
     redis = manifest_of(out)["publish"]["redis"]
