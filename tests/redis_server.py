@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from batchrank.sinks.redis.server import LocalRedis, free_port
+from batchrank.sinks.redis.server import LocalCluster, LocalRedis, free_port
 
 __all__ = ["CutProxy", "RedisCluster", "RedisServer", "free_port", "redis_server"]
 
@@ -140,47 +139,16 @@ class CutProxy:
         self.listener.close()
 
 
-class RedisCluster:
-    """Three ``redis-server --cluster-enabled yes`` on 127.0.0.1 joined by ``redis-cli --cluster
-    create`` (no replicas); ``announce`` maps a node's index to the port it tells clients."""
+class RedisCluster(LocalCluster):
+    """:class:`~batchrank.sinks.redis.server.LocalCluster` of three :class:`RedisServer`
+    (failing the test when ``redis-cli`` is missing), with checks that ask the cluster."""
+
+    nodes: list[RedisServer]  # type: ignore[assignment]
 
     def __init__(self, folder: Path, announce: dict[int, int] | None = None) -> None:
         if REDIS_CLI is None:
             pytest.fail("redis-cli is not installed: run .ci/ensure-redis-server (make test does)")
-        self.nodes: list[RedisServer] = []
-        try:
-            for n in range(3):
-                conf = folder / f"node{n}" / "nodes.conf"
-                bus = free_port()  # the default, port + 10000, may be past 65535
-                args = ["--cluster-enabled", "yes", "--cluster-config-file", str(conf),
-                        "--cluster-port", str(bus), "--cluster-node-timeout", "5000"]  # fmt: skip
-                if n in (announce or {}):
-                    args += ["--cluster-announce-port", str((announce or {})[n]),
-                             "--cluster-announce-bus-port", str(bus)]  # fmt: skip
-                self.nodes.append(RedisServer(folder / f"node{n}", *args))
-            subprocess.run(
-                [REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in self.nodes),
-                 "--cluster-replicas", "0", "--cluster-yes"],
-                check=True, capture_output=True, timeout=60,
-            )  # fmt: skip
-            deadline = time.monotonic() + 30
-            while not all(self._ok(s) for s in self.nodes):
-                if time.monotonic() > deadline:
-                    pytest.fail("the Redis Cluster did not reach cluster_state:ok in 30 s")
-                time.sleep(0.05)
-        except BaseException:
-            self.stop()
-            raise
-
-    @staticmethod
-    def _ok(node: RedisServer) -> bool:
-        info = node.client().execute_command("CLUSTER", "INFO").decode()
-        return "cluster_state:ok" in info
-
-    @property
-    def url(self) -> str:
-        """The first node's URL (any node's would do)."""
-        return self.nodes[0].url
+        super().__init__(folder, 3, announce=announce, server=RedisServer)
 
     def slot_owners(self) -> list[int]:
         """Each slot's node (its index in :attr:`nodes`), by the first node's ``CLUSTER SLOTS``."""
@@ -201,7 +169,3 @@ class RedisCluster:
     @staticmethod
     def node_id(node: RedisServer) -> str:
         return str(node.client().execute_command("CLUSTER", "MYID").decode())
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()

@@ -167,3 +167,13 @@ def test_a_node_killed_mid_load_fails_with_one_line_and_leaves_current(
         assert not out.exists() and published(out) == []
     finally:
         c.stop()
+
+
+def test_bench_loads_a_local_cluster_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["publish", "bench", "--users", "1000", "--items", "2", "--repeat", "1", "--json"]
+    assert run(*args, "--cluster", "3") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["cluster_primaries"] == 3 and result["cluster_users_per_s"] > 0
+    assert result["batchrank_users_per_s"] > 0 and result["redis_py_users_per_s"] > 0
+    assert run(*args, "--cluster", "2") == 2
+    assert "at least 3 primaries" in error_line(capsys)
