@@ -1,10 +1,13 @@
 """The servers behind a target: one ``redis-server``, or the primaries of a Redis Cluster.
 
-A cluster is detected, not configured: the URL's node is asked ``INFO cluster``, and
-``cluster_enabled:1`` makes :class:`Nodes` read ``CLUSTER SLOTS`` (which primary serves each
-hash slot; what redis-py's ``RedisCluster`` and the other cluster clients do) and route every
-command by its key's slot (:mod:`.slots`). The same ``redis://host:port/0`` then names a
-single server or any node of a cluster, as redis-py's and Valkey GLIDE's URLs do.
+A cluster is detected, not configured: the URL's node is asked ``CLUSTER SLOTS`` (which
+primary serves each hash slot; what redis-py's ``RedisCluster`` and the other cluster clients
+read). A server without cluster support answers it with an error and is a single server;
+otherwise :class:`Nodes` routes every command by its key's slot (:mod:`.slots`). Only
+``CLUSTER SLOTS`` is needed, not ``INFO`` (which restricted ACL users often lack); on a
+cluster the user must be allowed it, as with any cluster client (refused, the publisher takes
+the node for a single server and fails loudly at the first ``CROSSSLOT``). The same
+``redis://host:port/0`` then names a single server or any node of a cluster.
 
 A command answered ``-MOVED slot host:port`` (the slot moved: a resharding) is sent again to
 that node and the slot map is read again before the next command; ``-ASK slot host:port``
@@ -128,10 +131,11 @@ class Nodes:
         for addr in dict.fromkeys([self.seed, *known]):
             try:
                 conn = self.connection(addr)
-                info = _text(conn.call("INFO", "cluster"))
-                if "cluster_enabled:1" not in info:
+                try:
+                    reply = conn.call("CLUSTER", "SLOTS")
+                except ReplyError:  # "cluster support disabled", or a proxy's refusal
                     return Topology((self.seed,))
-                return _topology(conn.call("CLUSTER", "SLOTS"), self.target, self.seed)
+                return _topology(reply, self.target, self.seed)
             except LinkError as e:
                 self.drop(addr)
                 error = error or e

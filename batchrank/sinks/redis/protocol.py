@@ -140,8 +140,12 @@ class Connection:
         return ReplyError(message, reply=reply)
 
     def run_id(self) -> str:
-        """The server process's ``run_id`` (``INFO server``): a new one after a restart."""
-        info = self.call("INFO", "server")
+        """The server process's ``run_id`` (``INFO server``): a new one after a restart; empty
+        where the user may not run ``INFO`` (a restart then goes unnoticed)."""
+        try:
+            info = self.call("INFO", "server")
+        except ReplyError:
+            return ""
         text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
         return next((ln[7:].strip() for ln in text.splitlines() if ln.startswith("run_id:")), "")
 
