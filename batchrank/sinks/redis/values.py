@@ -213,20 +213,23 @@ class Encoded:
     key_bytes: int
     value_bytes: int
     nodes: np.ndarray | None = None
-    """With a cluster's slot map: each user's node, ascending (the users were reordered so)."""
+    """With a cluster's slot map: each user's node, ascending (the commands were reordered so)."""
     offsets: np.ndarray | None = None
     """With ``nodes``: where each user's command starts in ``data``, and the end."""
 
 
-def _by_node(
-    table: pa.Table, starts: np.ndarray, keys: pa.Array, nodes: np.ndarray
-) -> tuple[pa.Table, np.ndarray, pa.Array, np.ndarray]:
-    """The users reordered so that each node's are together (stably: in their order)."""
+def _by_node(resp: pa.Array, starts: np.ndarray, nodes: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """The users' commands (``resp``'s items, from each user's first) reordered so that each
+    node's are together, stably: one ``take`` over a per-user view of the same bytes."""
+    width = pa.large_binary() if pa.types.is_large_string(resp.type) else pa.binary()
+    bounds = _offsets(resp)[np.append(starts, len(resp))]
+    dtype = np.int64 if width == pa.large_binary() else np.int32
+    per_user = pa.Array.from_buffers(
+        width, len(starts), [None, pa.py_buffer(bounds.astype(dtype)), resp.buffers()[2]]
+    )
     order = np.argsort(nodes, kind="stable")
-    lengths = np.diff(np.append(starts, table.num_rows))[order]
-    new_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    rows = np.arange(table.num_rows) + np.repeat(starts[order] - new_starts, lengths)
-    return table.take(pa.array(rows)), new_starts, keys.take(pa.array(order)), nodes[order]
+    grouped = per_user.take(pa.array(order))
+    return grouped, _offsets(grouped)
 
 
 def set_commands(
@@ -240,11 +243,6 @@ def set_commands(
     starts = run_starts(table.column("user_id"))
     users = pc.cast(table.column("user_id").combine_chunks().take(pa.array(starts)), pa.string())
     keys = pc.binary_join_element_wise(key_prefix, users, "")
-    nodes = None
-    if owner is not None:
-        nodes = owner[prefixed_slots(key_prefix, users)]
-        if np.any(np.diff(nodes) < 0):
-            table, starts, keys, nodes = _by_node(table, starts, keys, nodes)
     key_len = pc.binary_length(keys)
     layout = _layout(table, value, starts)  # the headers hold the values' lengths
     value_len = np.add.reduceat(layout.lengths, starts) - 1  # "[" ... "]", without the final CRLF
@@ -253,9 +251,11 @@ def set_commands(
         pa.array(value_len.astype(str)), "\r\n[", "",
     )  # fmt: skip
     resp = _items(layout, starts, header)
-    offsets = None
-    if nodes is not None:
-        offsets = _offsets(resp)[np.append(starts, table.num_rows)]
+    nodes = offsets = None
+    if owner is not None:
+        nodes = owner[prefixed_slots(key_prefix, users)]
+        resp, offsets = _by_node(resp, starts, nodes)
+        nodes = np.sort(nodes, kind="stable")
         offsets -= offsets[0]
     return Encoded(
         _buffer(resp),
@@ -268,8 +268,9 @@ def set_commands(
 
 
 def _offsets(arr: pa.Array) -> np.ndarray:
-    """A string array's ``len + 1`` offsets into its data buffer."""
-    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    """A string or binary array's ``len + 1`` offsets into its data buffer."""
+    large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
+    width = np.int64 if large else np.int32
     offsets = np.frombuffer(arr.buffers()[1], width)[arr.offset : arr.offset + len(arr) + 1]
     return offsets.astype(np.int64)
 
