@@ -104,13 +104,27 @@ def rollback_command(
 @click.option("--users", default=200_000, show_default=True, type=click.IntRange(min=1000))
 @click.option("--items", default=10, show_default=True, type=click.IntRange(min=1, max=1000))
 @click.option("--repeat", default=2, show_default=True, type=click.IntRange(min=1, max=10))
+@click.option(
+    "--cluster",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0, max=16),
+    metavar="PRIMARIES",
+    help="Also load a local Redis Cluster of this many primaries (needs redis-cli).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON on stdout.")
-def bench_command(users: int, items: int, repeat: int, as_json: bool) -> None:
+def bench_command(users: int, items: int, repeat: int, cluster: int, as_json: bool) -> None:
     """Users/s of batchrank's loader against a plain redis-py pipeline loop writing the same
-    JSON values, side by side against one local redis-server this command starts."""
+    JSON values, side by side against one local redis-server this command starts (and the
+    loader on a local Redis Cluster, with --cluster)."""
     from batchrank.sinks.redis.bench import run_bench
 
-    result = run_bench(users=users, items=items, repeat=repeat)
+    if cluster in (1, 2):
+        msg = (
+            f"--cluster: redis-cli --cluster create needs at least 3 primaries; received {cluster}"
+        )
+        raise ConfigError(msg)
+    result = run_bench(users=users, items=items, repeat=repeat, cluster=cluster)
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
         return
@@ -121,3 +135,8 @@ def bench_command(users: int, items: int, repeat: int, as_json: bool) -> None:
         f"  redis-py pipeline  {result['redis_py_users_per_s']:>12,.0f} users/s\n"
         f"  ratio              {result['ratio']:>12.2f}x"
     )
+    if cluster:
+        click.echo(
+            f"  batchrank loader on a {cluster}-primary local cluster "
+            f"{result['cluster_users_per_s']:,.0f} users/s"
+        )

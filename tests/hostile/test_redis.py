@@ -74,6 +74,28 @@ def test_server_killed_mid_load_fails_the_run_and_publishes_nothing(
         server.stop()
 
 
+def test_a_server_restarted_mid_load_is_not_trusted_with_what_it_acknowledged(
+    tmp_path: Path, tiny_bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    servers = [RedisServer(tmp_path / "redis")]
+
+    def restart() -> None:  # the same address, a new process with none of the keys
+        servers[0].kill()
+        servers.append(RedisServer(tmp_path / "redis2", port=servers[0].port))
+
+    try:
+        proxy = CutProxy(servers[0].port, cut_after=20_000, on_cut=restart, reopen=True)
+        out = tmp_path / "out" / "top.parquet"
+        assert score(tiny_bundle, out, proxy.url + "?retries=2") == 5
+        line = error_line(capsys)
+        assert f"redis://127.0.0.1:{proxy.port}/0" in line and "restarted" in line
+        assert len(servers) == 2 and not out.exists() and published(out) == []
+    finally:
+        proxy.close()
+        for server in servers:
+            server.stop()
+
+
 def test_wrong_password_is_one_line_with_the_password_hidden(
     tmp_path: Path, tiny_bundle: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

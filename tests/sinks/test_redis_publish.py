@@ -26,6 +26,16 @@ def score(bundle: Path, out: Path, url: str, *extra: str) -> int:
     )  # fmt: skip
 
 
+def publish_runs(bundle: Path, folder: Path, url: str, runs: int = 3) -> list[str]:
+    """Score and publish ``runs`` times (``folder/top{n}.parquet``); the generations."""
+    generations = []
+    for n in range(runs):
+        out = folder / f"top{n}.parquet"
+        assert score(bundle, out, url) == 0
+        generations.append(manifest_of(out)["run_id"])
+    return generations
+
+
 def test_every_users_list_reads_back_as_in_the_parquet_output(
     tmp_path: Path, tiny_bundle: Path, redis_server: RedisServer
 ) -> None:
@@ -60,12 +70,7 @@ def test_every_users_list_reads_back_as_in_the_parquet_output(
 def test_keep_prunes_old_generations_and_rollback_points_back(
     tmp_path: Path, tiny_bundle: Path, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = redis_server.url + "?prefix=k:&keep=2"
-    gens = []
-    for n in range(3):
-        out = tmp_path / f"top{n}.parquet"
-        assert score(tiny_bundle, out, url) == 0
-        gens.append(manifest_of(out)["run_id"])
+    gens = publish_runs(tiny_bundle, tmp_path, redis_server.url + "?prefix=k:&keep=2")
     r = redis_server.client()
     kept = {k.decode().split(":")[1] for k in r.scan_iter("k:*:*")}
     assert kept == set(gens[1:])  # the oldest generation was deleted

@@ -8,7 +8,8 @@ Key layout under a prefix (default ``batchrank:{job}:``):
 - ``{prefix}history``: a sorted set of committed generations by the server's commit time.
 
 A generation is staged (every key loaded, the acknowledged count checked), then committed by
-one ``SET {prefix}current``; see :mod:`.generations`.
+one ``SET {prefix}current``; see :mod:`.generations`. A Redis Cluster is detected from the
+URL's node and each key goes to the primary serving its hash slot; see :mod:`.cluster`.
 """
 
 from __future__ import annotations

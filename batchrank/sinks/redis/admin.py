@@ -1,21 +1,36 @@
-"""``batchrank publish``'s operations on a prefix's generations: ping, rollback, status."""
+"""``batchrank publish``'s operations on a prefix's generations: ping, rollback, status
+(on a single server or a Redis Cluster: each command goes to the node serving its key)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from batchrank.errors import OutputError
+from batchrank.sinks.redis.cluster import Addr, Nodes
 from batchrank.sinks.redis.generations import Keyspace, now
-from batchrank.sinks.redis.protocol import Connection, with_retries
+from batchrank.sinks.redis.protocol import LinkError, with_retries
 from batchrank.sinks.redis.target import RedisTarget
 
 __all__ = ["ping", "rollback", "status"]
 
 
 def ping(target: RedisTarget) -> None:
-    """Connect, authenticate and select the database (retried): fail before any work."""
-    with with_retries(target, "connect", lambda: Connection(target)) as conn:
-        conn.call("PING")
+    """Connect, authenticate and select the database (retried), on every primary of a
+    cluster: fail before any work."""
+    nodes = Nodes(target)
+    try:
+        for addr in nodes.primaries():
+
+            def attempt(addr: Addr = addr) -> None:
+                try:
+                    nodes.connection(addr).call("PING")
+                except LinkError:
+                    nodes.drop(addr)
+                    raise
+
+            with_retries(nodes.node_target(addr), "connect", attempt)
+    finally:
+        nodes.close()
 
 
 def rollback(target: RedisTarget, prefix: str, to: str | None = None) -> tuple[str | None, str]:
@@ -28,7 +43,7 @@ def rollback(target: RedisTarget, prefix: str, to: str | None = None) -> tuple[s
         OutputError: no earlier generation is kept, or ``to`` is not a ready generation.
     """
     space = Keyspace(target, prefix)
-    with space.conn as conn:
+    try:
         current = space.current()
         ready = {g for g, i in space.generations().items() if i.get("state") == "ready"}
         if to is None:
@@ -48,20 +63,27 @@ def rollback(target: RedisTarget, prefix: str, to: str | None = None) -> tuple[s
         space.point(to)
         # The rolled-back generation drops out of the history so a second rollback goes further.
         if current is not None and current != to:
-            conn.call("ZREM", space.history_key, current)
+            space.call(space.history_key, "ZREM", space.history_key, current)
             info = space.generations().get(current, {})
             space.mark(current, {**info, "state": "rolled-back", "rolled_back_at": now()})
         return current, to
+    finally:
+        space.close()
 
 
 def status(target: RedisTarget, prefix: str) -> dict[str, Any]:
     """``current``, the committed history (newest first) and every generation's record."""
     space = Keyspace(target, prefix)
-    with space.conn:
-        return {
+    try:
+        out = {
             "url": target.display,
             "prefix": prefix,
             "current": space.current(),
             "history": space.history(),
             "generations": space.generations(),
         }
+        if space.nodes.cluster:
+            out["cluster_primaries"] = [f"{h}:{p}" for h, p in space.nodes.primaries()]
+        return out
+    finally:
+        space.close()

@@ -5,7 +5,9 @@ of realistic lengths) to one local ``redis-server`` started for the run (persist
 loader is timed from the ranked Arrow tables (JSON and protocol encoding included) to the
 verified acknowledgement; the baseline gets its values already encoded, and is timed for
 ``pipeline.set`` per key with an ``execute()`` every 10,000 keys. The database is flushed
-between runs; each side's best of ``repeat`` runs is reported.
+between runs; each side's best of ``repeat`` runs is reported. With ``cluster`` primaries, the
+loader also loads a local Redis Cluster of that many nodes (``redis-cli --cluster create``) in
+the same alternation, so the single server and the cluster are measured side by side.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pyarrow as pa
 
 from batchrank.sinks.redis.generations import RedisSink
 from batchrank.sinks.redis.protocol import Connection
-from batchrank.sinks.redis.server import LocalRedis
+from batchrank.sinks.redis.server import LocalCluster, LocalRedis
 from batchrank.sinks.redis.target import target_of
 from batchrank.sinks.redis.values import key_values
 
@@ -111,16 +113,19 @@ def _redis_py(port: int, values: list[tuple[list[str], list[str]]]) -> float:
     return elapsed
 
 
-def _flush(url: str) -> None:
-    with Connection(target_of(url)) as conn:
-        conn.call("FLUSHALL")
+def _flush(*urls: str) -> None:
+    for url in urls:
+        with Connection(target_of(url)) as conn:
+            conn.call("FLUSHALL")
 
 
-def run_bench(*, users: int, items: int, repeat: int) -> dict[str, Any]:
-    """Run both loaders ``repeat`` times each, alternating; return the best figures."""
+def run_bench(*, users: int, items: int, repeat: int, cluster: int = 0) -> dict[str, Any]:
+    """Run both loaders ``repeat`` times each, alternating (and the loader on a local cluster
+    of ``cluster`` primaries, when not 0); return the best figures."""
     tables = ranked_tables(users, items)
     with tempfile.TemporaryDirectory(prefix="batchrank-redis-bench-") as tmp:
-        server = LocalRedis(Path(tmp))
+        server = LocalRedis(Path(tmp) / "single")
+        nodes = LocalCluster(Path(tmp) / "cluster", cluster) if cluster else None
         try:
             prefix = "bench:g0:"
             encoded = [key_values(t, prefix, "json") for t in tables]
@@ -128,15 +133,21 @@ def run_bench(*, users: int, items: int, repeat: int) -> dict[str, Any]:
             value_bytes = sum(int(kv["value"].str.len_bytes().sum()) for kv in encoded)
             ours: list[float] = []
             theirs: list[float] = []
+            on_cluster: list[float] = []
             for run in range(repeat):
                 _flush(server.url)
                 ours.append(_ours(server.url, tables, run, users))
                 _flush(server.url)
                 theirs.append(_redis_py(server.port, values))
+                if nodes is not None:
+                    _flush(*(n.url for n in nodes.nodes))
+                    on_cluster.append(_ours(nodes.url, tables, run, users))
         finally:
             server.stop()
+            if nodes is not None:
+                nodes.stop()
     best_ours, best_theirs = min(ours), min(theirs)
-    return {
+    out = {
         "users": users,
         "items": items,
         "repeat": repeat,
@@ -147,3 +158,10 @@ def run_bench(*, users: int, items: int, repeat: int) -> dict[str, Any]:
         "redis_py_users_per_s": users / best_theirs,
         "ratio": best_theirs / best_ours,
     }
+    if on_cluster:
+        out |= {
+            "cluster_primaries": cluster,
+            "cluster_s": round(min(on_cluster), 3),
+            "cluster_users_per_s": users / min(on_cluster),
+        }
+    return out

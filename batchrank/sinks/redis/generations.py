@@ -12,7 +12,9 @@
   ``SCAN MATCH`` and batched ``UNLINK`` (freed off the server's main thread).
 
 Every command touches one key, so nothing relies on keys sharing a cluster slot (no
-``RENAME``, no multi-key transaction). ``batchrank publish`` is :mod:`.admin`.
+``RENAME``, no multi-key transaction): on a Redis Cluster each goes to the primary serving its
+key (:mod:`.cluster`), and deleting a generation scans every primary. ``batchrank publish``
+is :mod:`.admin`.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from batchrank.errors import OutputError
+from batchrank.sinks.redis.cluster import Nodes
 from batchrank.sinks.redis.loader import Loader
-from batchrank.sinks.redis.protocol import Connection, LinkError, with_retries
+from batchrank.sinks.redis.protocol import LinkError, with_retries
 from batchrank.sinks.redis.target import RedisTarget
 from batchrank.storage.base import Committed, Staged
 
@@ -37,7 +40,6 @@ __all__ = ["Keyspace", "RedisSink", "RedisStaged", "now"]
 log = logging.getLogger("batchrank.publish")
 
 T = TypeVar("T")
-_UNLINK_BATCH = 1000
 _GLOB = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
 
@@ -51,50 +53,49 @@ def now() -> str:
 
 
 class Keyspace:
-    """The keys of one prefix on one connection: ``current``, the generations and their data."""
+    """The keys of one prefix on a target's nodes: ``current``, the generations and their data.
 
-    def __init__(self, target: RedisTarget, prefix: str, conn: Connection | None = None) -> None:
+    Each command goes to the primary serving its key (:class:`~.cluster.Nodes`); deleting a
+    generation scans every primary.
+    """
+
+    def __init__(self, target: RedisTarget, prefix: str, nodes: Nodes | None = None) -> None:
         self.target = target
-        self.conn = conn if conn is not None else with_retries(target, "connect", self._connect)
+        self.nodes = nodes if nodes is not None else Nodes(target)
         self.prefix = prefix
         self.current_key = prefix + "current"
         self.generations_key = prefix + "generations"
         self.history_key = prefix + "history"
 
-    def _connect(self) -> Connection:
-        return Connection(self.target)
-
     def retrying(self, what: str, step: Callable[[], T]) -> T:
         """Run ``step``; after a lost connection reconnect and run it again (bounded)."""
 
         def attempt() -> T:
-            if self._lost:
-                self.conn = self._connect()
-                self._lost = False
             try:
                 return step()
             except LinkError:
-                self.conn.close()
-                self._lost = True
+                self.nodes.reset()
                 raise
 
         return with_retries(self.target, what, attempt)
 
-    _lost = False
-
     def lost(self) -> None:
         """Reconnect before the next command."""
-        self._lost = True
+        self.nodes.reset()
 
     def close(self) -> None:
-        self.conn.close()
+        self.nodes.close()
+
+    def call(self, key: str, *args: bytes | str | int) -> Any:
+        """Run a command on ``key`` (on the node serving it)."""
+        return self.nodes.call(key, *args)
 
     def current(self) -> str | None:
-        return _text(self.conn.call("GET", self.current_key))
+        return _text(self.call(self.current_key, "GET", self.current_key))
 
     def generations(self) -> dict[str, dict[str, Any]]:
         """Every known generation's state (``loading`` or ``ready``, keys, bytes...)."""
-        flat = self.conn.call("HGETALL", self.generations_key) or []
+        flat = self.call(self.generations_key, "HGETALL", self.generations_key) or []
         out: dict[str, dict[str, Any]] = {}
         for name, raw in zip(flat[::2], flat[1::2], strict=True):
             try:
@@ -106,33 +107,34 @@ class Keyspace:
 
     def history(self) -> list[str]:
         """Committed generations, newest first."""
-        return [_text(g) or "" for g in self.conn.call("ZREVRANGE", self.history_key, 0, -1)]
+        return [
+            _text(g) or ""
+            for g in self.call(self.history_key, "ZREVRANGE", self.history_key, 0, -1)
+        ]
 
     def mark(self, generation: str, info: dict[str, Any]) -> None:
-        self.conn.call("HSET", self.generations_key, generation, json.dumps(info, sort_keys=True))
+        record = json.dumps(info, sort_keys=True)
+        self.call(self.generations_key, "HSET", self.generations_key, generation, record)
 
     def delete(self, generation: str) -> int:
-        """Delete a generation's keys (``SCAN MATCH`` + batched ``UNLINK``) and its records."""
+        """Delete a generation's keys (``SCAN MATCH`` on every primary, batched ``UNLINK``)
+        and its records."""
         pattern = (self.prefix + generation + ":").translate(_GLOB) + "*"
-        cursor, deleted = b"0", 0
-        while True:
-            cursor, keys = self.conn.call("SCAN", cursor, "MATCH", pattern, "COUNT", 10_000)
-            for lo in range(0, len(keys), _UNLINK_BATCH):
-                deleted += self.conn.call("UNLINK", *keys[lo : lo + _UNLINK_BATCH])
-            if cursor in (b"0", 0, "0"):
-                break
-        self.conn.pipeline(
-            [("HDEL", self.generations_key, generation), ("ZREM", self.history_key, generation)]
-        )
+        deleted = 0
+        for addr in self.nodes.primaries():
+            for keys in self.nodes.scan(addr, pattern):
+                deleted += self.nodes.unlink(addr, keys)
+        self.call(self.generations_key, "HDEL", self.generations_key, generation)
+        self.call(self.history_key, "ZREM", self.history_key, generation)
         return deleted
 
     def point(self, generation: str | None) -> str | None:
         """Point ``current`` at ``generation`` (or remove it); return what it named before."""
         if generation is None:
             before = self.current()
-            self.conn.call("DEL", self.current_key)
+            self.call(self.current_key, "DEL", self.current_key)
             return before
-        return _text(self.conn.call("SET", self.current_key, generation, "GET"))
+        return _text(self.call(self.current_key, "SET", self.current_key, generation, "GET"))
 
     def prune(self, keep: int) -> list[str]:
         """Delete generations beyond the ``keep`` newest committed ones (the current one and
@@ -208,8 +210,8 @@ class RedisStaged(Staged):
         try:
             space.retrying(
                 "record the commit",
-                lambda: space.conn.call(
-                    "ZADD", space.history_key, _server_ms(space), self.generation
+                lambda: space.call(
+                    space.history_key, "ZADD", space.history_key, _server_ms(space), self.generation
                 ),
             )
         except OutputError as e:  # current is switched; only rollback's ordering lacks it
@@ -239,7 +241,7 @@ class RedisStaged(Staged):
 
 
 def _server_ms(space: Keyspace) -> int:
-    seconds, micros = space.conn.call("TIME")
+    seconds, micros = space.call(space.history_key, "TIME")  # the history's node's clock
     return int(seconds) * 1000 + int(micros) // 1000
 
 
@@ -256,7 +258,7 @@ class RedisSink:
             self._clean(prefix)
             if generation != self.before:  # an idempotent re-run rewrites the current lists
                 self.space.mark(generation, {"state": "loading", "started_at": now()})
-            self.loader = Loader(target, self.space.conn, prefix + generation + ":")
+            self.loader = Loader(self.space.nodes, prefix + generation + ":")
         except BaseException:
             self.close()
             raise
@@ -289,8 +291,7 @@ class RedisSink:
             ``prefix``, ``generation``, ``keys``, ``bytes`` (values), ``key_bytes``, ``value``.
         """
         keys = self.loader.finish()
-        self.space.conn = self.loader.conn  # a retry may have reconnected
-        report = {
+        report: dict[str, Any] = {
             "url": self.target.display,
             "prefix": self.space.prefix,
             "generation": self.generation,
@@ -299,17 +300,22 @@ class RedisSink:
             "key_bytes": self.loader.key_bytes,
             "value": self.target.value,
         }
+        if self.space.nodes.cluster:  # what each primary acknowledged; the sum is ``keys``
+            report["nodes"] = self.loader.acked_by
         info = {k: report[k] for k in ("keys", "bytes", "value")}
-        self.space.mark(self.generation, {"state": "ready", "loaded_at": now(), **info})
+        ready = {"state": "ready", "loaded_at": now(), **info}
+        # the control connection sat idle through the load: a blip the writers survived
+        self.space.retrying(
+            "mark the generation ready", lambda: self.space.mark(self.generation, ready)
+        )
         self._report = report
         return RedisStaged(self), report
 
     def discard(self) -> None:
         """Best effort: delete what was loaded (else the next run does), then disconnect."""
         try:
-            self.loader.abort()  # its thread may still be sending
-            self.space.conn.close()
-            self.space.lost()  # a fresh connection: the loader's may be mid-command
+            self.loader.abort()  # its threads may still be sending
+            self.space.lost()  # fresh connections: a lost node may be back, or replaced
             if self.generation != self.before:
                 self.space.retrying(
                     "delete the partial generation", lambda: self.space.delete(self.generation)

@@ -25,7 +25,15 @@ import numpy as np
 from batchrank.errors import ConfigError, OutputError
 from batchrank.sinks.redis.target import RedisTarget, redact
 
-__all__ = ["Connection", "LinkError", "ReplyError", "backoff", "encode", "with_retries"]
+__all__ = [
+    "REDIRECTS",
+    "Connection",
+    "LinkError",
+    "ReplyError",
+    "backoff",
+    "encode",
+    "with_retries",
+]
 
 log = logging.getLogger("batchrank.publish")
 
@@ -39,7 +47,23 @@ class LinkError(OutputError):
 
 
 class ReplyError(OutputError):
-    """The server answered with an error (``-OOM ...``, ``-WRONGPASS ...``)."""
+    """The server answered with an error (``-OOM ...``, ``-WRONGPASS ...``, ``-MOVED ...``)."""
+
+    def __init__(self, message: str, *, reply: str = "") -> None:
+        super().__init__(message)
+        self.reply = reply
+        """The server's error reply, without the ``-`` (password redacted)."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_reply_error, (str(self), self.reply))
+
+
+def _reply_error(message: str, reply: str) -> ReplyError:
+    return ReplyError(message, reply=reply)
+
+
+REDIRECTS = (b"MOVED ", b"ASK ")
+"""A cluster node's answers for a key another node serves (``-MOVED slot host:port``)."""
 
 
 def _bulk(arg: bytes | str | int) -> bytes:
@@ -57,6 +81,8 @@ def _hint(reply: str) -> str:
         return " (the server is full: raise maxmemory or free memory)"
     if reply.startswith(("WRONGPASS", "NOAUTH", "NOPERM")) or "password" in reply:
         return " (check the user and password of the URL)"
+    if "cluster mode" in reply:
+        return " (a Redis Cluster has database 0 only: end the URL with /0)"
     return ""
 
 
@@ -110,7 +136,18 @@ class Connection:
 
     def reply_error(self, command: str, reply: str) -> ReplyError:
         reply = redact(reply.strip())
-        return ReplyError(f"{self.target.display}: {command} refused: {reply}{_hint(reply)}")
+        message = f"{self.target.display}: {command} refused: {reply}{_hint(reply)}"
+        return ReplyError(message, reply=reply)
+
+    def run_id(self) -> str:
+        """The server process's ``run_id`` (``INFO server``): a new one after a restart; empty
+        where the user may not run ``INFO`` (a restart then goes unnoticed)."""
+        try:
+            info = self.call("INFO", "server")
+        except ReplyError:
+            return ""
+        text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+        return next((ln[7:].strip() for ln in text.splitlines() if ln.startswith("run_id:")), "")
 
     def close(self) -> None:
         """Close the socket (safe to call twice)."""
@@ -169,8 +206,10 @@ class Connection:
 
     # -- bulk writes ------------------------------------------------------------------------
 
-    def count_ok(self, expected: int, pending: bytearray) -> None:
-        """Read until ``expected`` one-line replies (``+OK``) arrived; raise on an error reply.
+    def count_ok(self, expected: int, pending: bytearray) -> list[tuple[int, bytes]]:
+        """Read until ``expected`` one-line replies (``+OK``) arrived; return the cluster
+        redirections among them (``MOVED``/``ASK`` lines by reply index); raise on any other
+        error reply.
 
         ``pending`` carries bytes received past the last complete reply between calls.
         """
@@ -180,14 +219,22 @@ class Connection:
             pending += data
             seen += data.count(b"\n")
         if not expected:
-            return
+            return []
         newlines = np.flatnonzero(np.frombuffer(pending, np.uint8) == 10)  # the view is freed
         end = int(newlines[expected - 1]) + 1
         head = bytes(pending[:end])
         del pending[:end]
-        if head.count(_OK) != expected:
-            bad = next(line for line in head.split(b"\r\n") if line and not line.startswith(b"+"))
-            raise self.reply_error("SET", bad.decode("utf-8", "replace").removeprefix("-"))
+        if head.count(_OK) == expected:
+            return []
+        redirected: list[tuple[int, bytes]] = []
+        for index, line in enumerate(head.split(b"\r\n")[:expected]):
+            if line.startswith(b"+"):
+                continue
+            reply = line.removeprefix(b"-")
+            if not reply.startswith(REDIRECTS):
+                raise self.reply_error("SET", reply.decode("utf-8", "replace"))
+            redirected.append((index, reply))
+        return redirected
 
 
 def backoff(retry: int) -> float:

@@ -1,5 +1,5 @@
-"""A throwaway local ``redis-server`` (free 127.0.0.1 port, persistence off), for the benchmark
-and the tests."""
+"""A throwaway local ``redis-server`` (free 127.0.0.1 port, persistence off), or a local Redis
+Cluster of them, for the benchmark and the tests."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from batchrank.errors import ConfigError
 
-__all__ = ["LocalRedis", "free_port"]
+__all__ = ["LocalCluster", "LocalRedis", "free_port"]
 
 
 def free_port() -> int:
@@ -26,11 +27,13 @@ class LocalRedis:
     """``redis-server`` on 127.0.0.1 with ``--save "" --appendonly no`` and extra arguments;
     stop it with :meth:`stop` (or use it as a context manager)."""
 
-    def __init__(self, folder: Path, *args: str, binary: str | None = None) -> None:
+    def __init__(
+        self, folder: Path, *args: str, binary: str | None = None, port: int | None = None
+    ) -> None:
         exe = binary or shutil.which("redis-server")
         if exe is None:
             raise ConfigError("redis-server is not installed (apt-get install redis-server)")
-        self.port = free_port()
+        self.port = port or free_port()
         folder.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
@@ -70,6 +73,73 @@ class LocalRedis:
                 self.kill()
 
     def __enter__(self) -> LocalRedis:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LocalCluster:
+    """A Redis Cluster of ``primaries`` local servers (no replicas), joined by ``redis-cli
+    --cluster create``; ``announce`` maps a node's index to the port it tells clients (a proxy's).
+    ``server`` makes each node (a :class:`LocalRedis` or a subclass)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        primaries: int = 3,
+        *,
+        announce: dict[int, int] | None = None,
+        server: Callable[..., LocalRedis] = LocalRedis,
+    ) -> None:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise ConfigError("redis-cli is not installed (apt-get install redis-tools)")
+        announce = announce or {}
+        self.nodes: list[LocalRedis] = []
+        try:
+            for n in range(primaries):
+                bus = free_port()  # the default, port + 10000, may be past 65535
+                args = ["--cluster-enabled", "yes", "--cluster-port", str(bus),
+                        "--cluster-config-file", str(folder / f"node{n}" / "nodes.conf"),
+                        "--cluster-node-timeout", "5000"]  # fmt: skip
+                if n in announce:
+                    args += ["--cluster-announce-port", str(announce[n]),
+                             "--cluster-announce-bus-port", str(bus)]  # fmt: skip
+                self.nodes.append(server(folder / f"node{n}", *args))
+            subprocess.run(
+                [cli, "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in self.nodes),
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                check=True, capture_output=True, timeout=60,
+            )  # fmt: skip
+            self._wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ok(self) -> None:
+        from batchrank.sinks.redis.protocol import Connection
+        from batchrank.sinks.redis.target import target_of
+
+        deadline = time.monotonic() + 30
+        for node in self.nodes:
+            with Connection(target_of(node.url)) as conn:
+                while b"cluster_state:ok" not in conn.call("CLUSTER", "INFO"):
+                    if time.monotonic() > deadline:
+                        raise ConfigError("the local Redis Cluster was not ready within 30 s")
+                    time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        """The first node's URL (any node's would do)."""
+        return self.nodes[0].url
+
+    def stop(self) -> None:
+        """Stop every node."""
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> LocalCluster:
         return self
 
     def __exit__(self, *exc: object) -> None:

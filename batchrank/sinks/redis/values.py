@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchrank.scoring.writers import run_starts
+from batchrank.sinks.redis.slots import prefixed_slots
 from batchrank.sinks.redis.target import ValueFormat
 
 __all__ = ["Encoded", "key_values", "set_commands"]
@@ -211,10 +212,31 @@ class Encoded:
     users: int
     key_bytes: int
     value_bytes: int
+    nodes: np.ndarray | None = None
+    """With a cluster's slot map: each user's node, ascending (the commands were reordered so)."""
+    offsets: np.ndarray | None = None
+    """With ``nodes``: where each user's command starts in ``data``, and the end."""
 
 
-def set_commands(table: pa.Table, key_prefix: str, value: ValueFormat) -> Encoded:
-    """``SET key value`` for every user of ``table`` (complete users, grouped), concatenated."""
+def _by_node(resp: pa.Array, starts: np.ndarray, nodes: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """The users' commands (``resp``'s items, from each user's first) reordered so that each
+    node's are together, stably: one ``take`` over a per-user view of the same bytes."""
+    width = pa.large_binary() if pa.types.is_large_string(resp.type) else pa.binary()
+    bounds = _offsets(resp)[np.append(starts, len(resp))]
+    dtype = np.int64 if width == pa.large_binary() else np.int32
+    per_user = pa.Array.from_buffers(
+        width, len(starts), [None, pa.py_buffer(bounds.astype(dtype)), resp.buffers()[2]]
+    )
+    order = np.argsort(nodes, kind="stable")
+    grouped = per_user.take(pa.array(order))
+    return grouped, _offsets(grouped)
+
+
+def set_commands(
+    table: pa.Table, key_prefix: str, value: ValueFormat, owner: np.ndarray | None = None
+) -> Encoded:
+    """``SET key value`` for every user of ``table`` (complete users, grouped), concatenated;
+    with a cluster's slot map ``owner`` (slot -> node), grouped by node (:attr:`Encoded.nodes`)."""
     _check(table, value)
     if table.num_rows == 0:
         return Encoded(memoryview(b""), 0, 0, 0)
@@ -229,14 +251,33 @@ def set_commands(table: pa.Table, key_prefix: str, value: ValueFormat) -> Encode
         pa.array(value_len.astype(str)), "\r\n[", "",
     )  # fmt: skip
     resp = _items(layout, starts, header)
-    return Encoded(_buffer(resp), len(starts), int(pc.sum(key_len).as_py()), int(value_len.sum()))
+    nodes = offsets = None
+    if owner is not None:
+        nodes = owner[prefixed_slots(key_prefix, users)]
+        resp, offsets = _by_node(resp, starts, nodes)
+        nodes = np.sort(nodes, kind="stable")
+        offsets -= offsets[0]
+    return Encoded(
+        _buffer(resp),
+        len(starts),
+        int(pc.sum(key_len).as_py()),
+        int(value_len.sum()),
+        nodes,
+        offsets,
+    )
+
+
+def _offsets(arr: pa.Array) -> np.ndarray:
+    """A string or binary array's ``len + 1`` offsets into its data buffer."""
+    large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
+    width = np.int64 if large else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], width)[arr.offset : arr.offset + len(arr) + 1]
+    return offsets.astype(np.int64)
 
 
 def _buffer(arr: pa.Array) -> memoryview:
     """The concatenated bytes of a string array (its data buffer, not copied again)."""
     if len(arr) == 0:
         return memoryview(b"")
-    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    offsets = np.frombuffer(arr.buffers()[1], width)
-    lo, hi = int(offsets[arr.offset]), int(offsets[arr.offset + len(arr)])
-    return memoryview(arr.buffers()[2])[lo:hi]
+    offsets = _offsets(arr)
+    return memoryview(arr.buffers()[2])[int(offsets[0]) : int(offsets[-1])]
