@@ -318,8 +318,8 @@ class ScoreSpec:
                 "files is written only with ‹max_rows_per_file›)",
             )  # fmt: skip
         object.__setattr__(self, "format", self._format())
-        if is_remote(self.out) and folder_ok:  # not yet: docs/cloud.md, "Not yet on object stores"
-            what = "‹max_rows_per_file›" if self.max_rows_per_file else f"--format {self.format}"
+        if is_remote(self.out) and self.max_rows_per_file:  # not yet: docs/cloud.md, "Not yet..."
+            what = "‹max_rows_per_file›"
             raise OptionError(
                 "out", f"{what} writes to a local ‹out› only for now; received "
                 f"{redact(str(self.out))} (write locally, or one file to the object store)",

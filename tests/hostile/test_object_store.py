@@ -204,14 +204,12 @@ def test_a_remote_work_dir_is_refused() -> None:
     ("options", "what"),
     [
         ({"max_rows_per_file": 10, "out": "s3://b/exports/out.parquet"}, "max_rows_per_file"),
-        ({"format": "delta", "date": "2026-01-01"}, "--format delta"),
-        ({"format": "iceberg", "date": "2026-01-01"}, "--format iceberg"),
     ],
 )
 def test_folder_outputs_on_an_object_store_are_refused_before_any_work(
     options: dict[str, object], what: str
 ) -> None:
-    """A folder of parts or a lake table on an object store is not published safely yet: a
+    """A folder of parts on an object store is not published safely yet: a
     clear usage error (exit 2), not a TypeError from the local-disk code."""
     from batchrank.errors import ConfigError
     from batchrank.scoring.spec import ScoreSpec

@@ -24,12 +24,15 @@ DATES = ["2026-03-01", "2026-03-02", "2026-03-03"]
 RERUN = "2026-03-02"
 
 
-def job(folder: Path, model: Path, fmt: str, top_k: int = 5, table: str = "") -> Path:
+def job(
+    folder: Path, model: Path, fmt: str, top_k: int = 5, table: str = "", out: str = "lake"
+) -> Path:
+    """A nightly job writing the sample export into ``<out>/recs-<fmt>`` (a folder or a URI)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{fmt}.toml"
     path.write_text(
         f'[job]\nname = "nightly-{fmt}"\n\n'
-        f'[score]\nmodel = "{model}"\npairs = "{PAIRS}"\nout = "lake/recs-{fmt}"\n'
+        f'[score]\nmodel = "{model}"\npairs = "{PAIRS}"\nout = "{out}/recs-{fmt}"\n'
         f'format = "{fmt}"\ntop_k = {top_k}\n\n[table]\n{table}',
         encoding="utf-8",
     )
