@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from tests.jobs.test_job_run import run
@@ -131,3 +132,32 @@ def test_job_three_dates_and_a_rerun_on_s3(
     assert not any(k.endswith("_SUCCESS") for k in keys)
     assert not Path("s3:").exists()  # nothing written to a local folder named after the URI
     assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in "".join(capsys.readouterr())
+
+
+def test_library_settings_come_from_the_storage_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job's ``[storage]`` endpoint and region reach delta-rs and pyiceberg; credentials never
+    do (each library takes them from the SDK chain), and a catalog URI's password is redacted."""
+    from batchrank import fs
+    from batchrank.scoring.tables.iceberg import catalog_uri_of
+    from batchrank.scoring.tables.store import delta_storage_options, iceberg_io_properties
+    from batchrank.scoring.tables.target import TableTarget
+
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(
+        fs, "_options", fs.StorageOptions(endpoint="http://minio:9000", region="eu-west-3")
+    )
+    assert delta_storage_options("s3://b/lake/t") == {
+        "AWS_ENDPOINT_URL": "http://minio:9000", "AWS_ALLOW_HTTP": "true", "AWS_REGION": "eu-west-3"
+    }  # fmt: skip
+    props = iceberg_io_properties("s3://b/lake/t")
+    assert props["s3.endpoint"] == "http://minio:9000" and props["s3.region"] == "eu-west-3"
+    assert delta_storage_options("/data/lake/t") == {} == iceberg_io_properties("/data/lake/t")
+    settings = f"{delta_storage_options('s3://b/t')}{props}"
+    assert "testing" not in settings and CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in settings
+    target = TableTarget(
+        format="iceberg", location="s3://b/lake/t", date=dt.date(2026, 1, 1),
+        mode="replace-partition", partition_column="run_date", run_id="r",
+        user_type=pa.int64(), item_type=pa.int64(), catalog_uri="postgresql://u:pw@db/lake",
+    )  # fmt: skip
+    assert catalog_uri_of(target) == "postgresql://***@db/lake"
