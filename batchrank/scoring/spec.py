@@ -264,7 +264,8 @@ class ScoreSpec:
         metadata=doc(
             "Iceberg: the catalog URI: `sqlite:///...`, `postgresql+psycopg2://...`, "
             "`http(s)://...` (REST) or `thrift://...` (Hive); default: the SQLite file "
-            "`batchrank-catalog.db` beside the table.",
+            "`batchrank-catalog.db` beside the table (for an object-store table, in "
+            "`~/.cache/batchrank/catalogs/`).",
             scope="table",
         ),
     )
