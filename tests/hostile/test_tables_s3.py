@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from tests.hostile.test_tables import PAIRS, ROOT, error_line
@@ -133,3 +134,36 @@ def use_env_ctx(env: dict[str, str]) -> Any:
     import contextlib
 
     return contextlib.contextmanager(use_env)(env)
+
+
+def test_a_concurrent_delta_writer_on_s3_wins_the_conditional_put(
+    s3: str,
+    s3_server: Any,
+    sample_bundle: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Another writer commits the next version between this run's stage and its commit: S3's
+    conditional put refuses this run's log entry, so it fails (exit 5) and commits nothing."""
+    from deltalake import write_deltalake
+
+    from batchrank.scoring.tables.staged import TableStaged
+    from tests.scoring.test_lake_tables_s3 import delta_options
+
+    uri = f"{s3}/lake/recs"
+    assert run(*score(sample_bundle, uri, "delta", "2026-05-01")) == 0
+    original = TableStaged.commit
+
+    def other_writer_first(self: TableStaged) -> Any:
+        rows = pa.table({"user_id": [1], "rank": pa.array([1], pa.int32())})
+        write_deltalake(uri, rows, mode="append", storage_options=delta_options(s3_server),
+                        schema_mode="merge")  # fmt: skip
+        return original(self)
+
+    monkeypatch.setattr(TableStaged, "commit", other_writer_first)
+    assert run(*score(sample_bundle, uri, "delta", "2026-05-02")) == 5
+    line = error_line(capsys)
+    assert line.startswith(f"batchrank: error: delta table {uri}: another writer committed")
+    runs = [c.get("batchrank.run_id") for c in delta_commits(s3_server, uri)]
+    assert len(runs) == 2 and runs[0] and runs[1] is None  # theirs, not ours
+    assert not any("run_date=2026-05-02" in k for k in s3_server.keys(f"{uri}/"))  # ours removed
