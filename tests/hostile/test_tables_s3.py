@@ -4,6 +4,7 @@ exit 5, with nothing written."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -108,32 +109,31 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])  # nothing listens there once closed
 
 
-@pytest.mark.parametrize("fmt", ["delta", "iceberg"])
+@pytest.mark.parametrize(
+    ("fmt", "case"), [("delta", "missing bucket"), ("iceberg", "unreachable server")]
+)
 def test_missing_bucket_or_unreachable_server_is_one_line(
-    fmt: str, s3: str, s3_server: Any, sample_bundle: Path, capsys: pytest.CaptureFixture[str]
+    fmt: str,
+    case: str,
+    s3: str,
+    s3_server: Any,
+    sample_bundle: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    missing = f"s3://no-such-bucket-{fmt}/lake/recs"
-    assert run(*score(sample_bundle, missing, fmt, "2026-05-01")) == 5
-    line = error_line(capsys)
-    assert line.startswith(f"batchrank: error: {missing}: ") and "bucket does not exist" in line
-
-    uri = f"{s3}/lake/recs"
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{_closed_port()}"}
-    with use_env_ctx(env):
+    """Checked before any work, whatever the format: one line naming the table's URI, exit 5."""
+    uri, env = f"{s3}/lake/recs", {}
+    if case == "missing bucket":
+        uri = f"s3://no-such-bucket-{fmt}/lake/recs"
+    else:
+        env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{_closed_port()}"}
+    with contextlib.contextmanager(use_env)(env):
         assert run(*score(sample_bundle, uri, fmt, "2026-05-01")) == 5
     line = error_line(capsys)
-    assert (
-        line.startswith(f"batchrank: error: {uri}: ") and "cannot reach the storage server" in line
-    )
+    reason = "bucket does not exist" if case == "missing bucket" else "cannot reach the storage"
+    assert line.startswith(f"batchrank: error: {uri}: ") and reason in line, line
     assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in line
     assert s3_server.keys(f"{s3}/") == []  # nothing written
     assert not Path("s3:").exists()
-
-
-def use_env_ctx(env: dict[str, str]) -> Any:
-    import contextlib
-
-    return contextlib.contextmanager(use_env)(env)
 
 
 def test_a_concurrent_delta_writer_on_s3_wins_the_conditional_put(

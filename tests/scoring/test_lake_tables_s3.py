@@ -15,7 +15,7 @@ import pytest
 
 from tests.jobs.test_job_run import run
 from tests.s3server import CREDENTIALS
-from tests.scoring.test_lake_tables import DATES, RERUN, job, parquet_export, partition
+from tests.scoring.test_lake_tables import DATES, RERUN, assert_three_dates_and_a_rerun, job
 
 pytest.importorskip("deltalake")
 pytest.importorskip("pyiceberg")
@@ -106,17 +106,7 @@ def test_job_three_dates_and_a_rerun_on_s3(
     run_ids.append(rerun["run_id"])
 
     table = read_back(fmt, s3_server, uri, rerun)
-    five, three = (
-        parquet_export(tmp_path, sample_bundle, 5),
-        parquet_export(tmp_path, sample_bundle, 3),
-    )
-    assert sorted(table["run_date"].unique().to_list()) == [dt.date.fromisoformat(d) for d in DATES]
-    for date in DATES:
-        expected = three if date == RERUN else five
-        got = partition(table, date)
-        assert got.schema == expected.schema
-        assert got.equals(expected.sort("user_id", "rank"))
-    assert table.schema["run_date"] == pl.Date
+    assert_three_dates_and_a_rerun(table, tmp_path, sample_bundle)  # the export's rows and types
 
     assert history(fmt, s3_server, uri, rerun) == run_ids  # one commit per run
     record = rerun["output"]["table"]

@@ -67,40 +67,39 @@ def _region(endpoint: str | None) -> str | None:
     return region or ("us-east-1" if endpoint else None)  # S3-compatible servers ignore it
 
 
-def _is_s3(location: str) -> bool:
-    return location.lower().startswith(("s3://", "s3a://"))
+def _s3_settings(location: str) -> tuple[str | None, str | None, bool] | None:
+    """``(endpoint, region, anonymous)`` for an S3 location; None for any other."""
+    if not location.lower().startswith(("s3://", "s3a://")):
+        return None
+    endpoint = _endpoint()
+    return endpoint, _region(endpoint), current_options().anonymous
 
 
 def delta_storage_options(location: str) -> dict[str, str]:
     """delta-rs ``storage_options`` for a table (empty for a local one): endpoint, region,
     plain HTTP for an ``http://`` endpoint, unsigned requests for ``[storage] anonymous``."""
-    if not _is_s3(location):
+    settings = _s3_settings(location)
+    if settings is None:
         return {}
-    endpoint = _endpoint()
-    opts: dict[str, str] = {}
-    if endpoint:
-        opts["AWS_ENDPOINT_URL"] = endpoint
-        if endpoint.lower().startswith("http://"):
-            opts["AWS_ALLOW_HTTP"] = "true"
-    region = _region(endpoint)
-    if region:
-        opts["AWS_REGION"] = region
-    if current_options().anonymous:
+    endpoint, region, anonymous = settings
+    opts = {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": region}
+    if endpoint and endpoint.lower().startswith("http://"):
+        opts["AWS_ALLOW_HTTP"] = "true"
+    if anonymous:
         opts["AWS_SKIP_SIGNATURE"] = "true"
-    return opts
+    return {k: v for k, v in opts.items() if v}
 
 
 def iceberg_io_properties(location: str) -> dict[str, str]:
     """pyiceberg catalog properties for its ``PyArrowFileIO`` on S3 (empty for a local table)."""
-    if not _is_s3(location):
+    settings = _s3_settings(location)
+    if settings is None:
         return {}
-    endpoint = _endpoint()
-    props = {"py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO"}
-    if endpoint:
-        props["s3.endpoint"] = endpoint
-    region = _region(endpoint)
-    if region:
-        props["s3.region"] = region
-    if current_options().anonymous:
-        props["s3.anonymous"] = "true"
-    return props
+    endpoint, region, anonymous = settings
+    props = {
+        "py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO",
+        "s3.endpoint": endpoint,
+        "s3.region": region,
+        "s3.anonymous": "true" if anonymous else None,
+    }
+    return {k: v for k, v in props.items() if v}
