@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
@@ -45,10 +44,11 @@ def maintain_command(out: str, fmt: str, retain_days: float, dry_run: bool, **ca
     from batchrank.scoring.tables.maintain import maintain
     from batchrank.scoring.tables.target import TableTarget, location_of
     from batchrank.storage.lock import output_lock
+    from batchrank.uris import path_text
 
     target = TableTarget(
         format=fmt,  # type: ignore[arg-type]  # a click.Choice of the two
-        location=location_of(out),
+        location=location_of(path_text(out, "--out")),
         date=dt.date.today(),
         mode="replace-partition",
         partition_column=catalog["table_partition_column"],
@@ -60,6 +60,6 @@ def maintain_command(out: str, fmt: str, retain_days: float, dry_run: bool, **ca
         warehouse=catalog["table_warehouse"],
         identifier=catalog["table_identifier"],
     )
-    with output_lock(Path(target.location), "maintenance"):
+    with output_lock(target.path, "maintenance"):  # the lock a run of this table takes
         report = maintain(target, retain_days=retain_days, dry_run=dry_run)
     click.echo(json.dumps(report, indent=2, sort_keys=True, default=str))

@@ -26,7 +26,7 @@ from batchrank.formats import (
     OutputFormat,
     output_kind_of,
 )
-from batchrank.fs import is_remote, redact
+from batchrank.fs import is_remote
 from batchrank.options import Option, OptionError, doc, options_of
 from batchrank.scoring.table_options import check_table_options
 
@@ -264,7 +264,8 @@ class ScoreSpec:
         metadata=doc(
             "Iceberg: the catalog URI: `sqlite:///...`, `postgresql+psycopg2://...`, "
             "`http(s)://...` (REST) or `thrift://...` (Hive); default: the SQLite file "
-            "`batchrank-catalog.db` beside the table.",
+            "`batchrank-catalog.db` beside the table (for an object-store table, in "
+            "`~/.cache/batchrank/catalogs/`).",
             scope="table",
         ),
     )
@@ -318,12 +319,6 @@ class ScoreSpec:
                 "files is written only with ‹max_rows_per_file›)",
             )  # fmt: skip
         object.__setattr__(self, "format", self._format())
-        if is_remote(self.out) and self.format in TABLE_FORMATS:  # not yet: docs/cloud.md
-            what = f"--format {self.format}"
-            raise OptionError(
-                "out", f"{what} writes to a local ‹out› only for now; received "
-                f"{redact(str(self.out))} (write locally, or one file to the object store)",
-            )  # fmt: skip
         check_table_options(self)
         if self.publish is not None:
             self.publish_target  # noqa: B018 (validates the URL, password redacted)

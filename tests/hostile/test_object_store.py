@@ -200,29 +200,6 @@ def test_a_remote_work_dir_is_refused() -> None:
         ScoreSpec(model=Path("m"), pairs=("p.parquet",), out=Path("o.csv"), work_dir="s3://b/w")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("options", "what"),
-    [
-        ({"format": "delta", "date": "2026-01-01"}, "--format delta"),
-        ({"format": "iceberg", "date": "2026-01-01"}, "--format iceberg"),
-    ],
-)
-def test_folder_outputs_on_an_object_store_are_refused_before_any_work(
-    options: dict[str, object], what: str
-) -> None:
-    """A lake table on an object store is not published safely yet: a clear usage error
-    (exit 2), not a TypeError from the local-disk code. (A folder of parts is: see
-    tests/test_object_store_parts.py.)"""
-    from batchrank.errors import ConfigError
-    from batchrank.scoring.spec import ScoreSpec
-
-    with pytest.raises(ConfigError, match=f"{what}.*local.*s3://b/exports/out"):
-        ScoreSpec.from_options(
-            **{"model": "s3://b/models/m", "pairs": ["s3://b/cands/p.parquet"],
-               "out": "s3://b/exports/out", **options},
-        )  # fmt: skip
-
-
 def test_parts_on_an_object_store_are_accepted() -> None:
     from batchrank.scoring.spec import ScoreSpec
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -344,3 +345,20 @@ def test_table_section_needs_a_table_format(
     )
     assert run("run", str(job)) == 2
     assert "[publish] success_marker" in error_line(capsys)
+
+
+def test_iceberg_table_its_catalog_lost_is_refused(
+    tmp_path: Path, sample_bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The catalog file deleted: the folder still holds the table's metadata, so a new table
+    there would hide its history; the run is refused (exit 5) and writes nothing."""
+    out = tmp_path / "recs"
+    assert run(*score_args(sample_bundle, out, "iceberg", "2026-05-01")) == 0
+    (tmp_path / "batchrank-catalog.db").unlink()
+    files = sorted(out.rglob("*"))
+    assert run(*score_args(sample_bundle, out, "iceberg", "2026-05-02")) == 5
+    line = error_line(capsys)
+    newest = r"\(metadata/\d{5}-\S+\.metadata\.json\)"
+    assert re.search(f"iceberg table {re.escape(str(out))}: holds an Iceberg table {newest}", line)
+    assert "does not list" in line and "register_table" in line
+    assert sorted(out.rglob("*")) == files

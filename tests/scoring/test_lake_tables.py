@@ -24,12 +24,15 @@ DATES = ["2026-03-01", "2026-03-02", "2026-03-03"]
 RERUN = "2026-03-02"
 
 
-def job(folder: Path, model: Path, fmt: str, top_k: int = 5, table: str = "") -> Path:
+def job(
+    folder: Path, model: Path, fmt: str, top_k: int = 5, table: str = "", out: str = "lake"
+) -> Path:
+    """A nightly job writing the sample export into ``<out>/recs-<fmt>`` (a folder or a URI)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{fmt}.toml"
     path.write_text(
         f'[job]\nname = "nightly-{fmt}"\n\n'
-        f'[score]\nmodel = "{model}"\npairs = "{PAIRS}"\nout = "lake/recs-{fmt}"\n'
+        f'[score]\nmodel = "{model}"\npairs = "{PAIRS}"\nout = "{out}/recs-{fmt}"\n'
         f'format = "{fmt}"\ntop_k = {top_k}\n\n[table]\n{table}',
         encoding="utf-8",
     )
@@ -79,6 +82,22 @@ def partition(frame: pl.DataFrame, date: str) -> pl.DataFrame:
     return frame.filter(pl.col("run_date") == day).drop("run_date").sort("user_id", "rank")
 
 
+def assert_three_dates_and_a_rerun(
+    table: pl.DataFrame, tmp_path: Path, model: Path
+) -> pl.DataFrame:
+    """The table holds the three dates, each exactly the Parquet export's rows and types (top 5;
+    the re-run's top 3 for its date); returns the re-run's export."""
+    five, three = parquet_export(tmp_path, model, 5), parquet_export(tmp_path, model, 3)
+    assert sorted(table["run_date"].unique().to_list()) == [dt.date.fromisoformat(d) for d in DATES]
+    for date in DATES:
+        expected = three if date == RERUN else five
+        got = partition(table, date)
+        assert got.schema == expected.schema  # the long layout's columns and types, in order
+        assert got.equals(expected.sort("user_id", "rank"))
+    assert table.schema["run_date"] == pl.Date
+    return three
+
+
 @pytest.mark.parametrize("fmt", ["delta", "iceberg"])
 def test_job_three_dates_and_a_rerun(fmt: str, tmp_path: Path, sample_bundle: Path) -> None:
     path = job(tmp_path, sample_bundle, fmt)
@@ -92,18 +111,7 @@ def test_job_three_dates_and_a_rerun(fmt: str, tmp_path: Path, sample_bundle: Pa
     rerun = manifest(out)
     run_ids.append(rerun["run_id"])
 
-    table = read_table(fmt, out)
-    five, three = (
-        parquet_export(tmp_path, sample_bundle, 5),
-        parquet_export(tmp_path, sample_bundle, 3),
-    )
-    assert sorted(table["run_date"].unique().to_list()) == [dt.date.fromisoformat(d) for d in DATES]
-    for date in DATES:
-        expected = three if date == RERUN else five
-        got = partition(table, date)
-        assert got.schema == expected.schema  # the long layout's columns and types, in order
-        assert got.equals(expected.sort("user_id", "rank"))
-    assert table.schema["run_date"] == pl.Date
+    three = assert_three_dates_and_a_rerun(read_table(fmt, out), tmp_path, sample_bundle)
 
     # one commit per run, each naming its run id; the manifest names the last one
     assert history_run_ids(fmt, out) == run_ids

@@ -8,8 +8,10 @@ run date's partition, ``"append"`` adds) or ``create_table_with_add_actions`` fo
 its commit info carries :func:`~batchrank.scoring.tables.target.commit_properties`. Retries are
 off, so the version the manifest names is the version committed, or the run fails.
 
-An object-store table (``s3://...``) goes through the same code: pyarrow's file systems write the
-data files and delta-rs reads its ``AWS_*`` settings from the environment.
+An object-store table (``s3://...``) goes through the same code: batchrank's pyarrow file system
+writes the data files, and delta-rs gets the endpoint and region as ``storage_options``
+(:func:`~batchrank.scoring.tables.store.delta_storage_options`; credentials from the SDK chain).
+Its log entry is a conditional put, so a concurrent writer of the same version fails the run.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pyarrow.parquet as pq
 
 from batchrank.scoring.schema import MOVIE_ID, RANK, USER_ID
 from batchrank.scoring.tables.staged import TableStaged
+from batchrank.scoring.tables.store import delta_storage_options, filesystem
 from batchrank.scoring.tables.target import (
     TableTarget,
     check_compatible,
@@ -46,7 +49,7 @@ _BOUNDED = (USER_ID, RANK, MOVIE_ID)
 
 def _fs(target: TableTarget) -> tuple[pafs.FileSystem, str]:
     try:
-        return pafs.FileSystem.from_uri(target.location)
+        return filesystem(target.location)
     except (pa.ArrowException, ValueError, OSError) as e:
         raise table_error(target, "cannot open its location", e) from e
 
@@ -61,18 +64,25 @@ def open_delta(target: TableTarget) -> Any:
     from deltalake import DeltaTable
 
     fs, root = _fs(target)
-    info = fs.get_file_info(root)
-    if info.type == pafs.FileType.NotFound:
-        return None
+    try:
+        info = fs.get_file_info(root)
+        if info.type == pafs.FileType.NotFound:
+            return None
+        entries = fs.get_file_info(pafs.FileSelector(root))
+    except OSError as e:
+        raise table_error(target, "cannot list its location", e) from e
     if info.type != pafs.FileType.Directory:
         raise table_error(target, "is a file, not a Delta table folder")
-    try:
-        if DeltaTable.is_deltatable(target.location):
-            return DeltaTable(target.location)
-    except Exception as e:  # delta-rs raises several kinds (DeltaError, OSError)
-        raise table_error(target, "cannot be read as a Delta table", e) from e
+    if any(e.base_name == "_delta_log" for e in entries):
+        # not DeltaTable.is_deltatable: it holds the GIL while it waits on the store
+        try:
+            return DeltaTable(
+                target.location, storage_options=delta_storage_options(target.location)
+            )
+        except Exception as e:  # delta-rs raises several kinds (DeltaError, OSError)
+            raise table_error(target, "cannot be read as a Delta table", e) from e
     prefix = f"{target.partition_column}="
-    for entry in fs.get_file_info(pafs.FileSelector(root)):
+    for entry in entries:
         if not (entry.type == pafs.FileType.Directory and entry.base_name.startswith(prefix)):
             raise table_error(
                 target, f"is a folder that is not a Delta table (no _delta_log; it holds "
@@ -143,7 +153,8 @@ class DeltaSink:
         self._path = f"{self._folder}/{name}"
         self._paths.append(self._path)
         try:
-            self.fs.create_dir(f"{self.root}/{self._folder}", recursive=True)
+            if self.target.is_local:  # an object store has no folders to make
+                self.fs.create_dir(f"{self.root}/{self._folder}", recursive=True)
             self._stream = self.fs.open_output_stream(f"{self.root}/{self._path}")
         except OSError as e:
             raise table_error(self.target, f"cannot create {self._path}", e) from e
@@ -223,6 +234,7 @@ class DeltaSink:
                         mode="error",
                         partition_by=[col],
                         commit_properties=properties(),
+                        storage_options=delta_storage_options(target.location) or None,
                     )
                     return
                 if missing:
@@ -253,7 +265,7 @@ class DeltaSink:
             "commit": props,
         }
         return TableStaged(
-            target.location,
+            target.path,
             commit=commit,
             files=[a.path for a in adds],
             remove=lambda p: self.fs.delete_file(f"{self.root}/{p}"),

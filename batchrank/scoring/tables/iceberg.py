@@ -9,8 +9,14 @@ are written, not yet referenced. Commit: the catalog swaps the table's metadata 
 atomic step, refused when another writer moved the table meanwhile.
 
 The default catalog needs no server: pyiceberg's SQL catalog on the SQLite file
-``batchrank-catalog.db`` beside the table, warehouse the table's folder. A column the table lacks
-is added in the same transaction (``union_by_name``).
+``batchrank-catalog.db`` beside a local table; for a table on an object store, in the local
+folder :func:`catalog_folder` names (a bucket holds no SQLite file). The warehouse is the folder
+above the table. A column the table lacks is added in the same transaction (``union_by_name``).
+On an object store the data and metadata files go through pyiceberg's ``PyArrowFileIO`` with
+batchrank's endpoint and region (:func:`~batchrank.scoring.tables.store.iceberg_io_properties`).
+
+A location holding Iceberg metadata that the catalog does not know (a catalog file deleted or
+another catalog's table) is refused: creating the table anew there would hide its history.
 """
 
 from __future__ import annotations
@@ -18,12 +24,15 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from batchrank.errors import BatchrankError
+from batchrank.fs import ObjectPath, local_folder_for, redact
 from batchrank.scoring.tables.staged import TableStaged
+from batchrank.scoring.tables.store import filesystem, iceberg_io_properties
 from batchrank.scoring.tables.target import (
     TableTarget,
     check_compatible,
@@ -38,6 +47,7 @@ __all__ = [
     "FILE_ROWS",
     "TABLE_PROPERTIES",
     "IcebergSink",
+    "catalog_folder",
     "load_table",
     "open_catalog",
 ]
@@ -63,6 +73,21 @@ def _uri(location: str) -> str:
     return location if "://" in location else "file://" + location
 
 
+def catalog_folder(target: TableTarget) -> Path:
+    """Where the default SQLite catalog lives: beside a local table; for an object-store table
+    the local folder ``<cache>/catalogs/<scheme>-<bucket>-<hash of the folder>``
+    (``BATCHRANK_CACHE_DIR``, else ~/.cache/batchrank)."""
+    parent = _parent(target.location)
+    if target.is_local:
+        return Path(parent)
+    return local_folder_for(ObjectPath(parent), "catalogs")
+
+
+def default_catalog_uri(target: TableTarget) -> str:
+    """The default catalog's SQLAlchemy URI: ``sqlite:///<catalog_folder>/batchrank-catalog.db``."""
+    return f"sqlite:///{catalog_folder(target) / CATALOG_FILE}"
+
+
 def open_catalog(target: TableTarget) -> Any:
     """The target's catalog (see the module docstring for the default).
 
@@ -71,25 +96,29 @@ def open_catalog(target: TableTarget) -> Any:
     """
     from pyiceberg.catalog import load_catalog
 
-    props: dict[str, str] = {}
+    props: dict[str, str] = dict(iceberg_io_properties(target.location))
     env = f"PYICEBERG_CATALOG__{target.catalog.upper()}__URI"
     if target.catalog_uri is not None:
         props["uri"] = target.catalog_uri
     elif env not in os.environ:
+        props["uri"] = default_catalog_uri(target)
         if not target.is_local:
-            raise table_error(
-                target, "an object-store table needs a catalog: set --table-catalog-uri "
-                f"([table] catalog_uri) or {env}",
-            )  # fmt: skip
-        props["uri"] = "sqlite:///" + os.path.join(_parent(target.location), CATALOG_FILE)
+            try:
+                catalog_folder(target).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise table_error(target, "cannot create the local catalog folder", e) from e
     props["warehouse"] = target.warehouse or _uri(_parent(target.location))
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint and not target.is_local:
-        props.setdefault("s3.endpoint", endpoint)
     try:
         return load_catalog(target.catalog, **props)
     except Exception as e:  # pyiceberg and its drivers raise many kinds
         raise table_error(target, f"cannot open the catalog {target.catalog!r}", e) from e
+
+
+def catalog_uri_of(target: TableTarget) -> str:
+    """The catalog's URI as the manifest records it (secrets redacted)."""
+    env = f"PYICEBERG_CATALOG__{target.catalog.upper()}__URI"
+    uri = target.catalog_uri or os.environ.get(env) or default_catalog_uri(target)
+    return redact(uri)
 
 
 def identifier_of(target: TableTarget) -> tuple[str, str]:
@@ -119,6 +148,33 @@ def load_table(target: TableTarget, catalog: Any) -> Any:
             "here; give its location as --out or another --table-identifier",
         )  # fmt: skip
     return table
+
+
+def check_no_metadata(target: TableTarget) -> None:
+    """Refuse a location that holds Iceberg metadata the catalog does not know.
+
+    Raises:
+        OutputError: naming the newest metadata file, and how to register it.
+    """
+    import pyarrow.fs as pafs
+
+    try:
+        fs, root = filesystem(target.location)
+        selector = pafs.FileSelector(f"{root}/metadata", allow_not_found=True)
+        found = sorted(
+            i.base_name
+            for i in fs.get_file_info(selector)
+            if i.base_name.endswith(".metadata.json")
+        )
+    except OSError as e:
+        raise table_error(target, "cannot list its metadata folder", e) from e
+    if found:
+        raise table_error(
+            target, f"holds an Iceberg table (metadata/{found[-1]}) that the catalog "
+            f"{target.catalog!r} ({catalog_uri_of(target)}) does not list: give its catalog "
+            "(--table-catalog-uri), or register that metadata file in this one "
+            "(pyiceberg Catalog.register_table)",
+        )  # fmt: skip
 
 
 def _iceberg_schema(target: TableTarget) -> Any:
@@ -178,6 +234,7 @@ class IcebergSink:
                 self.missing = [f.name for f in missing]
                 self.io = self.table.io
             else:
+                check_no_metadata(target)
                 schema = _iceberg_schema(target)
                 source = schema.find_field(target.partition_column).field_id
                 spec = PartitionSpec(
@@ -283,6 +340,7 @@ class IcebergSink:
             "location": target.location,
             "identifier": ".".join(identifier_of(target)),
             "catalog": target.catalog,
+            "catalog_uri": catalog_uri_of(target),
             "snapshot_id": snapshot_id,
             "partition": {target.partition_column: target.date.isoformat()},
             "mode": target.mode,
@@ -293,7 +351,7 @@ class IcebergSink:
             "commit": props,
         }
         return TableStaged(
-            target.location,
+            target.path,
             commit=commit,
             files=[f.file_path for f in self._files],
             remove=self.io.delete,

@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from batchrank.scoring.tables.store import filesystem, fs_path
 from batchrank.scoring.tables.target import TableTarget, table_error
 
 __all__ = ["maintain"]
@@ -94,7 +95,7 @@ def _iceberg(target: TableTarget, retain_days: float, dry_run: bool) -> dict[str
         report["snapshots_kept"] = len(before) - (0 if dry_run else len(old))
         orphans = _iceberg_orphans(table, cutoff)
         if not dry_run:
-            fs, _ = pafs.FileSystem.from_uri(table.location())
+            fs, _ = filesystem(target.location)
             for path in orphans:
                 fs.delete_file(path)
         report["files_removed" if not dry_run else "files_to_remove"] = orphans
@@ -106,16 +107,13 @@ def _iceberg(target: TableTarget, retain_days: float, dry_run: bool) -> dict[str
 def _iceberg_orphans(table: Any, cutoff: dt.datetime) -> list[str]:
     """Files under the table's folder that nothing the table's metadata reaches names."""
 
-    def bare(uri: str) -> str:
-        return pafs.FileSystem.from_uri(uri)[1]
-
-    keep = {bare(table.metadata_location)}
-    keep.update(bare(e.metadata_file) for e in table.metadata.metadata_log)
+    keep = {fs_path(table.metadata_location)}
+    keep.update(fs_path(e.metadata_file) for e in table.metadata.metadata_log)
     for snap in table.snapshots():
-        keep.add(bare(snap.manifest_list))
-    keep.update(bare(p) for p in table.inspect.all_manifests().column("path").to_pylist())
-    keep.update(bare(p) for p in table.inspect.all_files().column("file_path").to_pylist())
-    fs, root = pafs.FileSystem.from_uri(table.location())
+        keep.add(fs_path(snap.manifest_list))
+    keep.update(fs_path(p) for p in table.inspect.all_manifests().column("path").to_pylist())
+    keep.update(fs_path(p) for p in table.inspect.all_files().column("file_path").to_pylist())
+    fs, root = filesystem(table.location().removeprefix("file://"))
     out = []
     for sub in ("data", "metadata"):
         selector = pafs.FileSelector(f"{root}/{sub}", recursive=True, allow_not_found=True)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from batchrank.fs import redact
 from batchrank.storage.base import Committed, Staged
 
 __all__ = ["TableCommitted", "TableStaged"]
@@ -51,15 +52,16 @@ class TableStaged(Staged):
 
     def __init__(
         self,
-        target: str,
+        target: Path,
         *,
         commit: Callable[[], None],
         files: Sequence[str],
         remove: Callable[[str], None],
         record: dict[str, Any],
     ) -> None:
-        self.target = Path(target)
-        self.location = target
+        self.target = target
+        """The table's location (an ObjectPath on an object store): its manifest goes beside it."""
+        self.location = redact(str(target))
         self.record = record
         """What the commit will be: ``version`` (Delta) or ``snapshot_id`` (Iceberg), files."""
         self._commit = commit

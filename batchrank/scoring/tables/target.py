@@ -17,12 +17,14 @@ import datetime as dt
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from batchrank.errors import OutputError
 from batchrank.formats import TableFormat
+from batchrank.fs import KNOWN_REASONS, redact, remote_reason
 from batchrank.scoring.schema import long_schema
 
 if TYPE_CHECKING:
@@ -92,6 +94,14 @@ class TableTarget:
         return "://" not in self.location
 
     @property
+    def path(self) -> Path:
+        """The location as a ``Path`` (an ObjectPath for a URI): what the run's lock and the
+        manifest beside the table are named after."""
+        from batchrank.scoring.tables.store import path_of
+
+        return path_of(self.location)
+
+    @property
     def schema(self) -> pa.Schema:
         """The rows' schema: the long layout plus the partition column."""
         return table_schema(self.user_type, self.item_type, self.partition_column)
@@ -110,9 +120,19 @@ def table_schema(user_type: pa.DataType, item_type: pa.DataType, partition: str)
 
 
 def table_error(target: TableTarget, what: str, e: BaseException | None = None) -> OutputError:
-    """One line naming the table (exit 5): ``<format> table <location>: <what>``."""
-    reason = f" ({str(e).splitlines()[0][:300]})" if e is not None and str(e) else ""
-    return OutputError(f"{target.format} table {target.location}: {what}{reason}")
+    """One line naming the table (exit 5): ``<format> table <location>: <what> (<reason>)``.
+
+    The reason is the library's first line, secrets redacted; for an object-store table, the
+    store's own reason when it is recognised (``bucket does not exist``, ``cannot reach the
+    storage server``)."""
+    reason = ""
+    if e is not None and str(e).strip():
+        known = remote_reason(e) if not target.is_local else ""
+        if known in KNOWN_REASONS and known != "no such object":
+            reason = f" ({known})"
+        else:
+            reason = f" ({redact(str(e).strip().splitlines()[0])[:300]})"
+    return OutputError(f"{target.format} table {redact(target.location)}: {what}{reason}")
 
 
 @contextlib.contextmanager
