@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 @click.option(
     "--chunk-users",
     type=click.IntRange(min=1),
-    default=32_768,
+    default=16_384,
     show_default=True,
     help="--ranking: users evaluated at a time (memory; the figures do not depend on it).",
 )

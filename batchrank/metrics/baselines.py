@@ -114,8 +114,12 @@ def random_lists(
         j = np.arange(len(code)) - np.repeat(np.cumsum(draws) - draws, draws)
         item = _draw(seed, users[code], attempt, j, catalogue)
         key = code.astype(np.int64) * (catalogue + 1) + item
-        _, first = np.unique(key, return_index=True)
-        first.sort()
+        # each key's first draw (np.unique(return_index=True), by a stable sort)
+        by_key = np.argsort(key, kind="stable")
+        ordered = key[by_key]
+        lead = np.ones(len(ordered), dtype=bool)
+        np.not_equal(ordered[1:], ordered[:-1], out=lead[1:])
+        first = np.sort(by_key[lead])
         code, item, key = code[first], item[first], key[first]
         fresh = ~np.isin(key, seen) & ~excluded(users[code], item)
         code, item = code[fresh], item[fresh]
@@ -127,7 +131,8 @@ def random_lists(
         code, item = code[ok], item[ok]
         got_user.append(code)
         got_item.append(item)
-        seen = np.union1d(seen, code.astype(np.int64) * (catalogue + 1) + item)
+        # new keys are distinct and none is in `seen`: a sort, not a union's unique
+        seen = np.sort(np.concatenate([seen, code.astype(np.int64) * (catalogue + 1) + item]))
         have += np.bincount(code, minlength=len(users))
         todo = np.flatnonzero(have < want)
     for c in todo:  # pathological: a user who rated nearly the whole catalogue

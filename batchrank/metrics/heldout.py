@@ -21,12 +21,13 @@ from batchrank.bundle import Bundle
 from batchrank.metrics.inputs import iter_ratings
 from batchrank.metrics.ranking import Truth
 from batchrank.metrics.spill import RangeSpill
+from batchrank.scoring.exclude import sorted_unique
 from batchrank.sources import ITEM, RATING, USER, Columns
 from batchrank.vocab import coerce_ids
 
 __all__ = ["HeldOut", "read_held_out"]
 
-CHUNK_ROWS = 1 << 20
+CHUNK_ROWS = 1 << 18
 """Held-out ratings read at a time."""
 
 
@@ -73,9 +74,12 @@ class HeldOut:
         width = self.stride + 1 + self.unknown_movies
         self.counts["relevant"] = self.counts["relevant_unknown_movies"] = 0
         for r, rows in self.spill:
-            keys = np.unique(rows[:, 0] * width + rows[:, 1])
+            keys = sorted_unique(rows[:, 0] * width + rows[:, 1])
             u, item = np.divmod(keys, width)
-            users, code, n_relevant = np.unique(u, return_inverse=True, return_counts=True)
+            first = np.flatnonzero(np.diff(u, prepend=-1))  # each user's first key (u sorted)
+            users = u[first]
+            n_relevant = np.diff(first, append=len(u))
+            code = np.repeat(np.arange(len(users)), n_relevant)
             known = item < self.stride
             self.counts["relevant"] += len(keys)
             self.counts["relevant_unknown_movies"] += int(np.count_nonzero(~known))

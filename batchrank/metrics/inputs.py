@@ -4,7 +4,8 @@ A CSV or Parquet ratings file on local disk is streamed (Parquet batch by batch,
 Arrow's streaming reader), each chunk checked as :func:`batchrank.sources.load_ratings`
 checks a whole file, with the file's row numbers in messages. Other sources (MovieLens folders
 and zips, ``tfds:``, object stores) are loaded whole as before, then cut into chunks. Exports
-(Parquet, CSV, JSON lines; long or nested layout) are always streamed.
+(Parquet, CSV, JSON lines, the last two maybe ``.gz`` or ``.zst``; long or nested layout) are
+always streamed.
 """
 
 from __future__ import annotations
@@ -27,9 +28,14 @@ EXPORT_COLUMNS = ("user_id", "movie_id", "rank")
 _CSV_BLOCK = 1 << 20
 
 
+def _open(path: Path) -> pa.NativeFile:
+    """The file's bytes, decompressed when its suffix says so (``.gz``, ``.zst``)."""
+    return pa.input_stream(str(path), compression="detect")
+
+
 def _csv_names(path: Path, separator: str) -> list[str]:
     parse = pacsv.ParseOptions(delimiter=separator)
-    with pa.OSFile(str(path)) as f:
+    with _open(path) as f:
         return list(pacsv.open_csv(f, parse_options=parse).schema.names)
 
 
@@ -43,7 +49,7 @@ def _csv_batches(path: Path, names: list[str], separator: str) -> Iterator[pa.Re
         null_values=[""],
     )
     parse = pacsv.ParseOptions(delimiter=separator)
-    with pa.OSFile(str(path)) as f:
+    with _open(path) as f:
         yield from pacsv.open_csv(
             f, read_options=read, parse_options=parse, convert_options=convert
         )
@@ -72,7 +78,7 @@ def iter_ratings(spec: str | Path, columns: Columns, chunk_rows: int) -> Iterato
     row = 1
     try:
         if suffix == ".parquet":
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(path, pre_buffer=False)  # it would hold every batch read
             _missing(path, list(pf.schema_arrow.names), needed)
             batches: Iterator[pa.RecordBatch] = pf.iter_batches(
                 batch_size=chunk_rows, columns=needed, use_threads=False
@@ -120,7 +126,7 @@ def _export_frame(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
 
 
 def _json_blocks(path: Path, chunk_rows: int) -> Iterator[pl.DataFrame]:
-    with path.open("rb") as fh:
+    with io.BufferedReader(_open(path)) as fh:  # type: ignore[arg-type]
         while True:
             lines = [line for _, line in zip(range(chunk_rows), fh, strict=False)]
             if not lines:
@@ -132,7 +138,8 @@ def _json_blocks(path: Path, chunk_rows: int) -> Iterator[pl.DataFrame]:
 def _export_blocks(path: Path, chunk_rows: int) -> Iterator[pl.DataFrame]:
     name = path.name.lower()
     if name.endswith(".parquet"):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, use_threads=False):
+        pf = pq.ParquetFile(path, pre_buffer=False)  # with it, memory grows with the file
+        for batch in pf.iter_batches(batch_size=chunk_rows, use_threads=False):
             yield pl.from_arrow(pa.Table.from_batches([batch]))  # type: ignore[misc]
     elif ".csv" in name:
         names = _csv_names(path, ",")

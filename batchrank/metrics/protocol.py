@@ -44,7 +44,7 @@ __all__ = [
 RELEVANT_SHARE = 0.75
 """Default relevance threshold as a share of the rating scale: 4 stars on 1..5."""
 SYSTEMS = ("model", "popular", "random")
-CHUNK_USERS = 1 << 15
+CHUNK_USERS = 1 << 14
 """Users evaluated at a time (one range of user indices)."""
 _EXPORT_ROWS = 1 << 18
 
@@ -174,7 +174,7 @@ def evaluate_ranking(
 
     columns = columns or Columns()
     model = Path(model)
-    bundle = load_bundle(model, model=False)
+    bundle = load_bundle(model, model=False, weights=False)  # its catalogue and scale
     low, high = bundle.transform.low, bundle.transform.high
     thr = default_threshold(low, high) if threshold is None else threshold
     top_n = max(k, curve_k or 0)

@@ -15,7 +15,7 @@ import numpy as np
 
 __all__ = ["FLUSH_BYTES", "RangeSpill"]
 
-FLUSH_BYTES = 32 << 20
+FLUSH_BYTES = 16 << 20
 """Buffered bytes past which rows are appended to the range files."""
 
 

@@ -184,6 +184,18 @@ def test_chunked_evaluation_equals_one_chunk(
     monkeypatch.setattr(spill, "FLUSH_BYTES", 64)
     for chunk_users in (1, 7, 64, 299):
         assert evaluate(chunk_users) == whole, chunk_users
+    # the same lists compressed, long CSV and nested JSON lines: the same figures
+    import pyarrow as pa
+
+    top = pl.read_ndjson(export).explode("items").unnest("items").sort("user_id", "rank")
+    nested = export.read_bytes()
+    for name, data in (("top12.csv.gz", top.write_csv().encode()), ("top12.jsonl.zst", nested)):
+        with pa.output_stream(str(tmp_path / name), compression="detect") as out:
+            out.write(data)
+        again = evaluate_ranking(
+            model, test, exclude=[train], export=tmp_path / name, curve_k=12, chunk_users=7
+        )
+        assert again == {**whole, "source": str(tmp_path / name)}, name
     # the one-range figures against the formulas, every metric
     held, tr = pl.read_csv(test), pl.read_csv(train)
     movies = sorted(set(tr["movie_id"]))
@@ -198,7 +210,6 @@ def test_chunked_evaluation_equals_one_chunk(
         else:
             extra[u] = extra.get(u, 0) + 1
     lists: dict[int, list[int]] = {}
-    top = pl.read_ndjson(export).explode("items").unnest("items").sort("user_id", "rank")
     for u, i in top.select("user_id", "movie_id").iter_rows():
         if u in relevant:
             lists.setdefault(u, []).append(index[i])
