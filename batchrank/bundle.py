@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,9 +166,10 @@ def _fingerprint(folder: Path, meta: dict[str, Any]) -> str:
     for name in (MODEL_FILE, USERS_FILE, ITEMS_FILE, WEIGHTS_FILE):
         if name == WEIGHTS_FILE and not (folder / name).exists():
             continue
-        data = (folder / name).read_bytes()
-        h.update(f"{name}\n{len(data)}\n".encode())
-        h.update(data)
+        with (folder / name).open("rb") as f:  # in blocks: a model can be GBs
+            h.update(f"{name}\n{os.fstat(f.fileno()).st_size}\n".encode())
+            while block := f.read(1 << 24):
+                h.update(block)
     scored = {key: meta.get(key) for key in SCORED_METADATA}
     if IMPORTED in meta:  # only then, so that other bundles keep their fingerprints
         scored[IMPORTED] = meta[IMPORTED]
@@ -260,7 +262,9 @@ def _read_metadata(path: Path, versions: tuple[int, ...]) -> dict[str, Any]:
     return meta
 
 
-def load_bundle(path: str | Path, *, verify: bool = True, model: bool = True) -> Bundle:
+def load_bundle(
+    path: str | Path, *, verify: bool = True, model: bool = True, weights: bool = True
+) -> Bundle:
     """Load a bundle written by :meth:`Bundle.save`, checking that its parts fit together.
 
     Args:
@@ -269,16 +273,18 @@ def load_bundle(path: str | Path, *, verify: bool = True, model: bool = True) ->
             metadata changed. The shape checks run either way.
         model: deserialize the Keras model. With ``False`` and a ``weights.npz`` in the
             bundle, only the arrays are read (no Keras import): what the scorer needs.
+        weights: with ``model=False``, also read the arrays; without, only the vocabularies
+            and metadata (``evaluate --ranking``: memory independent of the model's size).
 
     Raises:
         ModelError: one line naming the bundle file and what was expected.
     """
     local, uri = localize(local_or_remote(Path(path)))
     with _named(local, uri):
-        return _load_local(local, verify=verify, model=model)
+        return _load_local(local, verify=verify, model=model, weights=weights)
 
 
-def _load_local(path: Path, *, verify: bool, model: bool) -> Bundle:
+def _load_local(path: Path, *, verify: bool, model: bool, weights: bool = True) -> Bundle:
     meta = _read_metadata(path, (BUNDLE_FORMAT,))
     check_metadata(meta, path / META_FILE)
     if verify:
@@ -292,9 +298,10 @@ def _load_local(path: Path, *, verify: bool, model: bool) -> Bundle:
                 "(corrupt or edited; retrain or restore the bundle)"
             )
     users, items, titles, rows = _vocabularies(path, meta)
-    if not model and (path / WEIGHTS_FILE).exists():
-        weights = _read_weights(path / WEIGHTS_FILE)
-        check_weights(weights, users.size, items.size, path / WEIGHTS_FILE)
+    if not model and (not weights or (path / WEIGHTS_FILE).exists()):
+        arrays = _read_weights(path / WEIGHTS_FILE) if weights else None
+        if arrays is not None:
+            check_weights(arrays, users.size, items.size, path / WEIGHTS_FILE)
         return Bundle(
             model=None,
             users=users,
@@ -302,7 +309,7 @@ def _load_local(path: Path, *, verify: bool, model: bool) -> Bundle:
             titles=titles,
             metadata=meta,
             path=path,
-            weights=weights,
+            weights=arrays,
             rows=rows,
         )
     from batchrank._backend import keras_module

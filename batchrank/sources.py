@@ -39,6 +39,7 @@ __all__ = [
     "load_item_ids",
     "load_items",
     "load_ratings",
+    "normalise_ratings",
 ]
 
 USER, ITEM = USER_ID, MOVIE_ID
@@ -136,8 +137,12 @@ def _require(df: pl.DataFrame, cols: list[str], path: object, what: str) -> None
         raise DataError(f"{path}: {what} column {miss} missing; found {found}")
 
 
-def _normalise_ratings(table: pa.Table, where: str) -> pa.Table:
-    """Check ids and ratings and return the canonical schema."""
+def normalise_ratings(table: pa.Table, where: str, *, first_row: int = 1) -> pa.Table:
+    """Check ids and ratings and return the canonical schema.
+
+    ``first_row``: the file's row number of the table's first row (a chunk of a file), for
+    messages.
+    """
     out = {}
     for col in (USER, ITEM):
         arr = table.column(col).combine_chunks()
@@ -146,7 +151,7 @@ def _normalise_ratings(table: pa.Table, where: str) -> pa.Table:
         if nulls:
             row = pc.index(pc.is_null(arr), True).as_py()
             raise DataError(
-                f"{where}: column `{col}` has {nulls} null ids (first at row {row + 1})"
+                f"{where}: column `{col}` has {nulls} null ids (first at row {row + first_row})"
             )
         cast, _ = coerce_ids(arr, kind, where=f"{where}: column `{col}`")
         out[col] = cast
@@ -160,22 +165,22 @@ def _normalise_ratings(table: pa.Table, where: str) -> pa.Table:
         if pc.any(bad).as_py():
             row = pc.index(bad, True).as_py()
             raise DataError(
-                f"{where}: column `{RATING}` must be numeric; row {row + 1} has "
+                f"{where}: column `{RATING}` must be numeric; row {row + first_row} has "
                 f"{as_text[row].as_py()!r}"
             )
         rating = pc.cast(pc.utf8_trim_whitespace(as_text), pa.float64())
     rating = pc.cast(rating, pa.float64())
     if rating.null_count:
         row = pc.index(pc.is_null(rating), True).as_py()
-        raise DataError(f"{where}: column `{RATING}` has a missing rating at row {row + 1}")
+        raise DataError(f"{where}: column `{RATING}` has a missing rating at row {row + first_row}")
     if pc.any(pc.is_nan(rating)).as_py():
         row = pc.index(pc.is_nan(rating), True).as_py()
-        raise DataError(f"{where}: column `{RATING}` has NaN at row {row + 1}")
+        raise DataError(f"{where}: column `{RATING}` has NaN at row {row + first_row}")
     infinite = pc.invert(pc.is_finite(rating))
     if pc.any(infinite).as_py():
         row = pc.index(infinite, True).as_py()
         raise DataError(
-            f"{where}: column `{RATING}` has {rating[row].as_py()} at row {row + 1}; "
+            f"{where}: column `{RATING}` has {rating[row].as_py()} at row {row + first_row}; "
             "expected a finite number"
         )
     out[RATING] = rating
@@ -285,7 +290,7 @@ def _load_generic(path: Path, columns: Columns) -> pa.Table:
         pl.col(columns.item).alias(ITEM),
         pl.col(columns.rating).alias(RATING),
     ).to_arrow()
-    return _normalise_ratings(table, str(path))
+    return normalise_ratings(table, str(path))
 
 
 def _parse_u_data(raw: bytes, where: str) -> pa.Table:
@@ -304,7 +309,7 @@ def _parse_u_data(raw: bytes, where: str) -> pa.Table:
         raise DataError(
             f"{where}: u.data is not tab-separated integer user, item, rating, timestamp: {first}"
         ) from e
-    return _normalise_ratings(df.select(USER, ITEM, RATING).to_arrow(), where)
+    return normalise_ratings(df.select(USER, ITEM, RATING).to_arrow(), where)
 
 
 def _parse_u_item(raw: bytes, where: str) -> pa.Table:

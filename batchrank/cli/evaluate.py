@@ -49,6 +49,20 @@ if TYPE_CHECKING:
 @click.option(
     "--plot", callback=local_path, help="--ranking: draw NDCG@k and Recall@k against k (PNG)."
 )
+@click.option(
+    "--chunk-users",
+    type=click.IntRange(min=1),
+    default=16_384,
+    show_default=True,
+    help="--ranking: users evaluated at a time (memory; the figures do not depend on it).",
+)
+@click.option(
+    "--memory-budget-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1024.0,
+    show_default=True,
+    help="--ranking: MiB of training pairs held in memory before they spill to disk.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @log_format_option
 def command(
@@ -65,6 +79,8 @@ def command(
     relevance: float | None,
     seed: int,
     plot: Path | None,
+    chunk_users: int,
+    memory_budget_mb: float,
     as_json: bool,
 ) -> None:
     """RMSE (in stars) of a model bundle on a ratings file; with --ranking, top-k metrics."""
@@ -90,6 +106,8 @@ def command(
         threshold=relevance,
         seed=seed,
         curve_k=max(k, 20) if plot else None,
+        chunk_users=chunk_users,
+        memory_budget_mb=memory_budget_mb,
     )
     if plot:
         from batchrank.metrics.plot import plot_curves

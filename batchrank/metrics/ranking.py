@@ -1,4 +1,4 @@
-"""Top-k list metrics, vectorised over every user at once (numpy; no loop over users).
+"""Top-k list metrics, vectorised over the users of a chunk (numpy; no loop over users).
 
 Definitions (docs/evaluation.md has them with their sources): binary relevance; for a user
 with relevant set R (|R| >= 1) and a list whose item at rank r is relevant when hit(r) = 1,
@@ -15,15 +15,21 @@ the lists / catalogue size; mean popularity = mean, over every recommended (user
 of the movie's training interaction count; Gini index of exposure over the whole catalogue
 (movies never recommended count with exposure 0): sorted ascending x_1..x_n,
 G = sum_j (2j - n - 1) x_j / (n * sum x).
+
+:class:`MetricSums` accumulates them over chunks of users (disjoint user ranges): exact sums
+of the per-user values (``math.fsum``, each chunk's sum carried with its rounding residual) and
+integer exposure counts over the catalogue, so any chunking gives the same figures as one
+chunk of every user.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["METRICS", "Lists", "Truth", "gini", "list_metrics"]
+__all__ = ["METRICS", "PER_USER", "Lists", "MetricSums", "Truth", "gini", "list_metrics"]
 
 METRICS = (
     "ndcg",
@@ -37,6 +43,8 @@ METRICS = (
     "gini",
 )
 """Every metric :func:`list_metrics` returns, in report order."""
+PER_USER = METRICS[:6]
+"""The metrics averaged over users (the others are list-level)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,69 @@ def per_user(lists: Lists, truth: Truth, k: int) -> dict[str, np.ndarray]:
     }
 
 
+def _exact_sum(values: np.ndarray) -> tuple[float, float]:
+    """``values``' sum as an unevaluated pair ``(s, r)``: ``s`` correctly rounded, ``r`` the
+    correctly rounded remainder, so sums of chunks add up to (within 2**-100 of) one sum."""
+    v = values.tolist()
+    s = math.fsum(v)
+    v.append(-s)
+    return s, math.fsum(v)
+
+
+@dataclass
+class MetricSums:
+    """Running totals of :data:`METRICS` at ``k``, over chunks of distinct users.
+
+    Attributes:
+        k: the cut-off.
+        popularity: training interactions per catalogue index (index 0 unused).
+        catalogue: number of movies that could be recommended (indices ``1..catalogue``).
+        list_level: also count exposure (coverage, mean popularity, Gini); without it those
+            are 0 (a curve's points need only the per-user metrics).
+    """
+
+    k: int
+    popularity: np.ndarray
+    catalogue: int
+    list_level: bool = True
+    users: int = 0
+    parts: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in PER_USER})
+    exposure: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    popularity_sum: int = 0
+    rows: int = 0
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1; received {self.k}")
+        if self.list_level:
+            self.exposure = np.zeros(self.catalogue + 1, dtype=np.int64)
+
+    def add(self, lists: Lists, truth: Truth) -> None:
+        """Add the users of ``truth`` (none added before) and their ``lists``."""
+        self.users += truth.n_users
+        for name, v in per_user(lists, truth, self.k).items():
+            self.parts[name].extend(_exact_sum(v))
+        if not self.list_level:
+            return
+        top = lists.top(self.k)
+        shown = top.item[top.item > 0]
+        self.exposure += np.bincount(shown, minlength=self.catalogue + 1)[: self.catalogue + 1]
+        pop = np.asarray(self.popularity)[top.item]
+        self.popularity_sum += pop.sum().item() if len(pop) else 0
+        self.rows += len(top.item)
+
+    def result(self) -> dict[str, float]:
+        """Every metric of :data:`METRICS`, averaged over the users added."""
+        n = self.users
+        out = {m: math.fsum(self.parts[m]) / n if n else 0.0 for m in PER_USER}
+        exposure = self.exposure[1:] if self.list_level else np.zeros(0, np.int64)
+        c = self.catalogue
+        out["coverage"] = float(np.count_nonzero(exposure) / c) if c else 0.0
+        out["mean_popularity"] = self.popularity_sum / self.rows if self.rows else 0.0
+        out["gini"] = gini(exposure)
+        return {name: float(out[name]) for name in METRICS}
+
+
 def list_metrics(
     lists: Lists, truth: Truth, k: int, *, popularity: np.ndarray, catalogue: int
 ) -> dict[str, float]:
@@ -134,15 +205,6 @@ def list_metrics(
         popularity: training interactions per catalogue index (index 0 unused).
         catalogue: number of movies that could be recommended (indices ``1..catalogue``).
     """
-    if k < 1:
-        raise ValueError(f"k must be at least 1; received {k}")
-    out = {
-        name: float(v.mean()) if len(v) else 0.0 for name, v in per_user(lists, truth, k).items()
-    }
-    top = lists.top(k)
-    shown = top.item[top.item > 0]
-    exposure = np.bincount(shown, minlength=catalogue + 1)[1 : catalogue + 1]
-    out["coverage"] = float(np.count_nonzero(exposure) / catalogue) if catalogue else 0.0
-    out["mean_popularity"] = float(popularity[top.item].mean()) if len(top.item) else 0.0
-    out["gini"] = gini(exposure)
-    return {name: out[name] for name in METRICS}
+    sums = MetricSums(k, popularity, catalogue)
+    sums.add(lists, truth)
+    return sums.result()

@@ -160,11 +160,13 @@ def csv_header(path: Path) -> list[str]:
 
 def parquet_file(path: Path) -> pq.ParquetFile:
     """A Parquet file's reader; an object is read by ranged requests (its footer, then only
-    the projected columns' chunks, coalesced by ``pre_buffer``)."""
+    the projected columns' chunks, coalesced by ``pre_buffer``). A local file is read without
+    ``pre_buffer``: with it, ``iter_batches`` keeps every buffered range until the file is
+    closed, so memory grew with the file (204 MiB of Arrow memory after 60 M rows)."""
     try:
         if is_remote(path):
             return pq.ParquetFile(path.open("rb"), pre_buffer=True)
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(path, pre_buffer=False)
     except (pa.ArrowException, OSError, ValueError) as e:
         why = _why(path, e)
         if why in KNOWN_REASONS:  # the store failed, not the file

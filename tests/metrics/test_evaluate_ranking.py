@@ -154,3 +154,67 @@ def test_ml100k_model_beats_random(
     assert 900 <= result["users"] <= 943  # type: ignore[operator]
     assert result["model"]["ndcg"] > 2 * result["random"]["ndcg"]  # type: ignore[index]
     assert np.isclose(result["threshold"], 4.0)  # type: ignore[arg-type]
+
+
+def test_chunked_evaluation_equals_one_chunk(
+    split: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Users evaluated a range at a time, spilled to disk from the first rows, give exactly
+    the figures of one range holding every user; and those are the formulas' (to 1e-12)."""
+    from batchrank.metrics import spill
+    from batchrank.metrics.protocol import evaluate_ranking
+
+    model, train, test = split
+    export = tmp_path / "top12.jsonl"  # the nested JSON lines layout, streamed block by block
+    assert (
+        run(
+            "score", "--model", str(model), "--pairs", "all", "--exclude", str(train),
+            "--top-k", "12", "--format", "jsonl", "--layout", "nested", "--out", str(export),
+            "--quiet",
+        )
+        == 0
+    )  # fmt: skip
+
+    def evaluate(chunk_users: int) -> dict[str, object]:
+        return evaluate_ranking(
+            model, test, exclude=[train], export=export, curve_k=12, chunk_users=chunk_users
+        )
+
+    whole = evaluate(10**9)
+    monkeypatch.setattr(spill, "FLUSH_BYTES", 64)
+    for chunk_users in (1, 7, 64, 299):
+        assert evaluate(chunk_users) == whole, chunk_users
+    # the same lists compressed, long CSV and nested JSON lines: the same figures
+    import pyarrow as pa
+
+    top = pl.read_ndjson(export).explode("items").unnest("items").sort("user_id", "rank")
+    nested = export.read_bytes()
+    for name, data in (("top12.csv.gz", top.write_csv().encode()), ("top12.jsonl.zst", nested)):
+        with pa.output_stream(str(tmp_path / name), compression="detect") as out:
+            out.write(data)
+        again = evaluate_ranking(
+            model, test, exclude=[train], export=tmp_path / name, curve_k=12, chunk_users=7
+        )
+        assert again == {**whole, "source": str(tmp_path / name)}, name
+    # the one-range figures against the formulas, every metric
+    held, tr = pl.read_csv(test), pl.read_csv(train)
+    movies = sorted(set(tr["movie_id"]))
+    index = {m: n for n, m in enumerate(movies, start=1)}
+    counts = dict(tr.group_by("movie_id").len().iter_rows())
+    relevant: dict[int, set[int]] = {}
+    extra: dict[int, int] = {}
+    for u, i in held.filter(pl.col("rating") >= 4).select("user_id", "movie_id").unique().rows():
+        relevant.setdefault(u, set())
+        if i in index:
+            relevant[u].add(index[i])
+        else:
+            extra[u] = extra.get(u, 0) + 1
+    lists: dict[int, list[int]] = {}
+    for u, i in top.select("user_id", "movie_id").iter_rows():
+        if u in relevant:
+            lists.setdefault(u, []).append(index[i])
+    popularity = [0] + [counts[m] for m in movies]
+    want = reference(lists, relevant, extra, 10, popularity, len(movies))
+    got = whole["model"]
+    for metric, value in want.items():
+        assert abs(got[metric] - value) <= 1e-12, metric  # type: ignore[index]
