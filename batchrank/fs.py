@@ -10,8 +10,8 @@ Credentials come from each SDK's standard chain (AWS variables, profiles, instan
 Google application-default credentials; Azure environment). ``AWS_ENDPOINT_URL_S3`` /
 ``AWS_ENDPOINT_URL`` are honoured as the AWS CLI honours them (pyarrow does not), and a job
 file's ``[storage]`` section (:class:`StorageOptions`, :func:`configure`) sets region, endpoint
-and anonymous access. Every URI printed goes through :func:`redact` (no userinfo secrets, no
-query strings).
+and anonymous access. Every URI printed goes through :func:`redact` (no passwords or access keys,
+no query strings).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def current_options() -> StorageOptions:
     return _options
 
 
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/@:\s'\"]*):([^/@\s'\"]*)@")
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#@\s'\"]*)@")
 _QUERY = re.compile(r"(://[^\s'\"?]*)\?[^\s'\"]*")
 _SECRETS = re.compile(
     r"(?i)((?:secret|token|signature|credential|password|access_key|x-amz-[a-z-]+)[=:]\s*)"
@@ -94,10 +94,29 @@ _SECRETS = re.compile(
 )
 
 
+def _userinfo(m: re.Match[str]) -> str:
+    scheme, userinfo = m[1], m[2]
+    user, colon, _ = userinfo.partition(":")
+    if colon and scheme.lower() not in REMOTE_SCHEMES:
+        return f"{scheme}://{user}:***@"
+    return f"{scheme}://***@"
+
+
 def redact(text: str) -> str:
-    """``text`` with URI secrets replaced: ``user:secret@`` becomes ``***@`` and query strings
-    ``?***``; userinfo already redacted by its owner (``redis://:***@``) stays as it is."""
-    text = _USERINFO.sub(lambda m: m[0] if m[3] == "***" else f"{m[1]}***@", text)
+    """``text`` with the secrets of every URI in it (and of ``secret=...`` pairs) hidden.
+
+    One rule for every scheme; a password is never shown:
+
+    - ``user:password@`` becomes ``user:***@`` and ``:password@`` ``:***@``, as redis-cli and
+      libpq print them (``redis://alice:***@host``): the user names the account, not a secret.
+    - In an object-store URI (``s3://``, ``gs://``, ... :data:`REMOTE_SCHEMES`) the userinfo is
+      an access key pair (``AKIA...:secret@``), hidden whole: ``s3://***@``.
+    - Userinfo with no colon (``name@``) may be a token (``https://TOKEN@host``): ``***@``.
+    - A query string (presigned signatures, SAS tokens) becomes ``?***``.
+
+    Text already redacted stays as it is (``redact(redact(t)) == redact(t)``).
+    """
+    text = _USERINFO.sub(_userinfo, text)
     text = _QUERY.sub(r"\1?***", text)
     return _SECRETS.sub(r"\1***", text)
 

@@ -177,20 +177,31 @@ def refingerprint() -> Callable[[Path], None]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _jax_compilation_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+def _jax_compilation_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Share XLA compilations between the tests' many small models of the same shapes.
 
     Keras compiles fresh train / predict functions for every model; on a small CPU machine that
     compilation dominates a tiny training run. JAX's persistent cache turns repeats into disk
     reads. Only speed changes; if this JAX lacks the options the tests just run slower.
+    The same settings go into the environment (JAX reads ``JAX_<OPTION>``), so a test's
+    subprocess that trains (``batchrank run`` with a ``[train]`` step) shares the cache too.
     """
     import jax
 
     folder = tmp_path_factory.mktemp("jax-cache")
+    settings = {
+        "jax_compilation_cache_dir": str(folder),
+        "jax_persistent_cache_min_compile_time_secs": "0",
+        "jax_persistent_cache_min_entry_size_bytes": "-1",
+    }
     with contextlib.suppress(AttributeError, ValueError):
         jax.config.update("jax_compilation_cache_dir", str(folder))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in settings.items():
+            env.setenv(name.upper(), value)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -98,12 +98,16 @@ def test_job_file_train_section(
     assert run("validate", str(job)) == 0
     assert "test ratings" in capsys.readouterr().out
     assert run("run", str(job), "--date", "2025-01-31") == 0
+    assert "trained: held-out RMSE " in capsys.readouterr().err
     metrics = _meta(tmp_path / "model")["metrics"]
     assert isinstance(metrics, dict)
     assert metrics["test_source"] == str(test) and metrics["train_count"] == 1200
     # and test_fraction = 0 alone
     job.write_text(job.read_text().replace(f'test_ratings = "{test}"', "test_fraction = 0"))
     assert run("run", str(job), "--date", "2025-02-01", "--set", 'train.retrain="always"') == 0
+    err = capsys.readouterr().err
+    assert "trained: no held-out test (all 1200 ratings trained on)" in err
+    assert "RMSE nan" not in err
     metrics = _meta(tmp_path / "model")["metrics"]
     assert isinstance(metrics, dict)
     assert metrics["test_count"] == 0 and metrics["train_count"] == 1200

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from batchrank.errors import ConfigError
-from batchrank.fs import is_remote
+from batchrank.fs import is_remote, redact
 from batchrank.jobs.paths import TemplateError, placeholders_of, render
 from batchrank.options import ENV_PREFIX, Option, OptionError, shown_value
 from batchrank.scoring.spec import SCORE_OPTIONS
 from batchrank.sinks.redis.target import OPTION_KEYS as REDIS_KEYS
-from batchrank.sinks.redis.target import redact
 from batchrank.uris import path_text, to_path, uri_scheme
 
 __all__ = [

@@ -156,10 +156,15 @@ def _train(job: JobSpec, state: dict[str, Any], work: Path, verbose: int | str) 
     )
     meta = train_step(step, decision.data, verbose=verbose)
     metrics = meta.get("metrics", {})
+    if "test_rmse" in metrics:
+        message = "trained: held-out RMSE %.4f stars (global mean %.4f) after %d epochs"
+        args: tuple[Any, ...] = (metrics["test_rmse"], metrics["test_rmse_global_mean"])
+    else:  # [train] test_fraction = 0: there is nothing to measure, not a NaN
+        message = "trained: no held-out test (all %d ratings trained on) after %d epochs"
+        args = (metrics.get("train_count", 0),)
     log.info(
-        "trained: held-out RMSE %.4f stars (global mean %.4f) after %d epochs",
-        metrics.get("test_rmse", float("nan")),
-        metrics.get("test_rmse_global_mean", float("nan")),
+        message,
+        *args,
         metrics.get("epochs_run", 0),
         extra={
             "event": "train_done",

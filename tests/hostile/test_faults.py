@@ -77,6 +77,19 @@ def _run(job: Path, kill_at: str = "-", n: int = 1) -> subprocess.CompletedProce
     )
 
 
+def _run_here(job: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """An uninterrupted ``batchrank run JOB`` in this process (no kill: a subprocess would
+    only add its start-up); its exit code and stderr."""
+    from batchrank.cli.main import main
+
+    try:
+        main(["run", str(job), "--date", DATE])
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    return code, capsys.readouterr().err[-2000:]
+
+
 def _assert_consistent(root: Path) -> None:
     """Whatever is certified matches its bytes; latest names a certified export."""
     folder = root / "exports" / DATE
@@ -105,26 +118,26 @@ PHASES = [
 
 @pytest.mark.slow
 def test_kill_9_at_every_phase_keeps_the_export_consistent(
-    sample_bundle: Path, tmp_path: Path
+    sample_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # reference bytes of an uninterrupted run with top_k 5, in its own folder
     ref_root = tmp_path / "ref"
     ref_root.mkdir()
-    assert _run(_job(ref_root, sample_bundle, 5)).returncode == 0
+    assert _run_here(_job(ref_root, sample_bundle, 5), capsys)[0] == 0
     reference = (ref_root / "exports" / DATE / "top.parquet").read_bytes()
     ref_rejects = (ref_root / "exports" / DATE / "rejects.csv").read_bytes()
     # an earlier good export of the same date (top_k 10), copied before each faulty re-run
     earlier = tmp_path / "earlier"
     earlier.mkdir()
-    assert _run(_job(earlier, sample_bundle, 10)).returncode == 0
+    assert _run_here(_job(earlier, sample_bundle, 10), capsys)[0] == 0
     for target, n in PHASES:
         root = tmp_path / f"{target.rsplit(':', 1)[1]}-{n}"
         shutil.copytree(earlier, root, symlinks=True)
-        killed = _run(_job(root, sample_bundle, 5), target, n)
+        killed = _run(_job(root, sample_bundle, 5), target, n)  # a real process, really killed
         assert killed.returncode == -9, (target, n, killed.stderr[-2000:])
         _assert_consistent(root)
-        again = _run(_job(root, sample_bundle, 5))
-        assert again.returncode == 0, (target, n, again.stderr[-2000:])
+        code, err = _run_here(_job(root, sample_bundle, 5), capsys)
+        assert code == 0, (target, n, err)
         _assert_consistent(root)
         folder = root / "exports" / DATE
         assert (folder / "top.parquet").read_bytes() == reference, (target, n)

@@ -255,7 +255,7 @@ def _run(ctx: RunContext, combine: Combine, buckets: int) -> tuple[Scored, float
     try:
         with make_progress(spec.progress, total, "rows") as progress:
             collect = _Collector(ctx, result, progress)
-            for block in _partials(scored_ds, combine, spec.top_k, collect):
+            for block in _partials(scored_ds, combine, spec.top_k, collect, buckets):
                 if block.num_rows:
                     topk.add(block.select(list(PARTIAL_COLUMNS)))
         result.rejects = collect.reject_parts()
@@ -265,7 +265,9 @@ def _run(ctx: RunContext, combine: Combine, buckets: int) -> tuple[Scored, float
     return result, collect.first or time.perf_counter()
 
 
-def _partials(scored_ds: Any, combine: Combine, k: int, collect: _Collector) -> Any:
+def _partials(
+    scored_ds: Any, combine: Combine, k: int, collect: _Collector, buckets: int = 0
+) -> Any:
     """The partial top-k rows, handing each marker row to ``collect`` in input order."""
     if combine == "buckets":
         from ray.data.expressions import col
@@ -275,10 +277,11 @@ def _partials(scored_ds: Any, combine: Combine, k: int, collect: _Collector) -> 
         markers = materialized.filter(expr=col(BUCKET) == META_BUCKET)
         for block in markers.iter_batches(batch_format="pyarrow", batch_size=None):
             collect.markers(block)
-        # ... then each bucket of users merged on Ray
+        # ... then each bucket of users merged on Ray; one shuffle partition per bucket (Ray's
+        # default, 200 partitions, would mostly be empty: there are only `buckets` keys)
         merged = (
             materialized.filter(expr=col(BUCKET) >= 0)
-            .groupby(BUCKET)
+            .groupby(BUCKET, num_partitions=max(1, buckets))
             .map_groups(worker.merge_group, batch_format="pyarrow", fn_kwargs={"k": k})
         )
         yield from merged.iter_batches(batch_format="pyarrow", batch_size=None)

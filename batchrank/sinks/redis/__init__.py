@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from batchrank.sinks.redis.target import RedisTarget, redact, target_of
+from batchrank.sinks.redis.target import RedisTarget, target_of
 
 if TYPE_CHECKING:
     from batchrank.sinks.redis.admin import ping, rollback, status
     from batchrank.sinks.redis.generations import RedisSink
 
-__all__ = ["RedisSink", "RedisTarget", "ping", "redact", "rollback", "status", "target_of"]
+__all__ = ["RedisSink", "RedisTarget", "ping", "rollback", "status", "target_of"]
 
 
 def __getattr__(name: str) -> Any:

@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from batchrank.errors import ConfigError, OutputError
-from batchrank.sinks.redis.target import RedisTarget, redact
+from batchrank.fs import redact
+from batchrank.sinks.redis.target import RedisTarget
 
 __all__ = [
     "REDIRECTS",

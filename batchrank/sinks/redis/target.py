@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from batchrank.errors import ConfigError
+from batchrank.fs import redact
 
 __all__ = [
     "DEFAULT_PREFIX",
     "OPTION_KEYS",
     "RedisTarget",
     "ValueFormat",
-    "redact",
     "target_of",
 ]
 
@@ -35,18 +35,6 @@ DEFAULT_PREFIX = "batchrank:{job}:"
 
 OPTION_KEYS = ("prefix", "keep", "value", "timeout", "retries")
 """The options a URL's query or a ``[publish.redis]`` section may give besides ``url``."""
-
-_USERINFO = re.compile(r"(?<=://)([^@/?#]*)@")
-
-
-def redact(text: str) -> str:
-    """``text`` with the password of any ``scheme://user:password@`` in it replaced by ``***``."""
-
-    def hide(m: re.Match[str]) -> str:
-        user, colon, _ = m.group(1).partition(":")
-        return f"{user}:***@" if colon else f"{user}@"
-
-    return _USERINFO.sub(hide, text)
 
 
 @dataclass(frozen=True, kw_only=True)
