@@ -22,7 +22,7 @@ import pytest
 
 from batchrank import fs
 from batchrank.scoring.api import score
-from batchrank.scoring.ray import storage
+from batchrank.scoring.ray import session, storage
 from tests.s3server import CREDENTIALS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,3 +119,11 @@ def test_without_static_keys_readers_use_the_nodes_own_chain(
         assert "AWS_ACCESS_KEY_ID" not in storage.worker_storage().env
     finally:
         fs.clear_cache()
+
+
+def test_a_fixed_pool_leaves_a_whole_cpu_on_some_node_for_reading() -> None:
+    # 2 nodes x 2 CPUs, 4 actors: 0.75 each (one CPU left in all) could leave 0.5 on each node,
+    # and a read task needs 1. At 0.5 each, 2 CPUs stay free: one node keeps a whole one.
+    assert session.actor_cpus(4, 4, nodes=2) == 0.5
+    assert session.actor_cpus(4, 4) == 0.75
+    assert session.actor_cpus(3, 4, nodes=2) is None  # whole-CPU actors leave a whole CPU

@@ -240,7 +240,8 @@ def _run(ctx: RunContext, combine: Combine, buckets: int) -> tuple[Scored, float
     # actors that die are restarted and their batch retried by Ray Data's defaults
     # (max_restarts=-1, max_task_retries=-1); Ray deprecates passing other values here
     remote: dict[str, Any] = {}
-    cpus = session.actor_cpus(spec.concurrency, ray.cluster_resources().get("CPU", 0.0))
+    nodes = sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0)
+    cpus = session.actor_cpus(spec.concurrency, ray.cluster_resources().get("CPU", 0.0), nodes)
     if cpus is not None:
         remote["num_cpus"] = cpus
     if spec.gpus_per_worker:
