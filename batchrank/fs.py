@@ -44,6 +44,7 @@ __all__ = [
     "open_stream",
     "redact",
     "remote_reason",
+    "s3_filesystem",
 ]
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
@@ -172,10 +173,12 @@ def _env_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def _s3(options: StorageOptions) -> pafs.FileSystem:
+def s3_filesystem(options: StorageOptions, **keys: str) -> pafs.FileSystem:
+    """S3 with ``options``, the endpoint and region variables, and explicit ``keys``
+    (``access_key``, ``secret_key``, ``session_token``; none: the SDK's provider chain)."""
     import pyarrow.fs as pafs
 
-    kwargs: dict[str, Any] = {"anonymous": options.anonymous}
+    kwargs: dict[str, Any] = {"anonymous": options.anonymous, **keys}
     endpoint = options.endpoint or _env_endpoint()
     if endpoint:
         scheme, sep, rest = endpoint.partition("://")
@@ -193,7 +196,7 @@ def _make(scheme: str, authority: str, options: StorageOptions) -> pafs.FileSyst
     import pyarrow.fs as pafs
 
     if scheme == "s3":
-        return _s3(options)
+        return s3_filesystem(options)
     if scheme == "gs":
         kwargs: dict[str, Any] = {"anonymous": options.anonymous}
         if options.endpoint:

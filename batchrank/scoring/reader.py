@@ -252,7 +252,15 @@ def _parquet_tables(
     pf = parquet_file(file.path)
     total = pf.metadata.num_rows
     columns = list(dict.fromkeys([user_col, item_col]))
-    batches = pf.iter_batches(batch_size=chunk_rows, columns=columns, use_threads=False)
+    # one row group at a time: over all of them at once, pre_buffer (objects) fetches and
+    # holds every row group's id columns before the first batch, memory growing with the file
+    batches = (
+        batch
+        for group in range(pf.num_row_groups)
+        for batch in pf.iter_batches(
+            batch_size=chunk_rows, row_groups=[group], columns=columns, use_threads=False
+        )
+    )
     per_row = file.size / max(total, 1)
     for table, end in _rechunk(((b, b.num_rows * per_row) for b in batches), chunk_rows):
         yield table, round(end)

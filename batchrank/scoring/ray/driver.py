@@ -28,11 +28,11 @@ import pyarrow.compute as pc
 
 from batchrank import errors
 from batchrank.errors import BatchrankError, ConfigError, DataError, first_line
-from batchrank.fs import filesystem_of, is_remote
+from batchrank.fs import is_remote
 from batchrank.scoring.context import RunContext, new_topk
 from batchrank.scoring.engine import Scored, rejects_spool
 from batchrank.scoring.prepare import CROSS_JOIN_FRAGMENT_PAIRS
-from batchrank.scoring.ray import session, worker
+from batchrank.scoring.ray import session, storage, worker
 from batchrank.scoring.ray.worker import BLOCK, BUCKET, META, META_BUCKET, PATH, REJECTS, SEG
 from batchrank.scoring.reader import InputFile
 from batchrank.scoring.schema import PARTIAL_COLUMNS
@@ -80,14 +80,16 @@ def run_ray(
     t1 = time.perf_counter()
     try:
         with session.data_context(spec.chunk_rows):
-            result, first = _run(ctx, combine, buckets if combine == "buckets" else 0)
+            result, first, nodes = _run(ctx, combine, buckets if combine == "buckets" else 0)
         log.info(
-            "ray engine: %s in %.1fs; scored in %.1fs, the first batch back after %.1fs",
+            "ray engine: %s in %.1fs; scored in %.1fs on %d node(s), the first batch back "
+            "after %.1fs",
             "started Ray" if started else "joined Ray",
             t1 - t0,
             time.perf_counter() - t1,
+            len(nodes),
             first - t1,
-            extra={"event": "ray_done"},
+            extra={"event": "ray_done", "nodes": sorted(nodes)},
         )
         return result
     except BatchrankError:
@@ -158,10 +160,10 @@ def _file_dataset(ctx: RunContext, paths: Sequence[str], groups: list[list[int]]
     datasets = []
     for group in groups:
         group_paths = [paths[i] for i in group]
-        # objects: the file system batchrank resolved (endpoint, region, credentials chain);
-        # Ray's own would ignore AWS_ENDPOINT_URL. It pickles to the workers with its options.
+        # objects: the file system batchrank resolved (endpoint, region, the driver's static
+        # keys); Ray's own would ignore AWS_ENDPOINT_URL. It pickles to the read tasks.
         first = ctx.files[group[0]].path
-        fs = {"filesystem": filesystem_of(first)[0]} if is_remote(first) else {}
+        fs = {"filesystem": storage.read_filesystem(first)} if is_remote(first) else {}
         if ctx.files[group[0]].format == "csv":
             convert = pacsv.ConvertOptions(
                 include_columns=columns,
@@ -204,11 +206,13 @@ def _config(ctx: RunContext, paths: list[str], buckets: int, per_block: int) -> 
         score_table=ctx.score_table,
         rules=ctx.rules,
         precision=ctx.spec.precision,
+        storage=storage.worker_storage(),
     )
 
 
-def _run(ctx: RunContext, combine: Combine, buckets: int) -> tuple[Scored, float]:
-    """Build and run the pipeline; return the result and when its first batch came back."""
+def _run(ctx: RunContext, combine: Combine, buckets: int) -> tuple[Scored, float, set[str]]:
+    """Build and run the pipeline; return the result, when its first batch came back and the
+    ids of the Ray nodes whose actors scored batches."""
     import ray.data
 
     from batchrank.scoring.progress import make_progress
@@ -236,7 +240,8 @@ def _run(ctx: RunContext, combine: Combine, buckets: int) -> tuple[Scored, float
     # actors that die are restarted and their batch retried by Ray Data's defaults
     # (max_restarts=-1, max_task_retries=-1); Ray deprecates passing other values here
     remote: dict[str, Any] = {}
-    cpus = session.actor_cpus(spec.concurrency, ray.cluster_resources().get("CPU", 0.0))
+    nodes = sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0)
+    cpus = session.actor_cpus(spec.concurrency, ray.cluster_resources().get("CPU", 0.0), nodes)
     if cpus is not None:
         remote["num_cpus"] = cpus
     if spec.gpus_per_worker:
@@ -262,7 +267,7 @@ def _run(ctx: RunContext, combine: Combine, buckets: int) -> tuple[Scored, float
     except BaseException:
         topk.close()
         raise
-    return result, collect.first or time.perf_counter()
+    return result, collect.first or time.perf_counter(), collect.nodes
 
 
 def _partials(
@@ -304,6 +309,8 @@ class _Collector:
         """Rows of each file in the batches so far (batches arrive in input order)."""
         self.parts: list[tuple[int, int, Path]] = []
         self.first: float | None = None
+        self.nodes: set[str] = set()
+        """The Ray nodes whose actors sent marker rows."""
 
     def markers(self, block: pa.Table) -> None:
         """Handle the marker rows of a block of output, in order."""
@@ -316,6 +323,8 @@ class _Collector:
     def _marker(self, meta: dict[str, Any], rejects_ipc: bytes | None) -> None:
         if self.first is None:
             self.first = time.perf_counter()
+        if meta.get("node"):
+            self.nodes.add(meta["node"])
         bases = []
         for fi, n in meta["segments"]:
             bases.append(self.seen[fi])

@@ -123,21 +123,24 @@ def data_context(chunk_rows: int) -> Iterator[Any]:
         yield ctx
 
 
-def actor_cpus(concurrency: int | None, cluster_cpus: float) -> float | None:
+def actor_cpus(concurrency: int | None, cluster_cpus: float, nodes: int = 1) -> float | None:
     """CPUs each actor reserves, when a fixed pool would otherwise leave none for reading.
 
-    Ray Data's read tasks need a CPU each; a fixed pool of one-CPU actors as large as the
-    cluster would hold every CPU and wait forever for input. Such a pool shares all CPUs but
-    one between its actors (JAX still uses every core it sees: this is a reservation only).
-    None: the default of one CPU per actor.
+    Ray Data's read tasks need a whole CPU on one node; a fixed pool of one-CPU actors as large
+    as the cluster would hold every CPU and wait forever for input. Such a pool shares all CPUs
+    but one per node (``nodes``: the nodes with CPUs) between its actors: whatever the
+    placement, the CPUs left free then add up to ``nodes``, so some node keeps a whole one
+    (one CPU left over the whole cluster could be split into fractions across nodes). JAX
+    still uses every core it sees: this is a reservation only. None: one CPU per actor.
     """
     if not concurrency or not cluster_cpus or concurrency <= cluster_cpus - 1:
         return None
-    share = max(cluster_cpus - 1, 0.0) / concurrency
+    share = max(cluster_cpus - max(nodes, 1), 0.0) / concurrency
     log.info(
-        "%d scoring actors on %g CPUs: each reserves %.2f CPU so that reads can run",
+        "%d scoring actors on %g CPUs of %d node(s): each reserves %.2f CPU so that reads can run",
         concurrency,
         cluster_cpus,
+        nodes,
         share,
         extra={"event": "ray_actor_cpus"},
     )

@@ -66,6 +66,9 @@ class WorkerConfig:
     """The run's :class:`~batchrank.scoring.rules.Rules` (pickled; None when none)."""
     precision: str = "float32"
     """``--precision``."""
+    storage: Any = None
+    """The driver's object-store settings and keys (a
+    :class:`~batchrank.scoring.ray.storage.WorkerStorage`; None: this process's own)."""
 
 
 def output_schema(user_type: pa.DataType, item_type: pa.DataType) -> pa.Schema:
@@ -122,6 +125,8 @@ class Scorer:
         from batchrank.scoring.stage import stage_context
 
         avoid_fsspec_http_race()
+        if cfg.storage is not None:
+            cfg.storage.apply()  # before the first URI is opened here
         model = local_or_remote(Path(cfg.model))  # a URI: this worker fetches it
         if not is_remote(model) and not model.exists():
             raise ModelError(
@@ -252,7 +257,7 @@ class Scorer:
         self, acc: _Batch, segments: list[list[int]], *, error: dict[str, Any] | None = None
     ) -> pa.Table:
         schema = getattr(self, "schema", None) or output_schema(pa.int64(), pa.int64())
-        meta = {"counts": dict(acc.counts), "segments": segments, "error": error}
+        meta = {"counts": dict(acc.counts), "segments": segments, "error": error, "node": _node()}
         rejects = acc.rejects() if error is None else None
         marker = pa.table(
             {
@@ -270,6 +275,13 @@ class Scorer:
         if partial is None or partial.num_rows == 0:
             return marker
         return pa.concat_tables([self._rows(partial), marker])
+
+
+def _node() -> str | None:
+    """The id of the Ray node this actor runs on (None outside Ray)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 class _Batch:
