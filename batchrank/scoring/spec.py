@@ -18,17 +18,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from batchrank.errors import ConfigError
 from batchrank.formats import (
-    COMPRESSIONS,
-    OUTPUT_SUFFIXES,
     TABLE_FORMATS,
     Compression,
     Layout,
     OutputFormat,
     output_kind_of,
 )
-from batchrank.fs import is_remote
 from batchrank.options import Option, OptionError, doc, options_of
-from batchrank.scoring.table_options import check_table_options
+from batchrank.options_doc import options_table
+from batchrank.scoring.spec_checks import check_combinations
 
 if TYPE_CHECKING:
     from batchrank.sinks.redis.target import RedisTarget
@@ -300,33 +298,7 @@ class ScoreSpec:
     def __post_init__(self) -> None:
         for opt in SCORE_OPTIONS:
             object.__setattr__(self, opt.name, opt.coerce(getattr(self, opt.name)))
-        pairs = self.pairs
-        if "all" in pairs and len(pairs) > 1:
-            raise OptionError("pairs", '‹pairs›: "all" cannot be combined with other pairs')
-        if self.users is not None and pairs != ("all",):
-            raise OptionError(
-                "users", f'‹users› only applies with ‹pairs› = "all"; received pairs {list(pairs)}'
-            )
-        if is_remote(self.work_dir):
-            raise OptionError(
-                "work_dir", f"‹work_dir› must be a local folder (resume state is kept on local "
-                f"disk; a remote --out keeps it under the cache); received {self.work_dir}",
-            )  # fmt: skip
-        folder_ok = self.format in TABLE_FORMATS or self.max_rows_per_file is not None
-        if not is_remote(self.out) and self.out.is_dir() and not folder_ok:
-            raise OptionError(
-                "out", f"‹out› is a folder ({self.out}); expected a file name (a folder of part "
-                "files is written only with ‹max_rows_per_file›)",
-            )  # fmt: skip
-        object.__setattr__(self, "format", self._format())
-        check_table_options(self)
-        if self.publish is not None:
-            self.publish_target  # noqa: B018 (validates the URL, password redacted)
-        if self.layout == "nested" and self.format == "csv":
-            raise OptionError(
-                "layout", "‹layout› is 'nested', which needs format parquet or jsonl; the output "
-                "format is csv",
-            )  # fmt: skip
+        check_combinations(self)
 
     @classmethod
     def from_options(cls, **options: Any) -> ScoreSpec:
@@ -351,26 +323,6 @@ class ScoreSpec:
     def is_table(self) -> bool:
         """Whether the output is a lake table (``delta`` or ``iceberg``), not a file."""
         return self.format in TABLE_FORMATS
-
-    def _format(self) -> Format:
-        if self.format in TABLE_FORMATS:
-            return self.format
-        kind = output_kind_of(self.out)
-        if kind is None:
-            suffix = "".join(self.out.suffixes[-2:]) or "no suffix"
-            accepted = (
-                ", ".join(OUTPUT_SUFFIXES) + " (text ones may add " + ", ".join(COMPRESSIONS) + ")"
-            )
-            raise OptionError(
-                "out", f"‹out› {self.out.name!r}: unknown output suffix ({suffix}); expected one "
-                f"of {accepted}",
-            )  # fmt: skip
-        if self.format is not None and self.format != kind.format:
-            raise OptionError(
-                "format", f"‹format› {self.format} contradicts ‹out› {self.out.name!r}, whose "
-                f"suffix names {kind.format}; make them agree or drop the format",
-            )  # fmt: skip
-        return kind.format
 
     def with_columns(self, columns: Mapping[str, str] | None) -> ScoreSpec:
         """This spec with the id and title columns it leaves unset taken from ``columns`` (a
@@ -436,36 +388,9 @@ SCORE_OPTIONS: tuple[Option, ...] = options_of(ScoreSpec)
 """Every score option, in declaration order (``scope`` says where each can be set)."""
 
 
-def _default(opt: Option) -> str:
-    if opt.required:
-        return "required"
-    return "" if opt.default is None or opt.default == () else f"`{opt.default}`"
-
-
 def options_markdown() -> str:
     """The docs' table of score options (``docs/options.md``), generated from the fields."""
-    lines = [
-        "# Score options",
-        "",
-        "Generated from `ScoreSpec` (`batchrank/scoring/spec.py`) by",
-        "`python -m batchrank.scoring.spec > docs/options.md`; a test fails when it is stale.",
-        "Each is a `batchrank score` flag and a job file's `[score]` key (`--set score.KEY=V`",
-        "overrides the key). `BATCHRANK_SCORE_KEY=V` in the environment sets an option that",
-        "neither the command line nor `--set` gives, for `batchrank score` and job runs alike.",
-        "Numbers may be given as numeric strings; values out of range are refused (exit 2).",
-        "",
-        "| job key | flag | value | default | meaning |",
-        "|---|---|---|---|---|",
-    ]
-    for opt in SCORE_OPTIONS:
-        if opt.scope == "run":
-            continue
-        key = {"all": f"`{opt.name}`", "table": f"`[table] {opt.job_key}`"}.get(
-            opt.scope, "(job: managed)"
-        )
-        value = opt.expected.replace('"', "`")
-        lines.append(f"| {key} | `{opt.flag}` | {value} | {_default(opt)} | {opt.doc} |")
-    return "\n".join(lines) + "\n"
+    return options_table(SCORE_OPTIONS)
 
 
 if __name__ == "__main__":  # pragma: no cover
