@@ -152,6 +152,7 @@ def _run_startup(model: Path, pairs: Path, movies: Path, work: Path) -> dict[str
             )
         helps.append(run.wall_s)
         help_cpu.append(run.cpu_s or 0.0)
+    n = pq.ParquetFile(pairs).metadata.num_rows
     out = work / "out-startup.parquet"
     argv = [*cmd, "score", "--model", str(model), "--pairs", str(pairs), "--items", str(movies)]
     run = spawn([*argv, "--out", str(out), "--quiet"], log_prefix=work / "log-startup-score")
@@ -161,10 +162,10 @@ def _run_startup(model: Path, pairs: Path, movies: Path, work: Path) -> dict[str
         "help_s": statistics.median(helps),
         "help_runs_s": helps,
         "help_cpu_s": statistics.median(help_cpu),
-        "score_pairs": STARTUP_PAIRS,
+        "score_pairs": n,
         "score_s": run.wall_s,
-        "pairs": STARTUP_PAIRS,
-        "pairs_per_s": STARTUP_PAIRS / run.wall_s,
+        "pairs": n,
+        "pairs_per_s": n / run.wall_s,
         "wall_s": run.wall_s,
         "cpu_s": run.cpu_s,
         "peak_rss_bytes": run.peak_rss_bytes,
@@ -336,7 +337,8 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = lambda _m: None) 
         if "startup" in opts.variants:
             say("startup: batchrank --help, and batchrank score on 1,000 pairs")
             first = runs[0]
-            small = work / "pairs-startup.parquet"
+            # named after its source: a work folder reused for another workload gets its own
+            small = work / f"pairs-startup-{first['pairs_file'].stem}.parquet"
             if not small.exists():
                 with atomic_file(small) as tmp:
                     pq.write_table(pq.read_table(first["pairs_file"]).slice(0, STARTUP_PAIRS), tmp)

@@ -150,6 +150,23 @@ def _star_constants(t: LabelTransform) -> tuple[np.float32, np.float32, np.float
     return np.float32(t.low), np.float32(t.high - t.low), np.float32(t.clip_high)
 
 
+def _bind(fn: Callable[..., tuple[Any, Any]], params: Any) -> Callable[[Any, Any], tuple[Any, Any]]:
+    """``jit(fn)`` with ``params`` passed as arguments on every call.
+
+    Arrays a jitted function closes over become constants of the compiled program: XLA copies
+    each into the executable (a million-row table twice over while compiling). Passed as
+    arguments they stay the one device buffer; the arithmetic is the same.
+    """
+    import jax
+
+    jitted = jax.jit(fn)
+
+    def call(u: Any, i: Any) -> tuple[Any, Any]:
+        return jitted(params, u, i)  # type: ignore[no-any-return]
+
+    return call
+
+
 def _folded_fn(
     weights: dict[str, np.ndarray],
     transform: LabelTransform,
@@ -167,49 +184,58 @@ def _folded_fn(
     width = w0.shape[1]
 
     def table(emb: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> tuple[Any, bool]:
+        # device_put uses an aligned float32 array in place on CPU (jnp.asarray copies it).
+        e = jax.device_put(np.asarray(emb, dtype=np.float32))
         if emb.shape[0] * width * 4 <= fold_budget_bytes:
-            t = jnp.asarray(emb) @ jnp.asarray(w)
+            t = e @ jnp.asarray(w)
             if bias is not None:
                 t = t + jnp.asarray(bias)
             return jax.block_until_ready(t), True
-        return jnp.asarray(emb), False
+        return e, False
 
     u_tab, u_folded = table(e_u, w_u, b0)
     m_tab, m_folded = table(e_m, w_m, None)
-    w_u_j, w_m_j, b0_j = jnp.asarray(w_u), jnp.asarray(w_m), jnp.asarray(b0)
     low_precision = precision == "bfloat16"
     hidden_type = jnp.bfloat16 if low_precision else jnp.float32
-    dense = [
-        (
-            jnp.asarray(weights[f"dense_{n}_kernel"], dtype=hidden_type),
-            jnp.asarray(weights[f"dense_{n}_bias"]),
-        )
-        for n in range(1, n_hidden)
-    ]
-    w_o, b_o = jnp.asarray(weights["rating_kernel"]), jnp.asarray(weights["rating_bias"])
     bias_terms = "global_bias" in weights
+    params: dict[str, Any] = {
+        "u_tab": u_tab,
+        "m_tab": m_tab,
+        "w_u": jnp.asarray(w_u),
+        "w_m": jnp.asarray(w_m),
+        "b0": jnp.asarray(b0),
+        "dense": [
+            (
+                jnp.asarray(weights[f"dense_{n}_kernel"], dtype=hidden_type),
+                jnp.asarray(weights[f"dense_{n}_bias"]),
+            )
+            for n in range(1, n_hidden)
+        ],
+        "w_o": jnp.asarray(weights["rating_kernel"]),
+        "b_o": jnp.asarray(weights["rating_bias"]),
+    }
     if bias_terms:
-        ub = jnp.asarray(weights["user_bias"])
-        ib = jnp.asarray(weights["item_bias"])
-        gb = jnp.asarray(weights["global_bias"])
+        params["ub"] = jnp.asarray(weights["user_bias"])
+        params["ib"] = jnp.asarray(weights["item_bias"])
+        params["gb"] = jnp.asarray(weights["global_bias"])
     low, span, high = _star_constants(transform)
 
-    def fn(u: Any, i: Any) -> tuple[Any, Any]:
-        hu = u_tab[u] if u_folded else u_tab[u] @ w_u_j + b0_j
-        hm = m_tab[i] if m_folded else m_tab[i] @ w_m_j
+    def fn(p: dict[str, Any], u: Any, i: Any) -> tuple[Any, Any]:
+        hu = p["u_tab"][u] if u_folded else p["u_tab"][u] @ p["w_u"] + p["b0"]
+        hm = p["m_tab"][i] if m_folded else p["m_tab"][i] @ p["w_m"]
         h = jax.nn.relu(hu + hm)
-        for w, b in dense:
+        for w, b in p["dense"]:
             if low_precision:  # bfloat16 operands, float32 accumulation and bias
                 h = jnp.dot(h.astype(w.dtype), w, preferred_element_type=jnp.float32)
             else:
                 h = h @ w
             h = jax.nn.relu(h + b)
-        out = (h @ w_o + b_o)[:, 0]
+        out = (h @ p["w_o"] + p["b_o"])[:, 0]
         if bias_terms:
-            out = out + ub[u] + ib[i] + gb[0]
+            out = out + p["ub"][u] + p["ib"][i] + p["gb"][0]
         return out, jnp.clip(low + span * out, 0.0, high)
 
-    return jax.jit(fn)
+    return _bind(fn, params)
 
 
 def _generic_fn(
@@ -220,26 +246,29 @@ def _generic_fn(
 ) -> Callable[[Any, Any], tuple[Any, Any]]:
     """``inputs``: the model's user and item input names; ``rows``: an imported model's
     embedding row of each known id (vocabulary index k > 0 -> ``rows[k - 1]``, OOV -> row 0)."""
-    import jax
     import jax.numpy as jnp
 
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
+    params: dict[str, Any] = {
+        "trainable": [v.value for v in model.trainable_variables],
+        "non_trainable": [v.value for v in model.non_trainable_variables],
+    }
     low, span, high = _star_constants(transform)
     user_key, item_key = inputs
     if rows is not None:
         zero = np.zeros(1, np.int32)
-        u_rows = jnp.asarray(np.concatenate([zero, rows[0]]))
-        i_rows = jnp.asarray(np.concatenate([zero, rows[1]]))
+        params["u_rows"] = jnp.asarray(np.concatenate([zero, rows[0]]))
+        params["i_rows"] = jnp.asarray(np.concatenate([zero, rows[1]]))
 
-    def fn(u: Any, i: Any) -> tuple[Any, Any]:
+    def fn(p: dict[str, Any], u: Any, i: Any) -> tuple[Any, Any]:
         if rows is not None:
-            u, i = u_rows[u], i_rows[i]
-        out, _ = model.stateless_call(trainable, non_trainable, {user_key: u, item_key: i})
+            u, i = p["u_rows"][u], p["i_rows"][i]
+        out, _ = model.stateless_call(
+            p["trainable"], p["non_trainable"], {user_key: u, item_key: i}
+        )
         out = jnp.reshape(out, (-1,)).astype(jnp.float32)
         return out, jnp.clip(low + span * out, 0.0, high)
 
-    return jax.jit(fn)
+    return _bind(fn, params)
 
 
 def make_predictor(

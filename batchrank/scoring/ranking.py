@@ -217,6 +217,8 @@ class Accumulator:
         self.buffer_rows = 0
         self.buffer_bytes = 0
         self.budget_bytes = budget_bytes
+        self.compact_bytes = budget_bytes // 2
+        """Buffered bytes that trigger a compaction (whatever the rows)."""
         self.compact_rows = compact_rows
         self.peak_rows = 0
 
@@ -231,7 +233,7 @@ class Accumulator:
             return
         self.push(df)
         if self.buffer_rows >= max(4 * self.state.height, self.compact_rows) or (
-            self.buffer_bytes >= self.budget_bytes // 2
+            self.buffer_bytes >= self.compact_bytes
         ):
             self.compact()
 

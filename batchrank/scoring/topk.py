@@ -3,24 +3,23 @@
 :class:`TopK` keeps the best k rows per user in memory (ranked as :mod:`batchrank.scoring.ranking`
 says). Past its memory budget it spills to anonymous temporary files, one per user range, and
 reduces them one range at a time at the end, so its output stays globally sorted by user and
-identical to the in-memory result.
+identical to the in-memory result. Input grouped by user in ascending order (as a retrieval job
+writes it) never needs that: the users it has finished with are sealed to disk as they finish
+(:mod:`batchrank.scoring.sealed`), so the state's memory does not grow with the input.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from batchrank.errors import OutputError
 from batchrank.scoring.ranking import (
     DEFAULT_COMPACT_ROWS,
     DEFAULT_MEMORY_BUDGET,
@@ -33,86 +32,14 @@ from batchrank.scoring.ranking import (
 )
 from batchrank.scoring.schema import partial_schema
 from batchrank.scoring.schema import result_schema as _result_schema
+from batchrank.scoring.sealed import DEFAULT_SEAL_BYTES, SealedRuns
+from batchrank.scoring.spill import SpillFile, quantile_boundaries, split_by_users
 
 __all__ = ["SPILL_PARTITIONS", "TopK"]
 
 SPILL_PARTITIONS = 64
 _MAX_SPLIT_DEPTH = 8
 _OUT_ROWS = 1 << 20
-
-
-class _SpillFile:
-    """One user range on disk: an Arrow IPC stream in an anonymous temporary file."""
-
-    def __init__(self, folder: Path, schema: pa.Schema) -> None:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            self.file: IO[bytes] = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115
-        except OSError as e:
-            raise OutputError(f"{folder}: cannot create spill file ({e.strerror or e})") from e
-        self.folder = folder
-        self.schema = schema
-        self.writer: Any = pa.ipc.new_stream(self.file, schema)
-        self.rows = 0
-
-    def write(self, df: pl.DataFrame) -> None:
-        try:
-            self.writer.write_table(df.to_arrow().cast(self.schema))
-        except OSError as e:
-            raise OutputError(f"{self.folder}: cannot write spill file ({e.strerror or e})") from e
-        self.rows += df.height
-
-    def finish(self) -> int:
-        """Close the stream for writing; return its size in bytes."""
-        try:
-            if self.writer is not None:
-                self.writer.close()
-                self.writer = None
-            self.file.flush()
-        except OSError as e:
-            raise OutputError(f"{self.folder}: cannot write spill file ({e.strerror or e})") from e
-        return self.file.tell()
-
-    def batches(self) -> Iterator[pl.DataFrame]:
-        self.finish()
-        self.file.seek(0)
-        for batch in pa.ipc.open_stream(self.file):
-            yield pl.from_arrow(batch)  # type: ignore[misc]
-
-    def close(self) -> None:
-        """Drop the spill file (cleanup: a full disk's flush error here must not hide the
-        error that is being reported)."""
-        with contextlib.suppress(Exception):
-            if self.writer is not None:
-                self.writer.close()
-                self.writer = None
-        with contextlib.suppress(OSError):
-            self.file.close()
-
-
-def _quantile_boundaries(users: pl.Series, parts: int) -> pl.Series:
-    """``parts - 1`` (or fewer) sorted distinct user ids splitting ``users`` evenly."""
-    users = users.unique().sort()
-    n = users.len()
-    parts = min(parts, n)
-    if parts <= 1:
-        return users.head(0)
-    pos = np.unique((np.arange(1, parts) * n) // parts)
-    return users.gather(pos.tolist())
-
-
-def _split_by_users(df: pl.DataFrame, boundaries: pl.Series) -> Iterator[tuple[int, pl.DataFrame]]:
-    """Non-empty ``(partition, rows)`` of a frame sorted by user; partition of a user ``u`` is
-    ``searchsorted(boundaries, u, side="right")``."""
-    if df.height == 0:
-        return
-    cuts = (
-        df["user_id"].search_sorted(boundaries, side="left").to_list() if boundaries.len() else []
-    )
-    edges = [0, *cuts, df.height]
-    for part, (lo, hi) in enumerate(itertools.pairwise(edges)):
-        if hi > lo:
-            yield part, df.slice(lo, hi - lo)
 
 
 class TopK:
@@ -127,6 +54,11 @@ class TopK:
     side="right")``. :meth:`results` reads the ranges back in order, one at a time; a range
     larger than the budget is first split again by quantiles of its own users. The files have
     no names, so a killed run leaves nothing behind but (at most) the empty ``spill_dir``.
+
+    Sealing: while every chunk's users are at or above the largest user seen so far, a state
+    past ``seal_bytes`` moves its rows of the users below that one (final, as long as the
+    order holds) to one spill file, read back first by :meth:`results`. A chunk that breaks
+    the order ends sealing and returns those rows to the state (or to the spill ranges).
     """
 
     def __init__(
@@ -139,6 +71,7 @@ class TopK:
         spill_dir: Path | None = None,
         boundaries: pa.Array | None = None,
         compact_rows: int = DEFAULT_COMPACT_ROWS,
+        seal_bytes: int | None = DEFAULT_SEAL_BYTES,
     ) -> None:
         """Create an empty state.
 
@@ -153,6 +86,8 @@ class TopK:
                 quantiles of the user vocabulary); default: quantiles of the state's users at
                 spill time, into :data:`SPILL_PARTITIONS` ranges.
             compact_rows: Minimum buffered rows before the buffer is merged into the state.
+            seal_bytes: State size past which the finished users of input in ascending user
+                order are sealed to disk (None: never seal).
         """
         check_k(k)
         self.k = k
@@ -171,7 +106,7 @@ class TopK:
             b = pl.from_arrow(pa.table({"b": pa.array(boundaries).cast(user_type)}))["b"]  # type: ignore[index]
             self._boundaries = b.drop_nulls().unique().sort()
         self._acc = Accumulator(k, self._empty, self.memory_budget_bytes, self.compact_rows)
-        self._parts: list[_SpillFile | None] = []
+        self._parts: list[SpillFile | None] = []
         self._rows_in = 0
         self._spilled = False
         self._partitions = 0
@@ -181,6 +116,12 @@ class TopK:
         self._closed = False
         self._threshold_of: pl.DataFrame | None = None
         self._threshold: pl.DataFrame = pl.DataFrame()
+        self._sealed: SealedRuns | None = None
+        if seal_bytes is not None:
+            self._sealed = SealedRuns(self._folder, self._schema, seal_bytes)
+            # Compact at most one seal's worth of buffer at a time, so sealing keeps up.
+            self._acc.compact_bytes = min(self._acc.compact_bytes, self._sealed.seal_bytes)
+        self._sealed_rows = 0
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -200,12 +141,16 @@ class TopK:
         self._rows_in += selected.num_rows
         df: pl.DataFrame = pl.from_arrow(selected.cast(self._schema))  # type: ignore[assignment]
         acc = self._acc
+        if self._sealed is not None and not self._sealed.in_order(df):
+            self._unseal()  # may start spilling
         if not self._spilled:
             df = self._prune(df)
             before = acc.state
             acc.add(df)
             if acc.state is not before:
                 self._peak_rows = max(self._peak_rows, acc.state.height)
+                if self._sealed is not None:
+                    acc.state = self._sealed.seal(acc.state)
                 if acc.state.estimated_size() > self.memory_budget_bytes:
                     self._start_spill()
             return
@@ -252,22 +197,46 @@ class TopK:
             self._spill_folder = root
         return self._spill_folder
 
+    def _unseal(self) -> None:
+        """The input went back to an earlier user: end sealing, return the sealed rows."""
+        sealed, self._sealed = self._sealed, None
+        assert sealed is not None
+        self._acc.compact_bytes = self._acc.budget_bytes // 2
+        if not sealed.rows:
+            return
+        if sealed.bytes + self._acc.state.estimated_size() > self.memory_budget_bytes:
+            self._sealed = sealed  # _start_spill moves them to the spill ranges
+            self._start_spill()
+            return
+        for batch in sealed.batches():
+            self._acc.push(batch)
+        sealed.close()
+
     def _start_spill(self) -> None:
         state = self._acc.state
+        sealed, self._sealed = self._sealed, None
         if self._boundaries is None:
-            self._boundaries = _quantile_boundaries(state["user_id"], SPILL_PARTITIONS)
+            users = state["user_id"]
+            if sealed is not None:
+                users = pl.concat([users, *(b["user_id"] for b in sealed.batches())])
+            self._boundaries = quantile_boundaries(users, SPILL_PARTITIONS)
         self._spilled = True
         self._partitions = self._boundaries.len() + 1
         self._parts = [None] * self._partitions
         self._write_parts(state)
         self._acc.state = self._empty
+        self._acc.compact_bytes = self._acc.budget_bytes // 2
+        if sealed is not None:
+            for batch in sealed.batches():
+                self._write_parts(batch)
+            sealed.close()
 
     def _write_parts(self, df: pl.DataFrame) -> None:
         assert self._boundaries is not None
-        for part, rows in _split_by_users(df, self._boundaries):
+        for part, rows in split_by_users(df, self._boundaries):
             spill = self._parts[part]
             if spill is None:
-                spill = self._parts[part] = _SpillFile(self._folder(), self._schema)
+                spill = self._parts[part] = SpillFile(self._folder(), self._schema)
             spill.write(rows)
 
     def _flush_buffer(self) -> None:
@@ -295,6 +264,9 @@ class TopK:
             state = self._acc.compact()
             self._peak_rows = max(self._peak_rows, state.height)
             self._acc.state = self._empty
+            sealed, self._sealed = self._sealed, None
+            if sealed is not None:
+                yield from self._read_sealed(sealed)
             yield from user_chunks(ranked(state, self._result_schema), _OUT_ROWS)
             return
         self._flush_buffer()
@@ -305,7 +277,23 @@ class TopK:
             for df in self._drain(spill, 0):
                 yield from user_chunks(ranked(df, self._result_schema), _OUT_ROWS)
 
-    def _drain(self, spill: _SpillFile, depth: int) -> Iterator[pl.DataFrame]:
+    def _read_sealed(self, sealed: SealedRuns) -> Iterator[pa.Table]:
+        """The sealed users, ranked, in tables of about :data:`_OUT_ROWS` rows."""
+        self._sealed_rows = sealed.rows
+        self._spill_bytes += sealed.bytes
+        group: list[pl.DataFrame] = []
+        rows = 0
+        for batch in sealed.batches():
+            group.append(batch)
+            rows += batch.height
+            if rows >= _OUT_ROWS:
+                yield from user_chunks(ranked(pl.concat(group), self._result_schema), _OUT_ROWS)
+                group, rows = [], 0
+        if group:
+            yield from user_chunks(ranked(pl.concat(group), self._result_schema), _OUT_ROWS)
+        sealed.close()
+
+    def _drain(self, spill: SpillFile, depth: int) -> Iterator[pl.DataFrame]:
         """Reduce one spilled range, splitting it first when it exceeds the budget."""
         try:
             size = spill.finish()
@@ -313,16 +301,16 @@ class TopK:
             if size > self.memory_budget_bytes and depth < _MAX_SPLIT_DEPTH:
                 users = pl.concat([df["user_id"].unique() for df in spill.batches()])
                 parts = max(2, math.ceil(2 * size / self.memory_budget_bytes))
-                bounds = _quantile_boundaries(users, min(SPILL_PARTITIONS, parts))
+                bounds = quantile_boundaries(users, min(SPILL_PARTITIONS, parts))
                 del users
                 if bounds.len():
-                    subs: list[_SpillFile | None] = [None] * (bounds.len() + 1)
+                    subs: list[SpillFile | None] = [None] * (bounds.len() + 1)
                     try:
                         for batch in spill.batches():
-                            for part, rows in _split_by_users(reduce_topk(batch, self.k), bounds):
+                            for part, rows in split_by_users(reduce_topk(batch, self.k), bounds):
                                 sub = subs[part]
                                 if sub is None:
-                                    sub = subs[part] = _SpillFile(self._folder(), self._schema)
+                                    sub = subs[part] = SpillFile(self._folder(), self._schema)
                                 sub.write(rows)
                         spill.close()
                         self._partitions += len(subs) - 1
@@ -350,13 +338,16 @@ class TopK:
     @property
     def stats(self) -> dict[str, Any]:
         """``rows_in``, ``spilled``, ``partitions`` (spill ranges, counting re-splits),
-        ``peak_state_rows`` and ``spill_bytes`` (bytes read back from spill files)."""
+        ``peak_state_rows``, ``spill_bytes`` (bytes read back from spill files) and
+        ``sealed_rows`` (rows of finished users sealed to disk, see :mod:`.sealed`)."""
+        sealed = self._sealed.rows if self._sealed is not None else self._sealed_rows
         return {
             "rows_in": self._rows_in,
             "spilled": self._spilled,
             "partitions": self._partitions,
             "peak_state_rows": max(self._peak_rows, self._acc.peak_rows),
             "spill_bytes": self._spill_bytes,
+            "sealed_rows": sealed,
         }
 
     def close(self) -> None:
@@ -366,6 +357,9 @@ class TopK:
             if spill is not None:
                 spill.close()
                 self._parts[i] = None
+        if self._sealed is not None:
+            self._sealed.close()
+            self._sealed = None
         self._acc = Accumulator(self.k, self._empty, self.memory_budget_bytes, self.compact_rows)
         if self._spill_folder is not None and self._created_folder:
             with contextlib.suppress(OSError):
