@@ -150,4 +150,4 @@ def test_library_settings_come_from_the_storage_settings(monkeypatch: pytest.Mon
         mode="replace-partition", partition_column="run_date", run_id="r",
         user_type=pa.int64(), item_type=pa.int64(), catalog_uri="postgresql://u:pw@db/lake",
     )  # fmt: skip
-    assert catalog_uri_of(target) == "postgresql://***@db/lake"
+    assert catalog_uri_of(target) == "postgresql://u:***@db/lake"  # the password, never the user
