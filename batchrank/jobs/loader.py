@@ -22,16 +22,7 @@ from typing import Any, get_args
 from batchrank.errors import ConfigError
 from batchrank.formats import GLOB_CHARS, TABLE_FORMATS
 from batchrank.fs import StorageOptions, configure, is_remote
-from batchrank.jobs.jobfile import (
-    ENV_PREFIX,
-    INPUT_PLACEHOLDERS,
-    KEYS,
-    JobFile,
-    Value,
-    collect,
-    parse_override,
-    read_toml,
-)
+from batchrank.jobs.jobfile import INPUT_PLACEHOLDERS, JobFile
 from batchrank.jobs.jobspec import (
     GateStep,
     JobInfo,
@@ -43,6 +34,7 @@ from batchrank.jobs.jobspec import (
     TrainStep,
 )
 from batchrank.jobs.paths import PathTemplate, render
+from batchrank.jobs.sections import ENV_PREFIX, KEYS, Value, collect, parse_override, read_toml
 from batchrank.options import Option, OptionError
 from batchrank.scoring.spec import SCORE_OPTIONS, ScoreSpec
 from batchrank.sinks.redis.target import OPTION_KEYS as REDIS_KEYS
