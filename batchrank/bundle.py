@@ -3,15 +3,14 @@
 A bundle holds ``model.keras`` (the native Keras format, loaded with ``safe_mode=True``),
 ``users.parquet`` and ``items.parquet`` (the id vocabularies; ``items.parquet`` also carries the
 titles where known), ``metadata.json`` and ``training_curve.png``. It is written to a temporary
-folder beside the target and renamed into place.
+folder beside the target and renamed into place. The files' names, the fingerprint over them
+and their readers are :mod:`batchrank.bundle_files`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,13 +20,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrank.bundle_checks import check_metadata, check_vocabulary, check_weights, titles_of
+from batchrank.bundle_checks import check_metadata, check_weights
 from batchrank.bundle_fetch import localize
-from batchrank.errors import DataError, ModelError, first_line
+from batchrank.bundle_files import (
+    CURVE_FILE,
+    ITEMS_FILE,
+    META_FILE,
+    MODEL_FILE,
+    SCORED_METADATA,
+    USERS_FILE,
+    WEIGHTS_FILE,
+    fingerprint,
+    fingerprint_v1,
+    read_weights,
+    vocabularies,
+)
+from batchrank.errors import ModelError, first_line
 from batchrank.fs import local_or_remote
-from batchrank.imported import IMPORTED, custom_objects_of, rows_of, with_rows
+from batchrank.imported import custom_objects_of, with_rows
 from batchrank.storage import atomic_dir, atomic_file
-from batchrank.vocab import Vocabulary, id_kind_of
+from batchrank.vocab import Vocabulary
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -44,19 +56,8 @@ __all__ = [
 BUNDLE_FORMAT = 2
 """Version 2 fingerprints the score-relevant metadata too; version 1 bundles are refused."""
 BUNDLE_KIND = "batchrank-bundle"
-SCORED_METADATA = ("kind", "format_version", "label_transform", "rating_scale", "columns")
-"""Metadata entries inside the fingerprint: those that change scores or how inputs are read
-(not the training curve, metrics or timestamps)."""
 DEFAULT_COLUMNS = {"user": "user_id", "item": "movie_id", "rating": "rating", "title": "title"}
 """Column names of bundles that do not record their training data's (``batchrank``'s own)."""
-MODEL_FILE, USERS_FILE, ITEMS_FILE, META_FILE, CURVE_FILE, WEIGHTS_FILE = (
-    "model.keras",
-    "users.parquet",
-    "items.parquet",
-    "metadata.json",
-    "training_curve.png",
-    "weights.npz",
-)
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ class Bundle:
             meta = dict(self.metadata)
             meta["format_version"] = BUNDLE_FORMAT
             meta["kind"] = BUNDLE_KIND
-            meta["model_fingerprint"] = _fingerprint(tmp, meta)
+            meta["model_fingerprint"] = fingerprint(tmp, meta)
             if self.history:
                 _plot_curve(self.history, tmp / CURVE_FILE, meta.get("preset", ""))
             meta["files"] = sorted([*(p.name for p in tmp.iterdir()), META_FILE])
@@ -157,28 +158,6 @@ class Bundle:
             self.metadata = meta
         self.path = target
         return target
-
-
-def _fingerprint(folder: Path, meta: dict[str, Any]) -> str:
-    """sha256 over everything that determines scores: the model, its arrays, the vocabularies
-    (titles included) and the metadata entries in :data:`SCORED_METADATA`."""
-    h = hashlib.sha256(b"batchrank-bundle-fingerprint-v2\n")
-    for name in (MODEL_FILE, USERS_FILE, ITEMS_FILE, WEIGHTS_FILE):
-        if name == WEIGHTS_FILE and not (folder / name).exists():
-            continue
-        with (folder / name).open("rb") as f:  # in blocks: a model can be GBs
-            h.update(f"{name}\n{os.fstat(f.fileno()).st_size}\n".encode())
-            while block := f.read(1 << 24):
-                h.update(block)
-    scored = {key: meta.get(key) for key in SCORED_METADATA}
-    if IMPORTED in meta:  # only then, so that other bundles keep their fingerprints
-        scored[IMPORTED] = meta[IMPORTED]
-    if "features" in meta:
-        # the side features' encoding (categories, normalisation); their values are in the
-        # weights already. Only when present, so older bundles keep their fingerprints.
-        scored["features"] = meta["features"]
-    h.update(json.dumps(scored, sort_keys=True, separators=(",", ":")).encode())
-    return "sha256:" + h.hexdigest()
 
 
 def _plot_curve(history: dict[str, list[float]], path: Path, title: str) -> None:
@@ -289,7 +268,7 @@ def _load_local(path: Path, *, verify: bool, model: bool, weights: bool = True) 
     check_metadata(meta, path / META_FILE)
     if verify:
         try:
-            actual = _fingerprint(path, meta)
+            actual = fingerprint(path, meta)
         except OSError as e:
             raise ModelError(f"{path}: cannot read the bundle ({e.strerror or e})") from e
         if actual != meta.get("model_fingerprint"):
@@ -297,9 +276,9 @@ def _load_local(path: Path, *, verify: bool, model: bool, weights: bool = True) 
                 f"{path}: bundle files or metadata do not match their fingerprint "
                 "(corrupt or edited; retrain or restore the bundle)"
             )
-    users, items, titles, rows = _vocabularies(path, meta)
+    users, items, titles, rows = vocabularies(path, meta)
     if not model and (not weights or (path / WEIGHTS_FILE).exists()):
-        arrays = _read_weights(path / WEIGHTS_FILE) if weights else None
+        arrays = read_weights(path / WEIGHTS_FILE) if weights else None
         if arrays is not None:
             check_weights(arrays, users.size, items.size, path / WEIGHTS_FILE)
         return Bundle(
@@ -341,17 +320,6 @@ def _load_local(path: Path, *, verify: bool, model: bool, weights: bool = True) 
     )
 
 
-def _fingerprint_v1(folder: Path) -> str:
-    """Format 1's fingerprint: the files only."""
-    h = hashlib.sha256()
-    for name in (MODEL_FILE, USERS_FILE, ITEMS_FILE, WEIGHTS_FILE):
-        if name == WEIGHTS_FILE and not (folder / name).exists():
-            continue
-        h.update(name.encode())
-        h.update((folder / name).read_bytes())
-    return "sha256:" + h.hexdigest()
-
-
 def upgrade_bundle(path: str | Path) -> dict[str, Any]:
     """Re-save a format-1 bundle as format 2, in place, and return its new metadata.
 
@@ -368,70 +336,15 @@ def upgrade_bundle(path: str | Path) -> dict[str, Any]:
     if meta["format_version"] == BUNDLE_FORMAT:
         return meta
     check_metadata(meta, path / META_FILE)
-    if _fingerprint_v1(path) != meta.get("model_fingerprint"):
+    if fingerprint_v1(path) != meta.get("model_fingerprint"):
         raise ModelError(f"{path}: bundle files do not match their format-1 fingerprint")
-    users, items, _, _ = _vocabularies(path, meta)
+    users, items, _, _ = vocabularies(path, meta)
     if (path / WEIGHTS_FILE).exists():
         check_weights(
-            _read_weights(path / WEIGHTS_FILE), users.size, items.size, path / WEIGHTS_FILE
+            read_weights(path / WEIGHTS_FILE), users.size, items.size, path / WEIGHTS_FILE
         )
     meta = {**meta, "format_version": BUNDLE_FORMAT}
-    meta["model_fingerprint"] = _fingerprint(path, meta)
+    meta["model_fingerprint"] = fingerprint(path, meta)
     with atomic_file(path / META_FILE) as tmp:
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
-
-
-def _aligned(a: np.ndarray) -> np.ndarray:
-    """``a`` in a 64-byte aligned buffer: JAX on CPU then uses the array in place instead of
-    copying it (a million-user embedding is 128 MiB)."""
-    if a.ctypes.data % 64 == 0 or a.nbytes < 1 << 20:
-        return a
-    buf = np.empty(a.nbytes + 64, dtype=np.uint8)
-    start = -buf.ctypes.data % 64
-    out = buf[start : start + a.nbytes].view(a.dtype).reshape(a.shape)
-    out[...] = a
-    return out
-
-
-def _read_weights(file: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(file, allow_pickle=False) as npz:
-            return {k: _aligned(npz[k]) for k in npz.files}
-    except Exception as e:  # zipfile, zlib, numpy format errors: all mean a corrupt file
-        raise ModelError(f"{file}: cannot read the weights ({first_line(e)})") from e
-
-
-def _read_ids(file: Path, column: str) -> pa.Table:
-    try:
-        table = pq.read_table(file)
-    except Exception as e:
-        raise ModelError(f"{file}: cannot read the vocabulary ({first_line(e)})") from e
-    if column not in table.column_names:
-        found = ", ".join(f"`{c}`" for c in table.column_names) or "no columns"
-        raise ModelError(f"{file}: column `{column}` missing; found {found}")
-    return table
-
-
-def _vocabularies(
-    path: Path, meta: dict[str, Any]
-) -> tuple[Vocabulary, Vocabulary, pa.Array | None, tuple[np.ndarray, np.ndarray] | None]:
-    data = meta.get("data")
-    if not isinstance(data, dict):
-        data = {}
-    vocabs = []
-    for file, column, kind_key in (
-        (path / USERS_FILE, "user_id", "user_id_kind"),
-        (path / ITEMS_FILE, "movie_id", "movie_id_kind"),
-    ):
-        table = _read_ids(file, column)
-        ids = table.column(column).combine_chunks()
-        try:
-            vocab = Vocabulary(ids=ids, kind=id_kind_of(ids, where=f"{file}: column `{column}`"))
-        except DataError as e:
-            raise ModelError(str(e)) from e
-        check_vocabulary(vocab, file, data.get(kind_key))
-        vocabs.append((vocab, table))
-    (users, users_tbl), (items, items_tbl) = vocabs
-    titles = titles_of(items_tbl, path / ITEMS_FILE, len(items))
-    return users, items, titles, rows_of(path, users_tbl, items_tbl)

@@ -19,7 +19,8 @@ import uuid
 from pathlib import Path
 
 from batchrank.errors import ModelError
-from batchrank.fs import ObjectPath, bucket_exists, cache_root, filesystem_of, remote_reason
+from batchrank.fs import ObjectPath, bucket_exists, cache_root, filesystem_of
+from batchrank.store_errors import remote_reason
 
 __all__ = ["fetch_bundle"]
 

@@ -27,8 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchrank.errors import DataError, first_line
-from batchrank.fs import ObjectPath, is_remote, local_or_remote, remote_reason
+from batchrank.fs import ObjectPath, is_remote, local_or_remote
 from batchrank.scoring.schema import MOVIE_ID, RATING, TITLE, USER_ID
+from batchrank.store_errors import remote_reason
 from batchrank.vocab import coerce_ids, id_kind_of
 
 __all__ = [

@@ -166,11 +166,11 @@ def refingerprint() -> Callable[[Path], None]:
     behind the fingerprint."""
     import json
 
-    from batchrank.bundle import _fingerprint
+    from batchrank.bundle_files import fingerprint
 
     def refresh(folder: Path) -> None:
         meta = json.loads((folder / "metadata.json").read_text())
-        meta["model_fingerprint"] = _fingerprint(folder, meta)
+        meta["model_fingerprint"] = fingerprint(folder, meta)
         (folder / "metadata.json").write_text(json.dumps(meta))
 
     return refresh

@@ -394,11 +394,11 @@ def test_columns_default_for_bundles_without_them(
 
 
 def _as_format_1(bundle: Path) -> None:
-    from batchrank.bundle import _fingerprint_v1
+    from batchrank.bundle_files import fingerprint_v1
 
     meta = json.loads((bundle / "metadata.json").read_text())
     meta["format_version"] = 1
-    meta["model_fingerprint"] = _fingerprint_v1(bundle)
+    meta["model_fingerprint"] = fingerprint_v1(bundle)
     (bundle / "metadata.json").write_text(json.dumps(meta))
 
 

@@ -254,7 +254,7 @@ def run_job(
             "name": job.name,
             "file": str(job.source.resolve()),
             "date": job.date.isoformat(),
-            "overrides": list(job.overrides),  # redacted when read (jobfile.collect)
+            "overrides": list(job.overrides),  # redacted when read (sections.collect)
             "trained": trained,
             "train_reason": reason,
         }

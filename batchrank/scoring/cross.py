@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from batchrank.errors import DataError, first_line
-from batchrank.fs import is_remote, remote_reason
+from batchrank.fs import is_remote
 from batchrank.scoring.discover import discover_inputs
 from batchrank.scoring.reader import (
     ALL_PAIRS_PATH,
@@ -23,6 +23,7 @@ from batchrank.scoring.reader import (
     parquet_file,
     require_columns,
 )
+from batchrank.store_errors import remote_reason
 from batchrank.vocab import IdKind, coerce_ids, id_kind_of
 
 __all__ = ["iter_cross_join", "read_user_subset"]

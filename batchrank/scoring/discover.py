@@ -16,11 +16,12 @@ from pathlib import Path
 
 from batchrank.errors import DataError
 from batchrank.formats import GLOB_CHARS, INPUT_SUFFIXES, InputFormat
-from batchrank.fs import REMOTE_SCHEMES, is_remote, remote_reason
+from batchrank.fs import REMOTE_SCHEMES, is_remote
 from batchrank.scoring.guards import in_part_folder, is_own_artifact
 from batchrank.scoring.reader import InputFile, parquet_file
 from batchrank.scoring.remote_inputs import expand_remote
 from batchrank.scoring.walk import glob_paths, walk
+from batchrank.store_errors import remote_reason
 from batchrank.uris import uri_scheme
 
 __all__ = ["discover_inputs"]

@@ -25,10 +25,11 @@ from pathlib import Path
 
 from batchrank.errors import ConfigError, OutputError
 from batchrank.formats import GLOB_CHARS
-from batchrank.fs import ObjectPath, bucket_exists, is_remote, remote_reason
+from batchrank.fs import ObjectPath, bucket_exists, is_remote
 from batchrank.scoring.commit import MANIFEST_SUFFIX, manifest_path_of
 from batchrank.scoring.parts import check_part_folder, is_part_folder, part_path
 from batchrank.storage import check_target
+from batchrank.store_errors import remote_reason
 from batchrank.uris import to_path, uri_scheme
 
 __all__ = ["check_output_paths", "in_part_folder", "is_own_artifact", "own_artifacts"]

@@ -38,10 +38,12 @@ import pyarrow as pa
 
 from batchrank.errors import BatchrankError, ConfigError, OutputError
 from batchrank.formats import Compression, Layout, OutputFormat, output_kind_of
-from batchrank.fs import ObjectPath, is_remote, local_or_remote, remote_reason
-from batchrank.scoring.writers import OutputWriter, run_starts
+from batchrank.fs import ObjectPath, is_remote, local_or_remote
+from batchrank.scoring.row_groups import run_starts
+from batchrank.scoring.writers import OutputWriter
 from batchrank.storage import ANY, Staged, Storage, check_target
 from batchrank.storage.local import os_reason
+from batchrank.store_errors import remote_reason
 
 __all__ = [
     "PART_MARKER",

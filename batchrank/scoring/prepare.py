@@ -16,12 +16,13 @@ import pyarrow as pa
 
 from batchrank.bundle import Bundle, load_bundle
 from batchrank.errors import DataError
-from batchrank.fs import is_remote, local_folder_for, remote_reason
+from batchrank.fs import is_remote, local_folder_for
 from batchrank.scoring import cross, discover, reader
 from batchrank.scoring.context import Fragment, RunContext, spill_prefix
 from batchrank.scoring.predict import MAX_TABLE_CELLS
 from batchrank.scoring.rules import Rules, load_rules
 from batchrank.scoring.spec import ScoreSpec
+from batchrank.store_errors import remote_reason
 
 __all__ = [
     "CROSS_JOIN_FRAGMENT_PAIRS",

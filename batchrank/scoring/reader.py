@@ -29,7 +29,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from batchrank.errors import DataError, first_line
-from batchrank.fs import KNOWN_REASONS, is_remote, open_stream, redact, remote_reason
+from batchrank.fs import is_remote, open_stream, redact
+from batchrank.store_errors import KNOWN_REASONS, remote_reason
 from batchrank.vocab import id_kind_of
 
 __all__ = [

@@ -13,9 +13,10 @@ import glob
 
 from batchrank.errors import DataError
 from batchrank.formats import GLOB_CHARS, INPUT_SUFFIXES
-from batchrank.fs import ObjectPath, bucket_exists, remote_reason
+from batchrank.fs import ObjectPath, bucket_exists
 from batchrank.scoring.guards import is_own_artifact
 from batchrank.scoring.walk import match_parts
+from batchrank.store_errors import remote_reason
 
 __all__ = ["expand_remote"]
 

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,31 +26,22 @@ from batchrank.formats import (
     check_format_layout,
 )
 from batchrank.fs import local_or_remote
+from batchrank.scoring import row_groups  # ROW_GROUP_* read when used: tests shrink them
+from batchrank.scoring.row_groups import (
+    ITEM_COLUMNS,
+    RowCount,
+    full_row_groups,
+    nested_users,
+    run_starts,
+)
 from batchrank.scoring.schema import LONG_COLUMNS, long_schema
 from batchrank.scoring.titles import escape_formulas
 from batchrank.storage import ANY, Staged, Storage, sha256_file
 from batchrank.storage.local import os_reason
 
-__all__ = [
-    "LONG_COLUMNS",
-    "ROW_GROUP_ROWS",
-    "ROW_GROUP_USERS",
-    "Format",
-    "Layout",
-    "OutputWriter",
-    "RowCount",
-    "full_row_groups",
-    "nested_users",
-    "run_starts",
-]
+__all__ = ["LONG_COLUMNS", "Format", "Layout", "OutputWriter"]
 
 Format = FileFormat
-ITEM_COLUMNS = LONG_COLUMNS[1:]
-ROW_GROUP_ROWS = 65_536
-"""Rows per Parquet row group in the long layout."""
-ROW_GROUP_USERS = 8_192
-"""Users per Parquet row group in the nested layout."""
-
 _CSV_HEADER = (",".join(LONG_COLUMNS) + "\n").encode()
 
 
@@ -59,55 +49,6 @@ def _norm_type(t: pa.DataType) -> pa.DataType:
     if pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return pa.string()
     return t
-
-
-def run_starts(users: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Row positions where a new user starts (rows grouped by user)."""
-    s = pl.Series(values=users)
-    return np.flatnonzero(s.ne_missing(s.shift(1)).to_numpy())
-
-
-class RowCount:
-    """Rows and users of ranked rows written in order (a user may continue into the next
-    table), shared by the file and the table writers."""
-
-    def __init__(self) -> None:
-        self.rows = 0
-        self.users = 0
-        self._last: Any = None
-
-    def add(self, table: pa.Table) -> np.ndarray:
-        """Count a non-empty table; return where its users start."""
-        starts = run_starts(table.column("user_id"))
-        users = len(starts)
-        if self.rows and table.column("user_id")[0].as_py() == self._last:
-            users -= 1
-        self._last = table.column("user_id")[-1].as_py()
-        self.rows += table.num_rows
-        self.users += users
-        return starts
-
-
-def full_row_groups(buffer: list[pa.Table]) -> tuple[list[pa.Table], pa.Table]:
-    """The buffered rows cut into :data:`ROW_GROUP_ROWS`-row groups, and the rest."""
-    buf = pa.concat_tables(buffer)
-    full = (buf.num_rows // ROW_GROUP_ROWS) * ROW_GROUP_ROWS
-    return [buf.slice(lo, ROW_GROUP_ROWS) for lo in range(0, full, ROW_GROUP_ROWS)], buf.slice(full)
-
-
-def nested_users(table: pa.Table, item_schema: pa.StructType) -> pa.Table:
-    """The nested layout, one row per user: ``user_id``, ``items`` list<struct<rank, movie_id,
-    title, stars, score>> (``table`` holds complete users, grouped); the Redis sink's values too."""
-    table = table.combine_chunks()
-    starts = run_starts(table.column("user_id"))
-    offsets = pa.array(np.append(starts, table.num_rows), pa.int32())
-    values = pa.StructArray.from_arrays(
-        [table.column(c).combine_chunks() for c in ITEM_COLUMNS],
-        fields=list(item_schema),
-    )
-    items = pa.ListArray.from_arrays(offsets, values)
-    users = table.column("user_id").take(pa.array(starts, pa.int64()))
-    return pa.table({"user_id": users, "items": items})
 
 
 class OutputWriter:
@@ -256,7 +197,7 @@ class OutputWriter:
         if self.format == "parquet" and self.layout == "long":
             self._buffer.append(table)
             self._buffer_rows += table.num_rows
-            if self._buffer_rows >= ROW_GROUP_ROWS:
+            if self._buffer_rows >= row_groups.ROW_GROUP_ROWS:
                 groups, rest = full_row_groups(self._buffer)
                 for group in groups:
                     self._write_row_group(group)
@@ -276,7 +217,7 @@ class OutputWriter:
             pl.from_arrow(table).write_ndjson(self._file)  # type: ignore[union-attr]
 
     def _group_users(self) -> int:
-        return ROW_GROUP_USERS if self.format == "parquet" else 1
+        return row_groups.ROW_GROUP_USERS if self.format == "parquet" else 1
 
     def _set_buffer(self, rest: pa.Table) -> None:
         self._buffer = [rest] if rest.num_rows else []

@@ -46,9 +46,10 @@ import uuid
 from pathlib import Path
 
 from batchrank.errors import OutputError
-from batchrank.fs import ObjectPath, filesystem_of, remote_reason
+from batchrank.fs import ObjectPath, filesystem_of
 from batchrank.storage.base import Committed, Staged, Storage
 from batchrank.storage.multipart import abort_uploads
+from batchrank.store_errors import remote_reason
 
 __all__ = ["STAGING_DIR", "ObjectStorage", "clean_remote_leftovers", "staging_folder"]
 

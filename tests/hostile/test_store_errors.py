@@ -14,7 +14,8 @@ from typing import Any
 import pyarrow.fs as pafs
 import pytest
 
-from batchrank.fs import ObjectPath, clear_cache, filesystem_of, remote_reason
+from batchrank.fs import ObjectPath, clear_cache, filesystem_of
+from batchrank.store_errors import remote_reason
 
 
 def _closed_port_with(digits: str) -> int:

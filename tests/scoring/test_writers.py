@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchrank.errors import ConfigError, OutputError
-from batchrank.scoring import writers as writers_mod
+from batchrank.scoring import row_groups
 from batchrank.scoring.titles import join_titles
 from batchrank.scoring.writers import LONG_COLUMNS, OutputWriter
 from batchrank.storage import TMP_MARK
@@ -197,8 +197,8 @@ def test_bytes_do_not_depend_on_splits(
     users_only: bool,
     combo: tuple[str, str],
 ) -> None:
-    monkeypatch.setattr(writers_mod, "ROW_GROUP_ROWS", 37)
-    monkeypatch.setattr(writers_mod, "ROW_GROUP_USERS", 7)
+    monkeypatch.setattr(row_groups, "ROW_GROUP_ROWS", 37)
+    monkeypatch.setattr(row_groups, "ROW_GROUP_USERS", 7)
     fmt, layout = combo
     table = ranked(60, 4, seed=len(cuts_a))
     a = write(tmp_path / "a.out", fmt, layout, _splits(table, cuts_a, users_only))

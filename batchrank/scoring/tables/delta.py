@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from batchrank.scoring.row_groups import ROW_GROUP_ROWS
 from batchrank.scoring.schema import MOVIE_ID, RANK, USER_ID
 from batchrank.scoring.tables.staged import TableStaged
 from batchrank.scoring.tables.store import delta_storage_options, filesystem
@@ -37,7 +38,6 @@ from batchrank.scoring.tables.target import (
     committing,
     table_error,
 )
-from batchrank.scoring.writers import ROW_GROUP_ROWS
 
 __all__ = ["FILE_ROWS", "DeltaSink", "open_delta"]
 

@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from batchrank.errors import BatchrankError
 from batchrank.fs import ObjectPath, local_folder_for, redact
+from batchrank.scoring.row_groups import ROW_GROUP_ROWS
 from batchrank.scoring.tables.staged import TableStaged
 from batchrank.scoring.tables.store import filesystem, iceberg_io_properties
 from batchrank.scoring.tables.target import (
@@ -40,7 +41,6 @@ from batchrank.scoring.tables.target import (
     committing,
     table_error,
 )
-from batchrank.scoring.writers import ROW_GROUP_ROWS
 
 __all__ = [
     "CATALOG_FILE",

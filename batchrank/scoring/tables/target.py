@@ -24,8 +24,9 @@ import pyarrow as pa
 
 from batchrank.errors import OutputError
 from batchrank.formats import TableFormat
-from batchrank.fs import KNOWN_REASONS, redact, remote_reason
+from batchrank.fs import redact
 from batchrank.scoring.schema import long_schema
+from batchrank.store_errors import KNOWN_REASONS, remote_reason
 
 if TYPE_CHECKING:
     from batchrank.scoring.spec import ScoreSpec, TableMode

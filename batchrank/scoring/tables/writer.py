@@ -2,7 +2,7 @@
 
 It takes what :class:`~batchrank.scoring.writers.OutputWriter` takes (complete users, sorted,
 titles joined), adds the partition column and hands the sink slices of exactly
-:data:`~batchrank.scoring.writers.ROW_GROUP_ROWS` rows, so the data files do not depend on how
+:data:`~batchrank.scoring.row_groups.ROW_GROUP_ROWS` rows, so the data files do not depend on how
 the rows arrived. Nothing is held beyond one row group and the sink's open file.
 """
 
@@ -12,10 +12,10 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from batchrank.scoring.row_groups import ROW_GROUP_ROWS, RowCount, full_row_groups
 from batchrank.scoring.schema import LONG_COLUMNS
 from batchrank.scoring.tables.staged import TableStaged
 from batchrank.scoring.tables.target import TableTarget
-from batchrank.scoring.writers import ROW_GROUP_ROWS, RowCount, full_row_groups
 
 __all__ = ["Sink", "TableWriter"]
 

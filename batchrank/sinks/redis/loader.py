@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from batchrank.errors import OutputError
-from batchrank.scoring.writers import run_starts
+from batchrank.scoring.row_groups import run_starts
 from batchrank.sinks.redis.cluster import MAX_REDIRECTS, Addr, Nodes, Topology, parse_redirect
 from batchrank.sinks.redis.protocol import Connection, LinkError, backoff, with_retries
 from batchrank.sinks.redis.target import RedisTarget

@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batchrank.scoring.writers import run_starts
+from batchrank.scoring.row_groups import run_starts
 from batchrank.sinks.redis.slots import prefixed_slots
 from batchrank.sinks.redis.target import ValueFormat
 
