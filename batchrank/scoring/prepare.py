@@ -19,6 +19,7 @@ from batchrank.errors import DataError
 from batchrank.fs import is_remote, local_folder_for
 from batchrank.scoring import cross, discover, reader
 from batchrank.scoring.context import Fragment, RunContext, spill_prefix
+from batchrank.scoring.exclude import sorted_unique
 from batchrank.scoring.predict import MAX_TABLE_CELLS
 from batchrank.scoring.rules import Rules, load_rules
 from batchrank.scoring.spec import ScoreSpec
@@ -249,5 +250,5 @@ def _known_users(raw: pa.Array, bundle: Bundle, spec: ScoreSpec) -> pa.Array:
             first,
             extra={"event": "unknown_users", "counts": {"unknown_user": int(unknown.sum())}},
         )
-    known = np.unique(idx[~unknown])
+    known = sorted_unique(idx[~unknown])  # np.unique: 0.95 s for 1 M users, this 0.07
     return bundle.users.id_at(known)
