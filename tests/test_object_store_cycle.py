@@ -193,7 +193,8 @@ SLOW_UPLOAD = (
     "real = remote._upload\n"
     "def slow(local, dest):\n"
     "    real(local, dest)\n"
-    "    time.sleep(60)\n"
+    "    if '.batchrank-work' not in str(dest):  # not the resume state: the export\n"
+    "        time.sleep(60)\n"
     "remote._upload = slow  # the upload is done, the commit not yet: the test kills it here\n"
     "from batchrank.cli.main import main\n"
     "main(sys.argv[1:])\n"
@@ -212,7 +213,9 @@ def test_kill_9_mid_upload_publishes_nothing_and_the_rerun_resumes(
     kill_9_when(SLOW_UPLOAD, args, lambda: bool(s3_server.keys(staging)),
                 tmp_path / "killed.log", env)  # fmt: skip
     left = s3_server.keys(f"{bucket}/kill/")
-    assert left and all("/_batchrank-tmp/" in k for k in left)  # nothing a consumer reads
+    work = [k for k in left if "/.batchrank-work/" in k]  # the resume state, on S3 as well
+    assert work and all("/_batchrank-tmp/" in k for k in left if k not in work)
+    assert any(k.endswith(".json") and "/fragment-" in k for k in work)  # nothing a consumer reads
 
     assert run("run", str(job), "--date", "2026-12-03", "--quiet") == 0
     keys = s3_server.keys(f"{bucket}/kill/")

@@ -211,8 +211,10 @@ class JobSpec:
 
     @property
     def work_dir(self) -> Path:
-        """Where a run records finished fragments: ``<out folder>/.batchrank-work/<job>-<date>``."""
-        base = local_folder_for(self.score.out.run_independent_folder, "work")
+        """Where a run records finished fragments: ``<out folder>/.batchrank-work/<job>-<date>``,
+        on the object store when the output is remote (a rescheduled run resumes on any machine;
+        the ``.`` folder is never part of the export, and is emptied once the run commits)."""
+        base = self.score.out.run_independent_folder
         return base / WORK_FOLDER / f"{self.name}-{self.date.isoformat()}"
 
     @property

@@ -1,7 +1,8 @@
 """Running a job: lock, resume state, train if needed, score, publish, clean up.
 
 A run is identified by its job and date. Its work folder
-(``<output folder>/.batchrank-work/<job>-<date>/``) holds ``run.json`` (the run id and what
+(``<output folder>/.batchrank-work/<job>-<date>/``, on the object store too when the output is
+remote: a run rescheduled on another machine resumes) holds ``run.json`` (the run id and what
 is done) and the scorer's finished fragments. A run that dies, ``kill -9`` included, leaves the
 folder behind; the next run of the same job and date adopts its run id, keeps the bundle it
 trained and resumes from its fragments, so the output is the one an uninterrupted run writes.
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrank.errors import OutputError
-from batchrank.fs import configure
+from batchrank.fs import configure, filesystem_of, is_remote
 from batchrank.jobs.checks import preflight
 from batchrank.jobs.gate import check_gate
 from batchrank.jobs.jobspec import JobSpec
@@ -99,7 +100,8 @@ def _read_state(work: Path, job: JobSpec) -> dict[str, Any] | None:
 
 def _write_state(work: Path, state: dict[str, Any]) -> None:
     try:
-        work.mkdir(parents=True, exist_ok=True)
+        if not is_remote(work):  # an object store has no folders to create
+            work.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"{work}: cannot create the work folder ({e.strerror})") from e
     with atomic_file(work / STATE_FILE) as tmp:
@@ -107,6 +109,12 @@ def _write_state(work: Path, state: dict[str, Any]) -> None:
 
 
 def _remove_work(work: Path) -> None:
+    if is_remote(work):  # every object under the prefix: run.json, fragments, staging
+        with contextlib.suppress(OSError):
+            for path, _ in work.iter_files():
+                fs, p = filesystem_of(path)
+                fs.delete_file(p)
+        return
     shutil.rmtree(work, ignore_errors=True)
     with contextlib.suppress(OSError):
         work.parent.rmdir()  # only when no other run's work is left there
@@ -223,7 +231,7 @@ def run_job(
     with lock:
         work = job.work_dir
         if fresh and work.exists():
-            shutil.rmtree(work)
+            _remove_work(work) if is_remote(work) else shutil.rmtree(work)
             log.info("discarded earlier progress in %s (--fresh)", work, extra={"event": "fresh"})
         state = _read_state(work, job)
         resumed = state is not None

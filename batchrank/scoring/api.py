@@ -21,7 +21,7 @@ from batchrank.scoring.prepare import clean_spill_leftovers, prepare
 from batchrank.scoring.rules import rule_inputs
 from batchrank.scoring.spec import ScoreSpec
 from batchrank.scoring.titles import join_titles
-from batchrank.scoring.workdir import copy_rejects
+from batchrank.scoring.workdir import FragmentStore, copy_rejects
 from batchrank.scoring.writers import OutputWriter
 from batchrank.storage import Staged
 from batchrank.storage.lock import output_lock
@@ -263,6 +263,8 @@ def _score_locked(
         if scored is not None:
             scored.topk.close()
         shutil.rmtree(rejects_spool(ctx), ignore_errors=True)
+    if spec.work_dir is not None:
+        FragmentStore(spec.work_dir).clear()  # a remote work prefix: committed, so emptied
     log.info(
         "wrote %d users (%d rows) to %s",
         written["users"],

@@ -63,11 +63,6 @@ def check_combinations(spec: _Spec) -> None:
         raise OptionError(
             "users", f'‹users› only applies with ‹pairs› = "all"; received pairs {list(pairs)}'
         )
-    if is_remote(spec.work_dir):
-        raise OptionError(
-            "work_dir", f"‹work_dir› must be a local folder (resume state is kept on local "
-            f"disk; a remote --out keeps it under the cache); received {spec.work_dir}",
-        )  # fmt: skip
     folder_ok = spec.format in TABLE_FORMATS or spec.max_rows_per_file is not None
     if not is_remote(spec.out) and spec.out.is_dir() and not folder_ok:
         raise OptionError(

@@ -8,12 +8,20 @@ its rejects. Without a work folder, rejects are spooled the same way, one file p
 into a scratch folder beside the output. Either way the commit step streams the files into the
 rejects file in fragment order (:func:`copy_rejects`), so memory does not grow with the number
 of rejected rows, and a resumed run writes the rejects file an uninterrupted run writes.
+
+The work folder may be on an object store (``--work-dir s3://b/work/run1``): each file is then
+an object published by the object-store storage (uploaded to a staging key, then copied to its
+key: never half there), the meta object last, and it also records the other two objects' sizes.
+A fragment whose meta object is missing, unreadable, or whose objects' sizes differ from it, is
+scored again, never trusted. Its rejects are streamed back from the store at the commit step;
+after the run commits, :meth:`FragmentStore.clear` removes the fragments' objects.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +31,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrank.errors import OutputError
+from batchrank.fs import filesystem_of, is_remote, open_stream, remote_reason
 from batchrank.scoring.rejects import RejectsWriter
 from batchrank.scoring.schema import REJECTS_SCHEMA
-from batchrank.storage import LOCAL, Staged, atomic_file
+from batchrank.storage import ANY, Staged, atomic_file
+from batchrank.storage.remote import STAGING_DIR
 
 __all__ = ["Finished", "FragmentStore", "RejectsPart", "copy_rejects"]
+
+log = logging.getLogger(__name__)
 
 
 class RejectsPart:
@@ -49,7 +61,7 @@ class RejectsPart:
     def _open(self) -> None:
         if self._writer is not None:
             return
-        self._staged = LOCAL.stage(self.path, "rejects spool")
+        self._staged = ANY.stage(self.path, "rejects spool")
         self._sink = pa.OSFile(str(self._staged.path), "wb")
         self._writer = pa.ipc.new_stream(self._sink, REJECTS_SCHEMA)
 
@@ -77,8 +89,8 @@ class RejectsPart:
 
 
 def read_rejects(path: Path) -> Iterator[pa.Table]:
-    """The rejected rows of one spooled file, batch by batch."""
-    with pa.OSFile(str(path), "rb") as f:
+    """The rejected rows of one spooled file (or object), batch by batch."""
+    with open_stream(path) if is_remote(path) else pa.OSFile(str(path), "rb") as f:
         for batch in pa.ipc.open_stream(f):
             yield pa.Table.from_batches([batch])
 
@@ -115,10 +127,11 @@ class Finished:
 
 
 class FragmentStore:
-    """The work folder's finished fragments, by key."""
+    """The work folder's finished fragments, by key (a local folder or an object-store prefix)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.remote = is_remote(folder)
 
     def paths(self, key: str) -> tuple[Path, Path, Path]:
         """The partial, rejects and meta files of fragment ``key``."""
@@ -131,11 +144,17 @@ class FragmentStore:
 
     def rejects_part(self, key: str) -> RejectsPart:
         """A writer for fragment ``key``'s rejects (committed by :meth:`save`)."""
+        if self.remote:
+            _, rejects, meta = self.paths(key)
+            _delete_object(meta)  # a fragment being redone is unfinished until its new meta
+            return RejectsPart(rejects)
         self.folder.mkdir(parents=True, exist_ok=True)
         return RejectsPart(self.paths(key)[1])
 
     def load(self, key: str) -> Finished | None:
         """Fragment ``key`` when all its files exist, else None."""
+        if self.remote:
+            return self._load_remote(key)
         data, rejects, meta = self.paths(key)
         if not (data.exists() and rejects.exists() and meta.exists()):
             return None
@@ -147,15 +166,69 @@ class FragmentStore:
             work=int(info.get("work", 0)),
         )
 
+    def _load_remote(self, key: str) -> Finished | None:
+        """Fragment ``key`` from the object store when its meta object vouches for the others;
+        anything missing, truncated or unreadable: None (the fragment is scored again)."""
+        data, rejects, meta = self.paths(key)
+        try:
+            with open_stream(meta) as f:  # type: ignore[arg-type]
+                info = json.loads(f.read().decode())
+            sizes = info["bytes"]
+            for path in (data, rejects):
+                if path.stat().st_size != int(sizes[path.name]):
+                    raise ValueError(f"{path.name} is not the size its meta object records")
+            fs, p = filesystem_of(data)  # type: ignore[arg-type]
+            partial = pq.read_table(p, filesystem=fs)
+            counts = {k: int(v) for k, v in info["counts"].items()}
+        except FileNotFoundError:  # not finished: no meta object yet (or its data went)
+            return None
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as e:
+            log.warning(
+                "fragment %s in %s is incomplete (%s); scoring it again",
+                key,
+                self.folder,
+                remote_reason(e) if isinstance(e, OSError) else e,
+                extra={"event": "fragment_redone"},
+            )
+            return None
+        return Finished(partial=partial, rejects=rejects, counts=counts, work=int(info["work"]))
+
     def save(
         self, key: str, partial: pa.Table, rejects: RejectsPart, counts: dict[str, int], work: int
     ) -> Path:
         """Record a finished fragment: partial, then rejects, then the meta file, last."""
         data, _, meta = self.paths(key)
-        with atomic_file(data) as tmp:
+        with atomic_file(data, "work file") as tmp:
             pq.write_table(partial, tmp)
+            size = tmp.stat().st_size
         path = rejects.commit(always=True)
         assert path is not None
-        with atomic_file(meta) as tmp:
-            tmp.write_text(json.dumps({"counts": dict(counts), "work": work}))
+        info: dict[str, Any] = {"counts": dict(counts), "work": work}
+        if self.remote:  # the sizes the objects must have to be trusted on resume
+            info["bytes"] = {data.name: size, path.name: path.stat().st_size}
+        with atomic_file(meta, "work file") as tmp:
+            tmp.write_text(json.dumps(info))
         return path
+
+    def clear(self) -> None:
+        """Remove every fragment's objects (a remote work folder, once its run committed)."""
+        if not self.remote:
+            return
+        try:
+            for path, _ in self.folder.iter_files():  # type: ignore[attr-defined]
+                if path.name.startswith("fragment-") or STAGING_DIR in path.parts:
+                    _delete_object(path)
+        except OSError as e:  # the export is committed: a leftover costs storage, not safety
+            log.warning(
+                "cannot remove the finished fragments in %s (%s); delete them by hand",
+                self.folder,
+                remote_reason(e),
+                extra={"event": "work_not_removed"},
+            )
+
+
+def _delete_object(path: Path) -> None:
+    """Delete one object, absent or not."""
+    fs, p = filesystem_of(path)  # type: ignore[arg-type]
+    with contextlib.suppress(FileNotFoundError):
+        fs.delete_file(p)

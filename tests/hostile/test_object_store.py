@@ -192,12 +192,12 @@ def test_the_server_going_away_mid_run_is_one_line_and_publishes_nothing(
     assert not Path("s3:").exists()
 
 
-def test_a_remote_work_dir_is_refused() -> None:
-    from batchrank.errors import ConfigError
+def test_a_remote_work_dir_is_accepted() -> None:
+    from batchrank.fs import ObjectPath
     from batchrank.scoring.spec import ScoreSpec
 
-    with pytest.raises(ConfigError, match=r"work_dir must be a local folder"):
-        ScoreSpec(model=Path("m"), pairs=("p.parquet",), out=Path("o.csv"), work_dir="s3://b/w")  # type: ignore[arg-type]
+    spec = ScoreSpec(model=Path("m"), pairs=("p.parquet",), out=Path("o.csv"), work_dir="s3://b/w")  # type: ignore[arg-type]
+    assert isinstance(spec.work_dir, ObjectPath)  # resumed from the store (test_remote_workdir)
 
 
 def test_parts_on_an_object_store_are_accepted() -> None:
