@@ -31,11 +31,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrank.errors import OutputError
-from batchrank.fs import filesystem_of, is_remote, open_stream, remote_reason
+from batchrank.fs import filesystem_of, is_remote, open_stream
 from batchrank.scoring.rejects import RejectsWriter
 from batchrank.scoring.schema import REJECTS_SCHEMA
 from batchrank.storage import ANY, Staged, atomic_file
 from batchrank.storage.remote import STAGING_DIR
+from batchrank.store_errors import remote_reason
 
 __all__ = ["Finished", "FragmentStore", "RejectsPart", "copy_rejects"]
 
