@@ -3,7 +3,6 @@ so that it stays one declaration of the options (as :mod:`batchrank.scoring.tabl
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Protocol
 
@@ -16,12 +15,12 @@ from batchrank.formats import (
 )
 from batchrank.fs import is_remote
 from batchrank.options import OptionError
-from batchrank.scoring.table_options import check_table_options
+from batchrank.scoring.table_options import TableFields, check_table_options
 
 __all__ = ["check_combinations", "output_format_of"]
 
 
-class _Spec(Protocol):
+class _Spec(TableFields, Protocol):
     """The fields of a :class:`~batchrank.scoring.spec.ScoreSpec` checked here (a protocol, so
     that this module does not import the spec that imports it)."""
 
@@ -34,19 +33,11 @@ class _Spec(Protocol):
     @property
     def out(self) -> Path: ...
     @property
-    def format(self) -> OutputFormat | None: ...
-    @property
     def max_rows_per_file(self) -> int | None: ...
     @property
     def publish(self) -> str | None: ...
     @property
     def publish_target(self) -> object: ...
-    @property
-    def layout(self) -> str: ...
-    @property
-    def date(self) -> dt.date | None: ...
-    @property
-    def table_partition_column(self) -> str: ...
 
 
 def check_combinations(spec: _Spec) -> None:

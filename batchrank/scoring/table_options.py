@@ -11,10 +11,10 @@ from batchrank.formats import TABLE_FORMATS
 from batchrank.options import OptionError
 from batchrank.scoring.schema import LONG_COLUMNS
 
-__all__ = ["check_table_options"]
+__all__ = ["TableFields", "check_table_options"]
 
 
-class _Spec(Protocol):
+class TableFields(Protocol):
     """The fields of a :class:`~batchrank.scoring.spec.ScoreSpec` checked here."""
 
     @property
@@ -27,7 +27,7 @@ class _Spec(Protocol):
     def table_partition_column(self) -> str: ...
 
 
-def check_table_options(spec: _Spec) -> None:
+def check_table_options(spec: TableFields) -> None:
     """Refuse table options where they do not apply, and a bad partition column.
 
     Raises:
