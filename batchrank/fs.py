@@ -328,7 +328,8 @@ def local_folder_for(folder: Path, kind: str) -> Path:
 
     ``kind`` is ``locks`` (what guards a remote output: :attr:`StorageOptions.lock_dir`, else
     ``BATCHRANK_LOCK_DIR``, else ``<cache>/locks``), ``scratch`` (top-k spill files) or
-    ``work`` (a job's resume state and finished fragments).
+    ``catalogs`` (the default Iceberg catalog of a remote table). Resume state is not among
+    them: it stays on the store beside a remote output (docs/cloud.md).
     """
     if not isinstance(folder, ObjectPath):
         return folder
