@@ -182,7 +182,8 @@ class ScoreSpec:
     memory_budget_mb: float = field(
         default=1024.0,
         metadata=doc(
-            "Top-k state size (MiB) past which scored rows spill to disk (at most 1 TiB).",
+            "Working memory (MiB) of the top-k state, the copies made while compacting it "
+            "included; past it, scored rows spill to disk (at most 1 TiB).",
             low=0,
             low_open=True,
             high=1024 * 1024,

@@ -21,6 +21,7 @@ import polars as pl
 import pyarrow as pa
 
 from batchrank.scoring.ranking import (
+    COMPACT_PEAK_FACTOR,
     DEFAULT_COMPACT_ROWS,
     DEFAULT_MEMORY_BUDGET,
     Accumulator,
@@ -48,7 +49,11 @@ class TopK:
     Feed scored chunks with :meth:`add`; read the result once with :meth:`results`; always
     :meth:`close` (or use it as a context manager).
 
-    Spilling: once the compacted state's estimated size exceeds ``memory_budget_bytes``, the
+    Memory: ``memory_budget_bytes`` bounds the state's working memory, the transient copies of
+    compacting it included, so the rows held are kept under a fifth of it
+    (:data:`~batchrank.scoring.ranking.COMPACT_PEAK_FACTOR`, measured).
+
+    Spilling: once the compacted state's estimated size exceeds that share, the
     state and every later buffer (reduced first) are appended to one anonymous temporary file
     per user range in ``spill_dir``: a row goes to range ``searchsorted(boundaries, user_id,
     side="right")``. :meth:`results` reads the ranges back in order, one at a time; a range
@@ -79,7 +84,8 @@ class TopK:
             k: Rows to keep per user (>= 1).
             user_type: Arrow type ``user_id`` is cast to (``pa.int64()`` or ``pa.string()``).
             item_type: Arrow type ``movie_id`` is cast to.
-            memory_budget_bytes: Estimated state size past which rows spill to disk.
+            memory_budget_bytes: Working memory of the state (rows held, buffers and the
+                transient copies of compacting them); past it, rows spill to disk.
             spill_dir: Folder for spill files (created when needed, removed by :meth:`close`
                 when empty); default: the system temporary folder.
             boundaries: Sorted user ids splitting users into ranges for spilling (e.g.
@@ -94,6 +100,8 @@ class TopK:
         self.user_type = user_type
         self.item_type = item_type
         self.memory_budget_bytes = max(1, int(memory_budget_bytes))
+        self._rows_bytes = max(1, self.memory_budget_bytes // COMPACT_PEAK_FACTOR)
+        """Bytes of rows held (state and buffer) that keep compacting within the budget."""
         self.compact_rows = max(1, int(compact_rows))
         self._spill_root = Path(spill_dir) if spill_dir is not None else None
         self._spill_folder: Path | None = None
@@ -105,7 +113,7 @@ class TopK:
         if boundaries is not None:
             b = pl.from_arrow(pa.table({"b": pa.array(boundaries).cast(user_type)}))["b"]  # type: ignore[index]
             self._boundaries = b.drop_nulls().unique().sort()
-        self._acc = Accumulator(k, self._empty, self.memory_budget_bytes, self.compact_rows)
+        self._acc = self._accumulator()
         self._parts: list[SpillFile | None] = []
         self._rows_in = 0
         self._spilled = False
@@ -145,21 +153,30 @@ class TopK:
             self._unseal()  # may start spilling
         if not self._spilled:
             df = self._prune(df)
+            if (
+                self._sealed is None
+                and acc.state.estimated_size() + acc.buffer_bytes + df.estimated_size()
+                > self._rows_bytes
+            ):
+                # compacting these rows together would exceed the budget: spill the state as
+                # it is and reduce the buffer on its own
+                self._start_spill()
+        if not self._spilled:
             before = acc.state
             acc.add(df)
             if acc.state is not before:
                 self._peak_rows = max(self._peak_rows, acc.state.height)
                 if self._sealed is not None:
                     acc.state = self._sealed.seal(acc.state)
-                if acc.state.estimated_size() > self.memory_budget_bytes:
+                if acc.state.estimated_size() > self._rows_bytes:
                     self._start_spill()
             return
         acc.push(df)
-        if (
-            acc.buffer_rows >= self.compact_rows
-            or acc.buffer_bytes >= self.memory_budget_bytes // 2
-        ):
+        if acc.buffer_rows >= self.compact_rows or acc.buffer_bytes >= self._rows_bytes // 2:
             self._flush_buffer()
+
+    def _accumulator(self) -> Accumulator:
+        return Accumulator(self.k, self._empty, self._rows_bytes, self.compact_rows)
 
     def _prune(self, df: pl.DataFrame) -> pl.DataFrame:
         """Drop rows that cannot enter the top k, before they are buffered and sorted.
@@ -204,7 +221,7 @@ class TopK:
         self._acc.compact_bytes = self._acc.budget_bytes // 2
         if not sealed.rows:
             return
-        if sealed.bytes + self._acc.state.estimated_size() > self.memory_budget_bytes:
+        if sealed.bytes + self._acc.state.estimated_size() > self._rows_bytes:
             self._sealed = sealed  # _start_spill moves them to the spill ranges
             self._start_spill()
             return
@@ -298,9 +315,9 @@ class TopK:
         try:
             size = spill.finish()
             self._spill_bytes += size
-            if size > self.memory_budget_bytes and depth < _MAX_SPLIT_DEPTH:
+            if size > self._rows_bytes and depth < _MAX_SPLIT_DEPTH:
                 users = pl.concat([df["user_id"].unique() for df in spill.batches()])
-                parts = max(2, math.ceil(2 * size / self.memory_budget_bytes))
+                parts = max(2, math.ceil(2 * size / self._rows_bytes))
                 bounds = quantile_boundaries(users, min(SPILL_PARTITIONS, parts))
                 del users
                 if bounds.len():
@@ -323,7 +340,7 @@ class TopK:
                             if sub is not None:
                                 sub.close()
                     return
-            acc = Accumulator(self.k, self._empty, self.memory_budget_bytes, self.compact_rows)
+            acc = self._accumulator()
             for batch in spill.batches():
                 acc.add(batch)
             spill.close()
@@ -360,7 +377,7 @@ class TopK:
         if self._sealed is not None:
             self._sealed.close()
             self._sealed = None
-        self._acc = Accumulator(self.k, self._empty, self.memory_budget_bytes, self.compact_rows)
+        self._acc = self._accumulator()
         if self._spill_folder is not None and self._created_folder:
             with contextlib.suppress(OSError):
                 self._spill_folder.rmdir()
