@@ -24,11 +24,13 @@ from batchrank.scoring.schema import PARTIAL_COLUMNS, RESULT_COLUMNS, partial_sc
 from batchrank.scoring.schema import result_schema as _result_schema
 
 __all__ = [
-    "COMPACT_PEAK_FACTOR",
+    "BUFFER_SHARE",
     "DEFAULT_COMPACT_ROWS",
     "DEFAULT_MEMORY_BUDGET",
     "PARTIAL_COLUMNS",
+    "PIECE_SHARE",
     "RESULT_COLUMNS",
+    "STATE_SHARE",
     "Accumulator",
     "add_rank",
     "check_k",
@@ -44,10 +46,15 @@ __all__ = [
 
 DEFAULT_MEMORY_BUDGET = 512 << 20
 DEFAULT_COMPACT_ROWS = 1 << 20
-COMPACT_PEAK_FACTOR = 5
-"""Peak memory of compacting a state and its buffer, as a multiple of the state's budget: the
-buffer is at most half of it, and :func:`reduce_topk` takes about 2.3× its input on top of the
-input (measured: 518 MiB over 229 MiB of rows), so 1.5 × 3.3 ≈ 5."""
+STATE_SHARE = 0.6
+"""Share of the top-k memory budget the compacted rows may hold before they spill."""
+BUFFER_SHARE = 0.1
+"""Share of the budget buffered before a compaction."""
+PIECE_SHARE = 1 / 16
+"""Share of the budget reduced at once by a compaction (state and buffer rows of one user
+range): :func:`reduce_topk` takes about 2.3× its input on top of it (measured: 518 MiB over
+229 MiB of rows), so the transient stays near a fifth of the budget, and the state, the buffer,
+its sorted copy and that transient about the budget."""
 _NEG_INF = float("-inf")
 
 
@@ -215,19 +222,47 @@ def user_chunks(table: pa.Table, target_rows: int) -> Iterator[pa.Table]:
 
 
 class Accumulator:
-    """Buffered exact reduction: compacts when the buffer outgrows the state (amortised)."""
+    """Buffered exact reduction: compacts when the buffer outgrows the state (amortised).
+
+    The state is kept as pieces, each a user range sorted as :func:`reduce_topk` sorts, the
+    ranges ascending, so their concatenation is the sorted state. A compaction reduces one user
+    range of the state and the buffer at a time and frees the old piece of a range as soon as
+    it is replaced, so its transient memory is about ``(state + buffer) / ranges`` ×
+    2.3 rather than the whole state's: ranges are cut so that each holds at most
+    ``piece_bytes``. ``budget_bytes`` is the working memory this is sized from.
+    """
 
     def __init__(self, k: int, empty: pl.DataFrame, budget_bytes: int, compact_rows: int) -> None:
         self.k = k
-        self.state = empty
+        self.empty = empty
+        self.pieces: list[pl.DataFrame] = []
+        self.version = 0
+        """Changes whenever the state does (to cache what is derived from it)."""
         self.buffer: list[pl.DataFrame] = []
         self.buffer_rows = 0
         self.buffer_bytes = 0
         self.budget_bytes = budget_bytes
-        self.compact_bytes = budget_bytes // 2
+        self.compact_bytes = max(1, int(budget_bytes * BUFFER_SHARE))
         """Buffered bytes that trigger a compaction (whatever the rows)."""
+        self.piece_bytes = max(1, int(budget_bytes * PIECE_SHARE))
+        """Largest user range (state and buffer rows) reduced at once."""
         self.compact_rows = compact_rows
         self.peak_rows = 0
+
+    @property
+    def state(self) -> pl.DataFrame:
+        """The compacted rows, sorted (one frame over the pieces, not a copy)."""
+        if not self.pieces:
+            return self.empty
+        return self.pieces[0] if len(self.pieces) == 1 else pl.concat(self.pieces, rechunk=False)
+
+    @state.setter
+    def state(self, df: pl.DataFrame) -> None:
+        self.pieces = [df] if df.height else []
+        self.version += 1
+
+    def state_bytes(self) -> int:
+        return sum(int(p.estimated_size()) for p in self.pieces)
 
     def push(self, df: pl.DataFrame) -> None:
         """Buffer rows without compacting."""
@@ -239,19 +274,65 @@ class Accumulator:
         if df.height == 0:
             return
         self.push(df)
-        if self.buffer_rows >= max(4 * self.state.height, self.compact_rows) or (
+        if self.buffer_rows >= max(4 * self.state_height(), self.compact_rows) or (
             self.buffer_bytes >= self.compact_bytes
         ):
             self.compact()
 
+    def state_height(self) -> int:
+        return sum(p.height for p in self.pieces)
+
     def compact(self) -> pl.DataFrame:
         if self.buffer:
-            frames = [self.state, *self.buffer] if self.state.height else self.buffer
-            # no rechunk: the sort gathers the rows into one new frame anyway
-            self.state = reduce_topk(pl.concat(frames, how="vertical", rechunk=False), self.k)
+            state_bytes = self.state_bytes()
+            ranges = -(-(state_bytes + self.buffer_bytes) // self.piece_bytes)
+            if ranges <= 1 or not self.pieces:
+                frames = [*self.pieces, *self.buffer]
+                self.pieces = []
+                # no rechunk: the sort gathers the rows into one new frame anyway
+                merged = reduce_topk(pl.concat(frames, how="vertical", rechunk=False), self.k)
+                self.pieces = [merged] if merged.height else []
+            else:
+                self._compact_by_range(ranges)
             self.buffer, self.buffer_rows, self.buffer_bytes = [], 0, 0
-            self.peak_rows = max(self.peak_rows, self.state.height)
+            self.version += 1
+            self.peak_rows = max(self.peak_rows, self.state_height())
         return self.state
+
+    def _compact_by_range(self, ranges: int) -> None:
+        """Reduce the state and the buffer one user range at a time (see the class doc)."""
+        buffered = pl.concat(self.buffer, how="vertical", rechunk=False).sort("user_id")
+        self.buffer = []
+        old = self.pieces
+        self.pieces = []
+        state = pl.concat(old, rechunk=False) if len(old) > 1 else old[0]
+        users = state["user_id"]
+        cuts = users.gather(
+            np.unique((np.arange(1, ranges) * state.height) // ranges).tolist()
+        ).unique(maintain_order=True)
+        s_edges = [0, *users.search_sorted(cuts, side="left").to_list(), state.height]
+        b_edges = [
+            0,
+            *buffered["user_id"].search_sorted(cuts, side="left").to_list(),
+            buffered.height,
+        ]
+        del state, users
+        piece_ends = np.cumsum([p.height for p in old])
+        done = 0  # old pieces fully replaced (and released)
+        for r in range(len(s_edges) - 1):
+            lo, hi = s_edges[r], s_edges[r + 1]
+            part = [*_rows_of(old, piece_ends, lo, hi)]
+            b = buffered.slice(b_edges[r], b_edges[r + 1] - b_edges[r])
+            if b.height:
+                part.append(b)
+            if part:
+                merged = reduce_topk(pl.concat(part, how="vertical", rechunk=False), self.k)
+                if merged.height:
+                    self.pieces.append(merged)
+            del part, b
+            while done < len(old) and piece_ends[done] <= hi:
+                old[done] = self.empty  # drop the reference: its rows are replaced
+                done += 1
 
     def take_buffer(self) -> pl.DataFrame | None:
         """Reduce and return the buffered rows alone, leaving the state untouched."""
@@ -260,6 +341,19 @@ class Accumulator:
         out = reduce_topk(pl.concat(self.buffer, how="vertical", rechunk=False), self.k)
         self.buffer, self.buffer_rows, self.buffer_bytes = [], 0, 0
         return out
+
+
+def _rows_of(
+    pieces: list[pl.DataFrame], ends: np.ndarray, lo: int, hi: int
+) -> Iterator[pl.DataFrame]:
+    """Rows ``lo:hi`` of the concatenation of ``pieces`` (``ends``: their cumulative heights),
+    as slices of the pieces (no copy)."""
+    start = 0
+    for piece, end in zip(pieces, ends.tolist(), strict=True):
+        a, b = max(lo, start), min(hi, end)
+        if b > a:
+            yield piece.slice(a - start, b - a)
+        start = end
 
 
 def merge_partials(

@@ -21,9 +21,10 @@ import polars as pl
 import pyarrow as pa
 
 from batchrank.scoring.ranking import (
-    COMPACT_PEAK_FACTOR,
+    BUFFER_SHARE,
     DEFAULT_COMPACT_ROWS,
     DEFAULT_MEMORY_BUDGET,
+    STATE_SHARE,
     Accumulator,
     check_k,
     ranked,
@@ -50,14 +51,16 @@ class TopK:
     :meth:`close` (or use it as a context manager).
 
     Memory: ``memory_budget_bytes`` bounds the state's working memory, the transient copies of
-    compacting it included, so the rows held are kept under a fifth of it
-    (:data:`~batchrank.scoring.ranking.COMPACT_PEAK_FACTOR`, measured).
+    compacting it included: the rows held stay under
+    :data:`~batchrank.scoring.ranking.STATE_SHARE` of it, and they are compacted one user
+    range at a time (:class:`~batchrank.scoring.ranking.Accumulator`).
 
-    Spilling: once the compacted state's estimated size exceeds that share, the
-    state and every later buffer (reduced first) are appended to one anonymous temporary file
-    per user range in ``spill_dir``: a row goes to range ``searchsorted(boundaries, user_id,
-    side="right")``. :meth:`results` reads the ranges back in order, one at a time; a range
-    larger than the budget is first split again by quantiles of its own users. The files have
+    Spilling: once the state exceeds that share, the state and every later chunk are appended
+    to one anonymous temporary file per user range in ``spill_dir``: a row goes to range
+    ``searchsorted(boundaries, user_id, side="right")``. Later chunks are still pruned by the
+    per-user thresholds the state had when it spilled. :meth:`results` reads the ranges back in
+    order, one at a time; a range larger than that share is first split again by quantiles of
+    its own users. The files have
     no names, so a killed run leaves nothing behind but (at most) the empty ``spill_dir``.
 
     Sealing: while every chunk's users are at or above the largest user seen so far, a state
@@ -100,7 +103,7 @@ class TopK:
         self.user_type = user_type
         self.item_type = item_type
         self.memory_budget_bytes = max(1, int(memory_budget_bytes))
-        self._rows_bytes = max(1, self.memory_budget_bytes // COMPACT_PEAK_FACTOR)
+        self._rows_bytes = max(1, int(self.memory_budget_bytes * STATE_SHARE))
         """Bytes of rows held (state and buffer) that keep compacting within the budget."""
         self.compact_rows = max(1, int(compact_rows))
         self._spill_root = Path(spill_dir) if spill_dir is not None else None
@@ -122,7 +125,7 @@ class TopK:
         self._peak_rows = 0
         self._done = False
         self._closed = False
-        self._threshold_of: pl.DataFrame | None = None
+        self._threshold_of: int | None = None
         self._threshold: pl.DataFrame = pl.DataFrame()
         self._sealed: SealedRuns | None = None
         if seal_bytes is not None:
@@ -151,32 +154,25 @@ class TopK:
         acc = self._acc
         if self._sealed is not None and not self._sealed.in_order(df):
             self._unseal()  # may start spilling
+        df = self._prune(df)
         if not self._spilled:
-            df = self._prune(df)
-            if (
-                self._sealed is None
-                and acc.state.estimated_size() + acc.buffer_bytes + df.estimated_size()
-                > self._rows_bytes
-            ):
-                # compacting these rows together would exceed the budget: spill the state as
-                # it is and reduce the buffer on its own
-                self._start_spill()
-        if not self._spilled:
-            before = acc.state
+            before = acc.version
             acc.add(df)
-            if acc.state is not before:
-                self._peak_rows = max(self._peak_rows, acc.state.height)
+            if acc.version != before:
+                self._peak_rows = max(self._peak_rows, acc.state_height())
                 if self._sealed is not None:
                     acc.state = self._sealed.seal(acc.state)
-                if acc.state.estimated_size() > self._rows_bytes:
+                if acc.state_bytes() > self._rows_bytes:
                     self._start_spill()
             return
-        acc.push(df)
-        if acc.buffer_rows >= self.compact_rows or acc.buffer_bytes >= self._rows_bytes // 2:
-            self._flush_buffer()
+        # Spilled: the rows go straight to their ranges (sorted by user, as a partial top-k
+        # already is), pruned by the thresholds the state had when it spilled. Reducing them
+        # here first cut nothing: the state spills when users × k outgrows the budget, so a
+        # buffer holds about one row a user; it was a second full sort of every row.
+        self._write_parts(df if df["user_id"].is_sorted() else df.sort("user_id"))
 
     def _accumulator(self) -> Accumulator:
-        return Accumulator(self.k, self._empty, self._rows_bytes, self.compact_rows)
+        return Accumulator(self.k, self._empty, self.memory_budget_bytes, self.compact_rows)
 
     def _prune(self, df: pl.DataFrame) -> pl.DataFrame:
         """Drop rows that cannot enter the top k, before they are buffered and sorted.
@@ -187,24 +183,28 @@ class TopK:
         as the scorer's largest cost after prediction; this skips most of it once the state
         has filled up.
         """
-        state = self._acc.state
-        if state.height == 0:
-            return df
-        if self._threshold_of is not state:
-            self._threshold_of = state
-            self._threshold = (
-                state.filter(pl.col("score").is_not_nan())
-                .group_by("user_id")
-                .agg(pl.col("score").min().alias("_thr"), pl.len().alias("_n"))
-                .filter(pl.col("_n") >= self.k)
-                .select("user_id", "_thr")
-            )
+        if not self._spilled:  # once spilled, the thresholds stay those of the last state
+            self._refresh_threshold()
         if self._threshold.height == 0:
             return df
         return (
             df.join(self._threshold, on="user_id", how="left")
             .filter(pl.col("_thr").is_null() | (pl.col("score") >= pl.col("_thr")))
             .drop("_thr")
+        )
+
+    def _refresh_threshold(self) -> None:
+        """Each user's k-th best score where the compacted state holds k rows of that user (a
+        lower bound of its final k-th best, so valid for every later row)."""
+        if self._threshold_of == self._acc.version:
+            return
+        self._threshold_of = self._acc.version
+        self._threshold = (
+            self._acc.state.filter(pl.col("score").is_not_nan())
+            .group_by("user_id")
+            .agg(pl.col("score").min().alias("_thr"), pl.len().alias("_n"))
+            .filter(pl.col("_n") >= self.k)
+            .select("user_id", "_thr")
         )
 
     def _folder(self) -> Path:
@@ -218,10 +218,10 @@ class TopK:
         """The input went back to an earlier user: end sealing, return the sealed rows."""
         sealed, self._sealed = self._sealed, None
         assert sealed is not None
-        self._acc.compact_bytes = self._acc.budget_bytes // 2
+        self._acc.compact_bytes = int(self._acc.budget_bytes * BUFFER_SHARE)
         if not sealed.rows:
             return
-        if sealed.bytes + self._acc.state.estimated_size() > self._rows_bytes:
+        if sealed.bytes + self._acc.state_bytes() > self._rows_bytes:
             self._sealed = sealed  # _start_spill moves them to the spill ranges
             self._start_spill()
             return
@@ -237,16 +237,18 @@ class TopK:
             if sealed is not None:
                 users = pl.concat([users, *(b["user_id"] for b in sealed.batches())])
             self._boundaries = quantile_boundaries(users, SPILL_PARTITIONS)
+        self._refresh_threshold()
         self._spilled = True
         self._partitions = self._boundaries.len() + 1
         self._parts = [None] * self._partitions
         self._write_parts(state)
         self._acc.state = self._empty
-        self._acc.compact_bytes = self._acc.budget_bytes // 2
+        self._acc.compact_bytes = int(self._acc.budget_bytes * BUFFER_SHARE)
         if sealed is not None:
             for batch in sealed.batches():
                 self._write_parts(batch)
             sealed.close()
+        self._flush_buffer()
 
     def _write_parts(self, df: pl.DataFrame) -> None:
         assert self._boundaries is not None
