@@ -182,8 +182,9 @@ class ScoreSpec:
     memory_budget_mb: float = field(
         default=1024.0,
         metadata=doc(
-            "Working memory (MiB) of the top-k state, the copies made while compacting it "
-            "included; past it, scored rows spill to disk (at most 1 TiB).",
+            "Memory (MiB) of the top-k state, compaction copies included (it holds rows up to "
+            "60 % of it and compacts one user range at a time); past it, scored rows spill to "
+            "disk (at most 1 TiB).",
             low=0,
             low_open=True,
             high=1024 * 1024,
