@@ -52,3 +52,25 @@ def test_bfloat16_needs_the_folded_model(sample_bundle: Path) -> None:
     bundle = load_bundle(sample_bundle, model=False)
     with pytest.raises(ModelError, match="--precision bfloat16 needs a batchrank RankingModel"):
         make_predictor(bundle, fold=False, precision="bfloat16")
+
+
+def test_round_bf16_matches_convert() -> None:
+    """The integer rounding gives the bits of ``astype(bfloat16)`` (ties, tiny, huge, NaN)."""
+    import jax.numpy as jnp
+
+    from batchrank.scoring.predict import _round_bf16
+
+    rng = np.random.default_rng(1)
+    x = np.concatenate(
+        [
+            rng.standard_normal(100_000).astype(np.float32)
+            * 10.0 ** rng.integers(-30, 30, 100_000),
+            np.array(
+                [0.0, -0.0, 1.00390625, 1.01171875, 3.4e38, -3.4e38, 1e-40, np.nan], np.float32
+            ),
+            np.array([np.inf, -np.inf], np.float32),
+        ]
+    ).astype(np.float32)
+    got = np.asarray(_round_bf16(jnp.asarray(x))).view(np.uint16)
+    want = np.asarray(jnp.asarray(x).astype(jnp.bfloat16)).view(np.uint16)
+    np.testing.assert_array_equal(got, want)
