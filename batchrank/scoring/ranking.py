@@ -86,7 +86,7 @@ def reduce_topk(df: pl.DataFrame, k: int) -> pl.DataFrame:
     adjacent and a shift comparison drops them (a hash ``unique`` costs more than the sort
     itself). One filter does both cuts (a row's position counts only the distinct pairs before
     it), so the sorted copy is the only full-size intermediate: the peak is about 2.3× the
-    rows' size on top of them (:data:`COMPACT_PEAK_FACTOR`), where two filters made it 3×.
+    rows' size on top of them (see :data:`PIECE_SHARE`), where two filters made it 3×.
     """
     if df.height == 0:
         return df
@@ -242,7 +242,8 @@ class Accumulator:
         self.buffer_rows = 0
         self.buffer_bytes = 0
         self.budget_bytes = budget_bytes
-        self.compact_bytes = max(1, int(budget_bytes * BUFFER_SHARE))
+        self.default_compact_bytes = max(1, int(budget_bytes * BUFFER_SHARE))
+        self.compact_bytes = self.default_compact_bytes
         """Buffered bytes that trigger a compaction (whatever the rows)."""
         self.piece_bytes = max(1, int(budget_bytes * PIECE_SHARE))
         """Largest user range (state and buffer rows) reduced at once."""

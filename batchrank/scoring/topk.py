@@ -21,7 +21,6 @@ import polars as pl
 import pyarrow as pa
 
 from batchrank.scoring.ranking import (
-    BUFFER_SHARE,
     DEFAULT_COMPACT_ROWS,
     DEFAULT_MEMORY_BUDGET,
     STATE_SHARE,
@@ -104,7 +103,7 @@ class TopK:
         self.item_type = item_type
         self.memory_budget_bytes = max(1, int(memory_budget_bytes))
         self._rows_bytes = max(1, int(self.memory_budget_bytes * STATE_SHARE))
-        """Bytes of rows held (state and buffer) that keep compacting within the budget."""
+        """Bytes of compacted rows the state may hold before it spills."""
         self.compact_rows = max(1, int(compact_rows))
         self._spill_root = Path(spill_dir) if spill_dir is not None else None
         self._spill_folder: Path | None = None
@@ -218,7 +217,7 @@ class TopK:
         """The input went back to an earlier user: end sealing, return the sealed rows."""
         sealed, self._sealed = self._sealed, None
         assert sealed is not None
-        self._acc.compact_bytes = int(self._acc.budget_bytes * BUFFER_SHARE)
+        self._acc.compact_bytes = self._acc.default_compact_bytes
         if not sealed.rows:
             return
         if sealed.bytes + self._acc.state_bytes() > self._rows_bytes:
@@ -243,7 +242,7 @@ class TopK:
         self._parts = [None] * self._partitions
         self._write_parts(state)
         self._acc.state = self._empty
-        self._acc.compact_bytes = int(self._acc.budget_bytes * BUFFER_SHARE)
+        self._acc.compact_bytes = self._acc.default_compact_bytes
         if sealed is not None:
             for batch in sealed.batches():
                 self._write_parts(batch)
