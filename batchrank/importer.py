@@ -56,6 +56,7 @@ def load_keras_model(path: str | Path, custom_objects: Sequence[str] = ()) -> An
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: Keras model file not found")
+    _check_archive(path)
     custom = resolve_refs(list(custom_objects), "--custom-objects")
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False, custom_objects=custom)
@@ -71,6 +72,27 @@ def load_keras_model(path: str | Path, custom_objects: Sequence[str] = ()) -> An
                 f"--custom-objects MODULE:{name} (the module that defines it)"
             ) from e
         raise ModelError(f"{path}: cannot load the Keras model: {text}") from e
+
+
+def _check_archive(path: Path) -> None:
+    """A ``.keras`` file is a zip with a ``config.json``; Keras itself reports a truncated or
+    empty one as "File not found", which sends the user looking for the wrong problem."""
+    import zipfile
+
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        return  # a legacy HDF5 model: Keras reads it itself
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise ModelError(
+            f"{path}: not a readable .keras archive ({first_line(e)}; truncated or not "
+            "written by model.save?)"
+        ) from e
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read the Keras model file ({e.strerror or e})") from e
+    if "config.json" not in names:
+        raise ModelError(f"{path}: a zip without config.json; expected a Keras 3 .keras file")
 
 
 def _ids(values: Iterable[Any] | pa.Array, what: str, mode: IdsMode) -> tuple[pa.Array, np.ndarray]:
@@ -203,9 +225,12 @@ def _saved_copy(
     return loaded
 
 
-def _titles(items: pa.Array, titles: Mapping[Any, str] | pa.Table | None) -> pa.Array | None:
+def _titles(items: pa.Array, titles: Mapping[Any, str] | Any | None) -> pa.Array | None:
     if titles is None:
         return None
+    if not isinstance(titles, Mapping | pa.Table) and hasattr(titles, "__arrow_c_stream__"):
+        # a polars or pandas DataFrame (or any Arrow stream): the notebook user's titles table
+        titles = pa.table(titles)
     if isinstance(titles, pa.Table):
         if not {"movie_id", "title"} <= set(titles.column_names):
             raise ConfigError(
@@ -213,8 +238,13 @@ def _titles(items: pa.Array, titles: Mapping[Any, str] | pa.Table | None) -> pa.
             )
         keys = titles.column("movie_id").combine_chunks()
         values = titles.column("title").combine_chunks()
-    else:
+    elif isinstance(titles, Mapping):
         keys, values = pa.array(list(titles)), pa.array([str(t) for t in titles.values()])
+    else:
+        raise ConfigError(
+            f"titles: expected a mapping of item id -> title or a table with `movie_id` and "
+            f"`title` (pyarrow, polars, pandas); received {type(titles).__name__}"
+        )
     keys, _ = coerce_ids(keys, id_kind_of(items, where="item_ids"), where="titles: `movie_id`")
     pos = pc.index_in(items, value_set=keys)
     return pc.take(pc.cast(values, pa.string()), pos)
@@ -229,7 +259,7 @@ def bundle_from_keras(
     ids: IdsMode = "index",
     inputs: tuple[str, str] = ("user_id", "movie_id"),
     rating_scale: tuple[float, float] = (1.0, 5.0),
-    titles: Mapping[Any, str] | pa.Table | None = None,
+    titles: Mapping[Any, str] | Any | None = None,
     predictor: Literal["auto", "folded", "generic"] = "auto",
     source: str | None = None,
 ) -> Path:
@@ -244,7 +274,8 @@ def bundle_from_keras(
             row, as in batchrank's own bundles.
         inputs: the model's user and item input names (the tutorial's dict keys).
         rating_scale: ``(low, high)`` of the labels' affine transform.
-        titles: item id -> title, as a mapping or a table with ``movie_id`` and ``title``.
+        titles: item id -> title, as a mapping or a table with ``movie_id`` and ``title``
+            (pyarrow, or anything with the Arrow stream protocol: polars, pandas >= 2.2).
         predictor: ``auto`` folds a model of the tutorial's shape, else runs it generically;
             ``folded`` fails unless it can fold; ``generic`` never folds.
         source: what to record as the model's origin (default: its class).

@@ -14,6 +14,7 @@ import pytest
 
 import batchrank
 from batchrank.bundle import load_bundle
+from batchrank.errors import ConfigError
 from tests.byom.tutorial_model import (
     SAMPLE,
     RankingModel,
@@ -177,3 +178,33 @@ def test_cli_import_then_score(savable: Any, tmp_path: Path) -> None:
     _assert_stars_match(savable, got)
     titles = dict(zip(movies["movie_id"], movies["title"], strict=True))
     assert all(titles.get(m) == t for m, t in zip(got["movie_id"], got["title"], strict=True))
+
+
+@pytest.mark.parametrize("form", ["mapping", "arrow", "polars", "pandas"])
+def test_titles_from_a_notebook_table(form: str, tmp_path: Path) -> None:
+    """titles= takes what a notebook holds: a dict, or a pyarrow / polars / pandas table."""
+    movies = pl.read_parquet(SAMPLE / "movies.parquet").select("movie_id", "title")
+    given: Any = {
+        "mapping": lambda: dict(zip(movies["movie_id"], movies["title"], strict=True)),
+        "arrow": movies.to_arrow,
+        "polars": lambda: movies,
+        "pandas": movies.to_pandas,
+    }[form]()
+    model = _functional("tutorial")
+    bundle = batchrank.bundle_from_keras(model, tmp_path / "b", titles=given, **_ranges())
+    loaded = load_bundle(bundle)
+    assert loaded.titles is not None
+    got = dict(zip(loaded.items.ids.to_pylist(), loaded.titles.to_pylist(), strict=True))
+    want = dict(zip(movies["movie_id"], movies["title"], strict=True))
+    assert {m: t for m, t in got.items() if t is not None} == {
+        m: t for m, t in want.items() if m in got
+    }
+    assert sum(t is not None for t in got.values()) > 100
+
+
+def test_titles_of_an_unknown_kind_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="titles: expected a mapping"):
+        batchrank.bundle_from_keras(
+            _functional("dot"), tmp_path / "b", titles=[("a", "b")], **_ranges()
+        )
+    assert not (tmp_path / "b").exists()

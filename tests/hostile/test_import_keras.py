@@ -59,7 +59,30 @@ def test_corrupt_keras_file(
     bad.write_bytes(b"PK\x03\x04 this is not a keras archive")
     assert _cli_import(bad, tmp_path / "b", id_files) == 4
     line = _error_line(capsys)
-    assert str(bad) in line and "cannot load the Keras model" in line
+    assert str(bad) in line and "not a readable .keras archive" in line
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("cut", ["half", "empty", "no-config"])
+def test_truncated_or_empty_keras_file(
+    cut: str, tmp_path: Path, id_files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Keras calls a truncated or empty archive "File not found"; we say what it is."""
+    good = tmp_path / "good.keras"
+    _functional().save(good)
+    bad = tmp_path / "model.keras"
+    if cut == "no-config":
+        import zipfile
+
+        with zipfile.ZipFile(bad, "w") as zf:
+            zf.writestr("model.weights.h5", b"")
+    else:
+        data = good.read_bytes()
+        bad.write_bytes(data[: len(data) // 2] if cut == "half" else b"")
+    assert _cli_import(bad, tmp_path / "b", id_files) == 4
+    line = _error_line(capsys)
+    assert str(bad) in line and "not found" not in line
+    assert ("config.json" if cut == "no-config" else "not a readable .keras archive") in line
     assert not (tmp_path / "b").exists()
 
 
