@@ -42,4 +42,21 @@ def keras_module() -> ModuleType:
     ensure_jax_backend()
     import keras
 
+    _keep_tensorflow_out()
     return keras
+
+
+def _keep_tensorflow_out() -> None:
+    """Keras asks ``tf.available`` while serializing any object (``model.save`` in ``train``
+    and ``import``), which imports all of TensorFlow when it is installed: seconds of start-up
+    and absl log lines on stderr, for an isinstance check that cannot succeed on JAX. Unless
+    TensorFlow is already imported (the tfds source), tell Keras's lazy module it is absent."""
+    if "tensorflow" in sys.modules:
+        return
+    try:
+        from keras.src.utils import module_utils
+    except ImportError:  # a Keras without the private module: nothing to do
+        return
+    lazy = getattr(module_utils, "tensorflow", None)
+    if lazy is not None and getattr(lazy, "_available", True) is None:
+        lazy._available = False

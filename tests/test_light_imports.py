@@ -75,3 +75,14 @@ def test_the_check_sees_keras_when_it_is_imported(sample_bundle: Path) -> None:
     """The control: loading the Keras model does import Keras, and the report says so."""
     snippet = f"import batchrank\nbatchrank.load_bundle({str(sample_bundle)!r})\n"
     assert "keras" in _imported(snippet)
+
+
+def test_train_and_import_do_not_import_tensorflow(tmp_path: Path) -> None:
+    """Keras asks `tf.available` when it saves a model, which would import all of TensorFlow
+    (seconds, and absl lines on stderr) in `train` and `import`; only the tfds source needs it."""
+    out = tmp_path / "m"
+    snippet = _cli("train", "--ratings", str(SAMPLE / "ratings.parquet"), "--preset", "seed",
+                   "--epochs", "1", "--out", str(out), "--quiet")  # fmt: skip
+    heavy = _imported(snippet)
+    assert "keras" in heavy and "tensorflow" not in heavy
+    assert (out / "model.keras").exists()
