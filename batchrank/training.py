@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,8 @@ class TrainResult:
 
     bundle: Bundle
     metrics: dict[str, float]
+    chosen_because: str | None = None
+    """Why ``train`` picked the preset when none was given (None when one was)."""
 
 
 def rating_scale_of(
@@ -240,6 +242,8 @@ def fit_bundle(
         ),
         "train_rmse": train_rmse * span,
         "train_count": len(train_rows),
+        # the slice of the training ratings early stopping watches (not a held-out test)
+        "validation_count": int(n_val),
         "epochs_run": len(history.history.get("loss", [])),
     }
     import jax
@@ -337,8 +341,14 @@ def train(
             item_column=columns.item,
             categorical=categorical,
         )
+    because = None
     if preset is None:
         preset = "features" if tables is not None and tables.any else "default"
+        if tables is not None and tables.any:
+            found = [t.source for t in (tables.user, tables.item) if t is not None]
+            because = f"side features found in {', '.join(found)}; --preset default ignores them"
+        else:
+            because = "no side features found (u.user / u.item, --user-features, --item-features)"
     config = get_preset(preset).with_overrides(
         epochs=epochs, test_fraction=split_fraction(test_fraction, test_ratings), seed=seed
     )
@@ -356,7 +366,7 @@ def train(
         test_data=held,
     )
     result.bundle.save(Path(out))
-    return result
+    return replace(result, chosen_because=because)
 
 
 __all__ += ["TITLE", "train"]

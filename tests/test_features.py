@@ -215,3 +215,16 @@ def test_movielens_side_tables(ml100k: Path) -> None:
     genres = next(c for c in i.columns if c.name == "genres")
     assert len(genres.categories) == 19 and "Film-Noir" in genres.categories
     assert i.dense.shape == (1683, 20)  # release year + 19 genre slots
+
+
+def test_train_picks_features_when_tables_are_given_and_says_why(
+    tmp_path: Path, tiny_ratings: TinyData, feature_files: tuple
+) -> None:
+    users, items = feature_files
+    result = train(tiny_ratings.ratings, tmp_path / "b", epochs=1, verbose=0,
+                   user_features=users, item_features=items)  # fmt: skip
+    assert result.bundle.metadata["preset"] == "features"
+    assert result.chosen_because is not None
+    assert str(users) in result.chosen_because and str(items) in result.chosen_because
+    named = train(tiny_ratings.ratings, tmp_path / "c", preset="seed", epochs=1, verbose=0)
+    assert named.chosen_because is None

@@ -41,11 +41,18 @@ def test_test_fraction_zero_trains_on_everything(
     code = run("train", "--ratings", str(tiny_ratings.ratings), "--out", str(out),
                "--test-fraction", "0", "--epochs", "2", "--quiet")  # fmt: skip
     assert code == 0
-    assert "no held-out test: trained on all 1500 ratings" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    # train says which preset it picked and why, and which ratings early stopping watched
+    assert "preset: default (no side features found" in printed
+    assert (
+        "no held-out test: trained on all 1500 ratings (150 of them the validation slice "
+        "early stopping watches)" in printed
+    )
     meta = _meta(out)
     metrics = meta["metrics"]
     assert isinstance(metrics, dict)
     assert metrics["train_count"] == 1500 and metrics["test_count"] == 0
+    assert metrics["validation_count"] == 150
     assert "test_rmse" not in metrics
     # the default preset's early stopping still watches its validation slice
     history = meta["history"]

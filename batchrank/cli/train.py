@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -96,16 +97,22 @@ def command(
         epochs=epochs,
         test_fraction=test_fraction,
         seed=seed,
-        verbose=0 if quiet else "auto",
+        # a progress bar on a terminal; one line per epoch in a redirected log (no \r noise)
+        verbose=0 if quiet else (1 if sys.stdout.isatty() else 2),
         user_features=user_features,
         item_features=item_features,
         categorical=categorical,
         test_ratings=test_ratings,
     )
     m = result.metrics
-    click.echo(f"preset: {result.bundle.metadata['preset']}")
+    because = f" ({printable(result.chosen_because)})" if result.chosen_because else ""
+    click.echo(f"preset: {result.bundle.metadata['preset']}{because}")
     if "test_rmse" not in m:
-        click.echo(f"no held-out test: trained on all {m['train_count']} ratings")
+        slice_ = m.get("validation_count", 0)
+        stops = result.bundle.metadata["hyperparameters"].get("patience", 0) > 0
+        why = " early stopping watches" if stops else ""
+        watched = f" ({slice_} of them the validation slice{why})" if slice_ else ""
+        click.echo(f"no held-out test: trained on all {m['train_count']} ratings{watched}")
     else:
         where = "" if m.get("test_source", "split") == "split" else f" of {printable(test_ratings)}"
         click.echo(
