@@ -28,6 +28,7 @@ __all__ = [
     "BATCH_MULTIPLE",
     "DEFAULT_BATCH_SIZE",
     "MAX_TABLE_CELLS",
+    "BlockPredictor",
     "Collect",
     "Predictor",
     "TablePredictor",
@@ -90,7 +91,7 @@ class Predictor:
         u = np.ascontiguousarray(u, dtype=np.int32)
         i = np.ascontiguousarray(i, dtype=np.int32)
         # Dispatch every batch first: JAX runs them asynchronously while Python queues the next.
-        outs = [self.fn(u[s : s + b], i[s : s + b]) for s in range(0, nb * b, b)]
+        outs = self._batches(u, i)
 
         def collect() -> tuple[np.ndarray, np.ndarray]:
             scores = np.concatenate([np.asarray(o[0]) for o in outs])[:n]
@@ -98,6 +99,60 @@ class Predictor:
             return scores, stars
 
         return collect
+
+    def _batches(self, u: np.ndarray, i: np.ndarray) -> list[tuple[Any, Any]]:
+        """One jitted call per batch of the padded index arrays."""
+        b = self.batch_size
+        return [self.fn(u[s : s + b], i[s : s + b]) for s in range(0, len(u), b)]
+
+
+@dataclass
+class BlockPredictor(Predictor):
+    """The folded path when the user table is too large to fold: the user side of the first
+    layer is projected once per run of equal users, not once per pair.
+
+    Input grouped by user (what a retrieval job writes: C candidates per user) then projects
+    each user once instead of C times; the projection of a 32-wide embedding to the layer's
+    width is a third of the model's arithmetic per pair. Each batch's users are taken from a
+    block of ``batch_size`` consecutive runs, projected by one fixed-shape jitted call; the
+    pair function gathers from that block. A user's projection is one row of a fixed-shape
+    matmul, as a pair's score is one row of a batch, so the scores do not depend on how rows
+    are grouped, chunked or batched (tests/scoring/test_projected_users.py). A batch with
+    few repeated users (shuffled input) runs ``fn``, which projects per pair inside one jitted
+    call: the same arithmetic in the same shapes, the same bits (the test checks that too),
+    without the block's extra gather.
+    """
+
+    project: Callable[[Any], Any]
+    """users[batch_size] -> their first-layer rows, on the device."""
+    pairs: Callable[[Any, Any, Any, Any], tuple[Any, Any]]
+    """(block, each pair's row in it, u, i) -> scores and stars."""
+
+    def _batches(self, u: np.ndarray, i: np.ndarray) -> list[tuple[Any, Any]]:
+        b = self.batch_size
+        n = len(u)
+        starts = np.empty(n, dtype=bool)
+        starts[0] = True
+        np.not_equal(u[1:], u[:-1], out=starts[1:])
+        run = np.cumsum(starts, dtype=np.int64) - 1  # each pair's run of equal users
+        run_users = u[starts]
+        outs = []
+        block_start, block = -1, None
+        for s in range(0, n, b):
+            first, last = int(run[s]), int(run[s + b - 1])
+            if last - first >= b // 2:  # few repeats (shuffled input): project per pair
+                outs.append(self.fn(u[s : s + b], i[s : s + b]))
+                continue
+            if block is None or last >= block_start + b:
+                # a batch of b pairs spans at most b runs: one block from its first run holds them
+                block_start = first
+                users = run_users[first : first + b]
+                if len(users) < b:
+                    users = np.concatenate([users, np.zeros(b - len(users), np.int32)])
+                block = self.project(users)
+            local = (run[s : s + b] - block_start).astype(np.int32)
+            outs.append(self.pairs(block, local, u[s : s + b], i[s : s + b]))
+        return outs
 
 
 @dataclass
@@ -188,7 +243,12 @@ def _folded_fn(
     transform: LabelTransform,
     fold_budget_bytes: int,
     precision: str = "float32",
-) -> Callable[[Any, Any], tuple[Any, Any]]:
+) -> (
+    Callable[[Any, Any], tuple[Any, Any]]
+    | tuple[Callable[[Any, Any], tuple[Any, Any]], Callable[[Any], Any], Callable[..., Any]]
+):
+    """The folded pair function; when the user table is too large to fold, also the user
+    projection and the pair function taking projected blocks (:class:`BlockPredictor`)."""
     import jax
     import jax.numpy as jnp
 
@@ -239,8 +299,16 @@ def _folded_fn(
         params["gb"] = jnp.asarray(weights["global_bias"])
     low, span, high = _star_constants(transform)
 
+    def project(p: dict[str, Any], users: Any) -> Any:
+        return p["u_tab"][users] @ p["w_u"] + p["b0"]
+
     def fn(p: dict[str, Any], u: Any, i: Any) -> tuple[Any, Any]:
-        hu = p["u_tab"][u] if u_folded else p["u_tab"][u] @ p["w_u"] + p["b0"]
+        return after_user(p, p["u_tab"][u] if u_folded else project(p, u), u, i)
+
+    def from_block(p: dict[str, Any], block: Any, local: Any, u: Any, i: Any) -> tuple[Any, Any]:
+        return after_user(p, block[local], u, i)
+
+    def after_user(p: dict[str, Any], hu: Any, u: Any, i: Any) -> tuple[Any, Any]:
         hm = p["m_tab"][i] if m_folded else p["m_tab"][i] @ p["w_m"]
         h = jax.nn.relu(hu.astype(jnp.float32) + hm.astype(jnp.float32))
         for w, b in p["dense"]:
@@ -254,7 +322,14 @@ def _folded_fn(
             out = out + p["ub"][u] + p["ib"][i] + p["gb"][0]
         return out, jnp.clip(low + span * out, 0.0, high)
 
-    return _bind(fn, params)
+    if u_folded:
+        return _bind(fn, params)
+    jit_project, jit_pairs = jax.jit(project), jax.jit(from_block)
+    return (
+        _bind(fn, params),
+        lambda users: jit_project(params, users),
+        lambda block, local, u, i: jit_pairs(params, block, local, u, i),
+    )
 
 
 def _generic_fn(
@@ -322,9 +397,22 @@ def make_predictor(
         if isinstance(model, RankingModel):
             weights = ranking_weights(model)
     use_fold = fold and weights is not None
+    path = ("folded" if use_fold else "generic") + ("+bf16" if precision == "bfloat16" else "")
+    device = jax.default_backend()
     if use_fold:
         assert weights is not None
-        fn = _folded_fn(weights, bundle.transform, fold_budget_bytes, precision)
+        folded = _folded_fn(weights, bundle.transform, fold_budget_bytes, precision)
+        if isinstance(folded, tuple):
+            fn, project, pairs = folded
+            return BlockPredictor(
+                fn=fn,
+                batch_size=round_batch(batch_size),
+                path=path,
+                device=device,
+                project=project,
+                pairs=pairs,
+            )
+        fn = folded
     else:
         if precision != "float32":
             from batchrank.errors import ModelError
@@ -338,9 +426,4 @@ def make_predictor(
         fn = _generic_fn(
             model, bundle.transform, inputs_of(bundle.metadata, bundle.path), bundle.rows
         )
-    return Predictor(
-        fn=fn,
-        batch_size=round_batch(batch_size),
-        path=("folded" if use_fold else "generic") + ("+bf16" if precision == "bfloat16" else ""),
-        device=jax.default_backend(),
-    )
+    return Predictor(fn=fn, batch_size=round_batch(batch_size), path=path, device=device)
