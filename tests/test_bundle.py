@@ -430,3 +430,32 @@ def test_upgrade_refuses_a_format_1_bundle_with_edited_files(
     with pytest.raises(ModelError, match="do not match their format-1 fingerprint"):
         upgrade_bundle(bundle)
     assert json.loads((bundle / "metadata.json").read_text())["format_version"] == 1
+
+
+def test_read_weights_stored_compressed_and_corrupt(tmp_path: Path) -> None:
+    """weights.npz members are read straight into aligned buffers, CRC checked; a compressed
+    member (another writer's np.savez_compressed) still reads; a flipped byte is refused."""
+    from batchrank.bundle_files import read_weights
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "big": rng.standard_normal((3000, 100)).astype(np.float32),  # > 1 MiB: aligned
+        "fortran": np.asfortranarray(rng.standard_normal((7, 5))),
+        "ints": np.arange(10, dtype=np.int64),
+        "scalar": np.array(3.5, dtype=np.float32),
+    }
+    for save in (np.savez, np.savez_compressed):
+        file = tmp_path / f"{save.__name__}.npz"
+        save(file, **arrays)
+        got = read_weights(file)
+        assert set(got) == set(arrays)
+        for k, a in arrays.items():
+            assert got[k].dtype == a.dtype and got[k].shape == a.shape
+            assert np.array_equal(got[k], a)
+        assert got["big"].ctypes.data % 64 == 0
+    file = tmp_path / "savez.npz"
+    data = bytearray(file.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # inside the big member's values
+    file.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"cannot read the weights.*CRC"):
+        read_weights(file)
