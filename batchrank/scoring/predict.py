@@ -4,8 +4,9 @@ For :class:`batchrank.model.RankingModel` the first Dense layer is folded: it ac
 ``concat(user_emb, movie_emb)``, so ``W @ [u; m] + b = (W_u @ u + b) + W_m @ m``. Per-user and
 per-movie tables of the first layer's width are computed once per run, and each pair then costs
 two gathers and an add instead of a matmul. A table too large to fold (see ``fold_budget_bytes``)
-is projected batch by batch instead. Any other Keras model taking ``{"user", "item"}`` indices
-runs through a jitted ``stateless_call`` (the generic path).
+is projected batch by batch instead: the user side once per run of equal users
+(:class:`BlockPredictor`), the item side per pair. Any other Keras model taking
+``{"user", "item"}`` indices runs through a jitted ``stateless_call`` (the generic path).
 
 Batches have one fixed shape (the last one is padded), so nothing recompiles after the first
 batch. XLA's CPU matmul rounds rows differently for batch sizes that are not multiples of 64,
@@ -43,7 +44,8 @@ BATCH_MULTIPLE = 64
 DEFAULT_BATCH_SIZE = 8192
 DEFAULT_FOLD_BUDGET = 256 << 20
 """Largest folded first-layer table (bytes): 256 K users at width 256. Past it the user side is
-projected per batch, so a million-user vocabulary does not cost a GiB of resident memory."""
+projected per run of equal users, so a million-user vocabulary does not cost a GiB of resident
+memory."""
 # Largest dense score table (cells); two float32 arrays of this many cells is 128 MiB.
 MAX_TABLE_CELLS = 16_000_000
 

@@ -192,7 +192,8 @@ class TopK:
         # join and filter were a third of the scoring loop at 10 M users x 10, py-spy).
         users = df["user_id"]
         lo, hi = self._threshold_range
-        if users.null_count() < df.height and (users.min() > hi or users.max() < lo):  # type: ignore[operator]
+        known = lo is not None and hi is not None and users.null_count() < df.height
+        if known and (users.min() > hi or users.max() < lo):  # type: ignore[operator]
             return df
         return (
             df.join(self._threshold, on="user_id", how="left")
