@@ -150,9 +150,9 @@ def read_weights(file: Path) -> dict[str, np.ndarray]:
             for info in zf.infolist():
                 name = info.filename.removesuffix(".npy")
                 arr = _read_stored_member(fh, info)
-                if arr is None:
-                    with np.load(file, allow_pickle=False) as npz:
-                        arr = _aligned(npz[name])
+                if arr is None:  # what np.load does per member, on the archive already open
+                    with zf.open(info) as member:
+                        arr = _aligned(np.lib.format.read_array(member, allow_pickle=False))
                 out[name] = arr
         return out
     except Exception as e:  # zipfile, zlib, numpy format errors: all mean a corrupt file
